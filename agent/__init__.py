@@ -1,0 +1,3 @@
+"""NN-Factory on-device profiling agent (stands alone: never imports ``host``)."""
+
+__version__ = "0.1.0"

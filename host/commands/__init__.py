@@ -1,0 +1,1 @@
+"""CLI subcommands of ``nnf``: one module per verb, each with ``register(subparsers)``."""

@@ -1,0 +1,77 @@
+"""Exception hierarchy of the NN-Factory host.
+
+Every error a user can cause derives from :class:`NNFactoryError`, so a caller (or the CLI) can catch
+one type. Each message names what is wrong and what to do about it.
+
+    NNFactoryError
+    ├── ConfigError            unknown backbone/config/task/device name, bad option values
+    ├── GateError              gate vectors of the wrong length/shape, non-binary where hard gates are needed
+    ├── SpecError              a model spec/checkpoint that cannot be read (newer version, corrupt, wrong kind)
+    ├── ArtifactError          weights files that are truncated or corrupt, export failures
+    ├── MissingExtraError      an optional dependency is not installed (says which ``pip install`` fixes it)
+    ├── AgentError             talking to an on-device agent failed (see host.client for subclasses)
+    ├── DeployError            deploying an agent over ssh/adb failed
+    ├── CampaignError          a profiling campaign store is unusable
+    └── SearchError            no candidate meets the budgets
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+class NNFactoryError(Exception):
+    """Base class of every error NN-Factory raises on purpose."""
+
+
+class ConfigError(NNFactoryError, ValueError):
+    """An unknown name or an invalid option value."""
+
+
+class GateError(NNFactoryError, ValueError):
+    """Gate vectors that do not fit a gate layout."""
+
+
+class SpecError(NNFactoryError, ValueError):
+    """A spec or checkpoint that cannot be used."""
+
+
+class ArtifactError(NNFactoryError):
+    """A weights file or exported artifact that is missing, truncated or corrupt."""
+
+
+class MissingExtraError(NNFactoryError, ImportError):
+    """An optional dependency is missing."""
+
+    def __init__(self, what: str, extra: str, package: str | None = None) -> None:
+        pkg = package or extra
+        super().__init__(
+            f"{what} needs the optional dependency {pkg!r}, which is not installed; "
+            f"install it with: pip install 'nn-factory[{extra}]'"
+        )
+        self.extra = extra
+
+
+class AgentError(NNFactoryError):
+    """Talking to an on-device agent failed."""
+
+
+class DeployError(NNFactoryError):
+    """Deploying, starting or stopping an agent on a device failed."""
+
+
+class CampaignError(NNFactoryError):
+    """A profiling campaign or its store is unusable."""
+
+
+class SearchError(NNFactoryError):
+    """No candidate meets the requested budgets."""
+
+
+def suggest(name: str, choices: Iterable[str]) -> str:
+    """Return a ' Did you mean ...?' hint for ``name`` among ``choices`` ('' when nothing is close)."""
+    close = difflib.get_close_matches(name, list(choices), n=3, cutoff=0.5)
+    if not close:
+        return ""
+    return " Did you mean " + " or ".join(repr(c) for c in close) + "?"

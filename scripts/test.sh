@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Install everything the tests need on a fresh Debian machine, then run the whole test suite.
+# Usage: bash scripts/test.sh [pytest args...]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# System peers the tests talk to: a real OpenSSH server and Debian's adb client.
+if ! command -v sshd >/dev/null 2>&1 && [ ! -x /usr/sbin/sshd ] || ! command -v adb >/dev/null 2>&1; then
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq openssh-server openssh-client adb >/dev/null
+fi
+
+python3 -m venv .venv
+# torch is pinned in the same command so no other package can pull a CUDA build.
+.venv/bin/pip install -q --disable-pip-version-check torch==2.13.0 -e '.[all,dev]'
+exec .venv/bin/python -m pytest -q "$@"
