@@ -173,6 +173,10 @@ class Family:
         """True when the combination means the same as another combination (skipped as extra)."""
         return False
 
+    def image_shape(self, space: TaskSpace) -> tuple[int, ...]:
+        """Shape (C, H, W) of one input sample."""
+        raise NotImplementedError
+
     def make_sampler(self, space: TaskSpace, split: str) -> Any:
         raise NotImplementedError
 

@@ -26,6 +26,8 @@ QUANTIFIERS = ("exactly", "at least", "at most")
 REQUIRED_GROUPS = ("quantifier", "number", "class")
 # How much likelier a count next to the yes/no boundary is than any other count.
 BOUNDARY_WEIGHT = 3.0
+# MNIST train images from this index on form the validation split (never trained on).
+VAL_START = 55000
 
 
 def _predicate(quantifier: str, n: int, count: int) -> bool:
@@ -91,8 +93,20 @@ class DigitGridCount(Family):
         cells = _cells(space)
         return (q == "at least" and n == cells) or (q == "at most" and n == 0)
 
+    def image_shape(self, space: TaskSpace) -> tuple[int, ...]:
+        grid = space.params["grid"]
+        return (1, int(grid["rows"]) * 28, int(grid["cols"]) * 28)
+
     def make_sampler(self, space: TaskSpace, split: str) -> DigitGridSampler:
-        return DigitGridSampler(space, load_mnist(split))
+        """``split``: "train" (MNIST train images 0..54999), "val" (MNIST train 55000..59999, for
+        model selection) or "test" (MNIST's test split)."""
+        if split == "test":
+            return DigitGridSampler(space, load_mnist("test"))
+        if split not in ("train", "val"):
+            raise ConfigError(f"unknown data split {split!r}; choose train, val or test")
+        full = load_mnist("train")
+        sl = slice(0, VAL_START) if split == "train" else slice(VAL_START, len(full))
+        return DigitGridSampler(space, MnistSplit(split, full.images[sl], full.labels[sl]))
 
 
 def _cells(space: TaskSpace) -> int:
