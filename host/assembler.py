@@ -93,7 +93,7 @@ class GateResult:
 
     gates: hard {0, 1} gates, one (B, D_l) tensor per gated layer, ratio <= limit guaranteed.
     logits: the raw per-layer logits (B, D_l).
-    ratios: (B,) activation ratio of ``gates``. trimmed: (B,) how many modules the final trim switched off.
+    ratios: (B,) activation ratio of ``gates`` (float64). trimmed: (B,) how many modules the final trim switched off.
     """
 
     gates: list[torch.Tensor]
@@ -148,17 +148,17 @@ class ModuleAssembler(nn.Module):
     @torch.no_grad()
     def generate(self, tasks: torch.Tensor, limits: torch.Tensor) -> GateResult:
         """Hard gates for a batch of requests, trimmed so each ratio is <= its limit (eval mode)."""
-        limits = limits.float()
+        limits = limits.double()  # the guarantee is checked in float64 against the requested value
         check_limits(limits)
         was_training = self.training
         self.eval()
         try:
-            logits = self(tasks, limits)
+            logits = self(tasks, limits.float())
         finally:
             self.train(was_training)
         gates, trimmed = trim_to_limit(logits, limits)
         flat = torch.cat(gates, dim=1)
-        return GateResult(gates=gates, logits=logits, ratios=flat.mean(dim=1), trimmed=trimmed)
+        return GateResult(gates=gates, logits=logits, ratios=flat.double().mean(dim=1), trimmed=trimmed)
 
 
 def max_active(limits: torch.Tensor, total: int) -> torch.Tensor:

@@ -53,7 +53,7 @@ class ModelFactory:
     def gates(self, tasks: list[Task | str], limits: list[float] | torch.Tensor) -> GateResult:
         """Hard gates for a batch of requests (one forward of the assembler)."""
         resolved = [self.space.task(t) if isinstance(t, str) else t for t in tasks]
-        lim = torch.as_tensor(limits, dtype=torch.float32).reshape(-1)
+        lim = torch.as_tensor(limits, dtype=torch.float64).reshape(-1)
         if lim.shape[0] != len(resolved):
             raise ConfigError(f"{len(resolved)} tasks but {lim.shape[0]} limits")
         check_limits(lim)

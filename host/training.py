@@ -336,7 +336,7 @@ def evaluate(
         row_of[task_ids] = torch.arange(task_ids.shape[0])
         out: dict[float, dict[str, Any]] = {}
         for limit in limits:
-            res = asm.generate(enc, torch.full((enc.shape[0],), float(limit)))
+            res = asm.generate(enc, torch.full((enc.shape[0],), float(limit), dtype=torch.float64))
             correct = torch.zeros(task_ids.shape[0])
             count = torch.zeros(task_ids.shape[0])
             for s in range(0, batch.labels.shape[0], batch_size):

@@ -77,7 +77,7 @@ def test_labels_balanced_correct_and_deterministic(space, test_sampler):
     b = test_sampler.balanced(ids, 20, seed=3)
     assert torch.equal(a.images, b.images) and torch.equal(a.labels, b.labels)
     assert a.images.shape == (len(space.tasks) * 20, 1, 56, 56)
-    assert 0.0 <= a.images.min() and a.images.max() <= 1.0
+    assert a.images.min() >= 0.0 and a.images.max() <= 1.0
     # Labels agree with an independent evaluation of every question on the drawn digits.
     assert torch.equal(test_sampler.labels_for(a.task_ids, a.digits), a.labels)
     per_task_yes = torch.zeros(len(space.tasks)).index_add_(0, a.task_ids, a.labels.float())
