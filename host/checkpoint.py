@@ -204,3 +204,30 @@ def shipped_checkpoint(space: str) -> Path:
             f"`nnf train --space {space} --out DIR` and pass --checkpoint DIR"
         )
     return candidates[0]
+
+
+def export_slim(source: Path, dest: Path, *, note: str = "") -> Path:
+    """Copy a checkpoint (or a run's best) without optimizer state and pre-training head: what ships.
+
+    ``dest`` is replaced atomically if it already holds a checkpoint. A run continued from a slim
+    checkpoint (``nnf train --init-from``) restarts the optimizer's moments; everything else carries on.
+    """
+    ckpt = read_checkpoint(Path(source))
+    meta = {k: v for k, v in ckpt.meta.items() if k not in ("optimizer", "files", "kind", "version")}
+    meta["exported_from"] = {"path": str(ckpt.path), "step": meta.get("train_state", {}).get("step"), "note": note}
+    tensors = {k: v for k, v in ckpt.model.items() if not k.startswith("aux.")}
+    dest = Path(dest)
+    if dest.exists() and not (dest / "checkpoint.json").is_file():
+        raise ArtifactError(f"{dest} exists and is not a checkpoint directory; refusing to replace it")
+    staging = dest.with_name(f".{dest.name}.new")
+    shutil.rmtree(staging, ignore_errors=True)
+    write_checkpoint(staging, meta, tensors)
+    if dest.exists():
+        old = dest.with_name(f".{dest.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(dest, old)
+        os.replace(staging, dest)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(staging, dest)
+    return dest

@@ -376,7 +376,7 @@ class Trainer:
     """Runs (or resumes) one training run into a run directory."""
 
     def __init__(self, cfg: TrainConfig, out_dir: Path, *, resume: bool = False, threads: int = 1,
-                 progress: bool = True) -> None:
+                 progress: bool = True, init_from: Path | None = None) -> None:
         self.out = Path(out_dir)
         self.world, self.rank = _dist_info()
         if self.world > 1 and not dist.is_initialized():
@@ -385,7 +385,11 @@ class Trainer:
         self.progress = progress and self.rank == 0
         self.state: dict[str, Any] = {"step": 0, "seconds": 0.0, "history": [], "best": None}
         ckpt = self._prepare_dir(resume)
-        if ckpt is not None:
+        if ckpt is not None and init_from is not None:
+            raise ConfigError(f"{self.out} already holds a run; continue it with --resume, without --init-from")
+        source = ckpt if ckpt is not None else (read_checkpoint(init_from) if init_from is not None else None)
+        if source is not None:
+            ckpt = source
             saved = TrainConfig.from_json(ckpt.meta["train_config"])
             if (saved.space, saved.backbone) != (cfg.space, cfg.backbone):
                 raise SpecError(
@@ -411,8 +415,14 @@ class Trainer:
             self.models.assembler.load_state_dict(loaded.assembler.state_dict())
             if loaded.aux is not None and self.models.aux is not None:
                 self.models.aux.load_state_dict(loaded.aux.state_dict())
-            self.optimizer.load_state_dict(ckpt.optimizer)
+            if ckpt.optimizer is not None:
+                self.optimizer.load_state_dict(ckpt.optimizer)
+            elif self.rank == 0:  # --init-from a slim checkpoint: fresh optimizer moments
+                print(f"nnf train: continuing from {ckpt.path} at step {ckpt.meta['train_state']['step']} "
+                      "with fresh optimizer state", file=sys.stderr)
             self.state = dict(ckpt.meta["train_state"])
+            if ckpt.optimizer is None:
+                self.state["best"] = None  # the source run's checkpoints are not in this run directory
         self._val = None
         seen = [i for i, t in enumerate(self.space.tasks) if t.split == "seen"]
         extra = [i for i, t in enumerate(self.space.tasks) if t.split == "extra"]

@@ -132,3 +132,25 @@ def test_bad_run_directories_and_checkpoints(tmp_path):
     (ck_dir / "checkpoint.json").write_text("{not json")
     with pytest.raises(SpecError, match="not valid JSON"):
         read_checkpoint(ck_dir)
+
+
+def test_slim_export_and_init_from(tmp_path):
+    from host.checkpoint import export_slim
+
+    run = tmp_path / "run"
+    Trainer(TrainConfig(**{**TINY, "steps": 4}), run, progress=False).run()
+    slim = export_slim(run, tmp_path / "ship" / "numvqa_resnet")
+    ck = read_checkpoint(slim)
+    assert ck.optimizer is None and not any(k.startswith("aux.") for k in ck.model)
+    assert not (slim / "optimizer.safetensors").exists()
+    with pytest.raises(SpecError, match="no optimizer.safetensors"):
+        read_checkpoint(slim, with_optimizer=True)
+    cont = Trainer(TrainConfig(**{**TINY, "steps": 6}), tmp_path / "cont", init_from=slim, progress=False)
+    assert cont.state["step"] == 4
+    before = {k: v.clone() for k, v in cont.models.assembler.state_dict().items()}
+    assert all(torch.equal(before[k], v) for k, v in ck.section("assembler").items())
+    cont.run()
+    assert cont.state["step"] == 6
+    # exporting again replaces the shipped copy atomically
+    export_slim(tmp_path / "cont", slim)
+    assert read_checkpoint(slim).meta["train_state"]["step"] == 6

@@ -20,6 +20,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--backbone", default=d.backbone, help="supernet config (default: %(default)s)")
     p.add_argument("--out", required=True, type=Path, help="run directory (checkpoints, latest.json)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    p.add_argument("--init-from", type=Path, default=None,
+                   help="start a new run in --out from a checkpoint without optimizer state (e.g. the shipped "
+                        "one): same config and step, fresh optimizer moments")
     p.add_argument("--steps", type=int, default=d.steps, help="total optimizer steps incl. pre-training (default: %(default)s)")
     p.add_argument("--pretrain-steps", type=int, default=d.pretrain_steps, help="backbone pre-training steps (default: %(default)s)")
     p.add_argument("--batch-size", type=int, default=d.batch_size, help="global batch size (default: %(default)s)")
@@ -51,7 +54,8 @@ def run(args: argparse.Namespace) -> int:
         eval_per_task=args.eval_per_task,
         curriculum_steps=args.curriculum_steps,
     )
-    trainer = Trainer(cfg, args.out, resume=args.resume, threads=args.threads, progress=not args.no_progress)
+    trainer = Trainer(cfg, args.out, resume=args.resume, threads=args.threads, progress=not args.no_progress,
+                      init_from=args.init_from)
     try:
         summary = trainer.run()
     finally:
