@@ -17,7 +17,6 @@ import numpy as np
 import pytest
 import torch
 
-from _plain_models import PLAIN_MODELS
 from host.errors import ArtifactError, ConfigError, MissingExtraError, SpecError
 from host.exports import (
     FLOAT_ATOL,
@@ -29,16 +28,23 @@ from host.exports import (
     sidecar_path,
     verify_export,
 )
+from host.extraction import extract
+from host.gates import random_gates
+from host.supernets import build_supernet
+from tests._plain_models import PLAIN_MODELS
+from tests.helpers import randomize_norms
 
 FAST_FORMATS = ("torchscript", "torch-export", "onnx")
+TINY_CONFIGS = {"resnet_tiny": "resnet", "bottleneck_tiny": "resnet", "mobilenetv2_tiny": "mobilenetv2",
+                "vit_tiny": "vit"}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def compact_model(config: str, zero_layer: int = 1, seed: int = 0):
+    """A compact model extracted from ``config`` at ~50 % gates, gated layer ``zero_layer`` all off."""
+    net = randomize_norms(build_supernet(config), seed=seed).eval()
+    gates = random_gates(net.gate_layout(), 0.5, generator=torch.Generator().manual_seed(seed))
+    gates[zero_layer] = torch.zeros_like(gates[zero_layer])
+    return extract(net, gates)
 
 
 def _export(tmp_path: Path, name: str, fmt: str, **kw):
@@ -61,10 +67,7 @@ def _independent_check(model: torch.nn.Module, shape: tuple[int, ...], out: Path
     return worst
 
 
-@pytest.mark.parametrize("fmt", FAST_FORMATS)
-@pytest.mark.parametrize("name", list(PLAIN_MODELS))
-def test_float_export_matches_pytorch(tmp_path: Path, name: str, fmt: str) -> None:
-    model, shape, out, result = _export(tmp_path, name, fmt)
+def _assert_exported(tmp_path: Path, model: torch.nn.Module, shape: tuple[int, ...], out: Path, result) -> None:
     assert out.is_file() and Path(result.path) == out
     assert result.verification is not None and result.verification.passed
     assert result.verification.max_abs_diff <= FLOAT_ATOL
@@ -73,24 +76,57 @@ def test_float_export_matches_pytorch(tmp_path: Path, name: str, fmt: str) -> No
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([out.name, out.name + ".json"])
 
 
-@pytest.mark.tflite
-def test_tflite_export_with_zero_width_block(tmp_path: Path) -> None:
-    """Default-run TFLite check: BasicBlock ResNet with a zero-width block, in the LiteRT interpreter."""
-    model, shape, out, result = _export(tmp_path, "resnet_basic", "tflite")
-    assert result.verification.passed and result.verification.runtime == "ai_edge_litert.interpreter"
-    assert _independent_check(model, shape, out) <= FLOAT_ATOL
+@pytest.mark.parametrize("fmt", FAST_FORMATS)
+@pytest.mark.parametrize("config", list(TINY_CONFIGS))
+def test_compact_model_export_matches_pytorch(tmp_path: Path, config: str, fmt: str) -> None:
+    """Every backbone's tiny compact model (one block zero-width) in every PyTorch/ONNX format."""
+    compact = compact_model(config)
+    out = tmp_path / f"{config}{FORMATS[fmt].suffix}"
+    result = export_artifact(compact, fmt, out, verify_samples=6)
+    _assert_exported(tmp_path, compact, compact.spec.input_shape, out, result)
     side = json.loads(sidecar_path(out).read_text())
-    assert side["inputs"][0]["shape"] == [1, *shape] and side["inputs"][0]["dtype"] == "float32"
+    assert side["source"]["backbone"] == TINY_CONFIGS[config]
+    assert side["source"]["config"] == config
+    assert side["source"]["gates_fingerprint"] == compact.spec.gates_fingerprint
+    assert 0 in side["source"]["widths"].values()  # the zero-width block made it through
+
+
+@pytest.mark.tflite
+def test_tflite_compact_vit_with_zero_width_ffn(tmp_path: Path) -> None:
+    """Default-run TFLite check: ViT (explicit attention, class token, an FFN with no neurons left)."""
+    compact = compact_model("vit_tiny")
+    out = tmp_path / "vit.tflite"
+    result = export_artifact(compact, "tflite", out, verify_samples=6)
+    assert result.verification.runtime == "ai_edge_litert.interpreter"
+    _assert_exported(tmp_path, compact, compact.spec.input_shape, out, result)
+    side = json.loads(sidecar_path(out).read_text())
+    assert side["inputs"][0]["shape"] == [1, 3, 32, 32] and side["inputs"][0]["dtype"] == "float32"
     assert "litert-torch" in side["exporter"]["versions"]
 
 
 @pytest.mark.tflite
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["resnet_bottleneck", "mobilenetv2", "vit"])
-def test_tflite_export_other_backbones(tmp_path: Path, name: str) -> None:
+@pytest.mark.parametrize("config", ["resnet_tiny", "bottleneck_tiny", "mobilenetv2_tiny"])
+def test_tflite_compact_cnn_backbones(tmp_path: Path, config: str) -> None:
+    compact = compact_model(config)
+    out = tmp_path / f"{config}.tflite"
+    result = export_artifact(compact, "tflite", out, verify_samples=6)
+    _assert_exported(tmp_path, compact, compact.spec.input_shape, out, result)
+
+
+@pytest.mark.parametrize("name", list(PLAIN_MODELS))
+def test_plain_module_onnx_export(tmp_path: Path, name: str) -> None:
+    """Hand-built modules of the same op vocabulary (independent of the extraction code)."""
+    model, shape, out, result = _export(tmp_path, name, "onnx")
+    _assert_exported(tmp_path, model, shape, out, result)
+
+
+@pytest.mark.tflite
+@pytest.mark.slow
+@pytest.mark.parametrize("name", list(PLAIN_MODELS))
+def test_plain_module_tflite_export(tmp_path: Path, name: str) -> None:
     model, shape, out, result = _export(tmp_path, name, "tflite")
-    assert result.verification.passed
-    assert _independent_check(model, shape, out) <= FLOAT_ATOL
+    _assert_exported(tmp_path, model, shape, out, result)
 
 
 def test_sidecar_records_source_shapes_versions_and_hash(tmp_path: Path) -> None:
@@ -235,7 +271,8 @@ def test_missing_extra_names_the_pip_install(tmp_path: Path, monkeypatch, fmt: s
 
 
 def test_missing_runtime_names_the_pip_install(tmp_path: Path, monkeypatch) -> None:
-    _, _, out, _ = _export(tmp_path, "resnet_basic", "onnx")
+    out = tmp_path / "m.onnx"
+    out.write_bytes(b"the runtime import fails before the file is read")
     monkeypatch.setitem(sys.modules, "onnxruntime", None)
     with pytest.raises(MissingExtraError, match=r"onnxruntime.*pip install 'nn-factory\[onnx\]'"):
         load_runner(out)

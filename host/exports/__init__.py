@@ -10,7 +10,14 @@ it came from in a sidecar JSON (``FILE.json``). See ``docs/exports.md``.
 """
 
 from host.exports.export import ExportResult, default_out, export_artifact, sidecar_path, source_spec
-from host.exports.formats import FORMATS, ONNX_OPSET, SUPPORTED_BACKBONES, ExportFormat, format_for_path, get_format
+from host.exports.formats import (
+    FORMATS,
+    ONNX_OPSET,
+    SUPPORTED_BACKBONES,
+    ExportFormat,
+    format_for_path,
+    get_format,
+)
 from host.exports.inputs import InputSampler, InputSet, default_inputs, from_sampler, gaussian_sampler
 from host.exports.runtime import FLOAT_ATOL, ArtifactRunner, VerifyReport, load_runner, verify_export
 

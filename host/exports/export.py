@@ -84,22 +84,34 @@ def default_out(model_dir: str | Path, fmt: str, int8: bool = False) -> Path:
 
 
 def source_spec(model: torch.nn.Module, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """The provenance recorded in the sidecar: backbone, config, task, limit, gates fingerprint, ..."""
+    """The provenance recorded in the sidecar: backbone, config, task, limit, gates fingerprint, ...
+
+    Read from a compact model's ``spec`` (host.compact.CompactSpec) when there is one; ``extra`` (e.g.
+    the model dir) is merged on top, ``None`` values dropped.
+    """
     spec = getattr(model, "spec", None)
     src: dict[str, Any] = {}
     if spec is not None:
-        for key in ("backbone", "config", "config_name", "task", "limit", "gates_fingerprint",
-                    "activation_ratio", "input_shape", "num_classes"):
-            value = getattr(spec, key, None)
-            if value is not None:
-                src[key] = list(value) if isinstance(value, tuple) else value
-        for key, fn in (("params", "params"), ("macs", "macs")):
-            method = getattr(spec, fn, None)
-            if callable(method):
-                src[key] = int(method())
+        meta = getattr(spec, "meta", None) or {}
+        fields = {
+            "backbone": getattr(spec, "backbone", None),
+            "config": getattr(spec, "config_name", None),
+            "config_params": getattr(spec, "config", None),
+            "task": meta.get("task"),
+            "limit": meta.get("limit"),
+            "gates_fingerprint": getattr(spec, "gates_fingerprint", None),
+            "layout_fingerprint": getattr(spec, "layout_fingerprint", None),
+            "activation_ratio": getattr(spec, "activation_ratio", None),
+            "widths": getattr(spec, "widths", None),
+            "meta": meta or None,
+        }
+        for key in ("params", "macs", "peak_activation_bytes"):
+            method = getattr(spec, key, None)
+            fields[key] = int(method()) if callable(method) else None
+        src.update(fields)
     if extra:
-        src.update({k: v for k, v in extra.items() if v is not None})
-    return src
+        src.update(extra)
+    return {k: v for k, v in src.items() if v is not None}
 
 
 def _input_shape(model: torch.nn.Module, input_shape: tuple[int, ...] | None) -> tuple[int, ...]:
@@ -127,7 +139,7 @@ def _export_torch_export(model: torch.nn.Module, sample: torch.Tensor, tmp: Path
 
 
 def _export_onnx(model: torch.nn.Module, sample: torch.Tensor, out_shape: tuple[int, ...], tmp: Path) -> None:
-    onnx = require("onnx", "ONNX export", "onnx")
+    require("onnx", "ONNX export", "onnx")
     require("onnxscript", "ONNX export", "onnx")
     with quiet_exporters():
         torch.onnx.export(
@@ -146,7 +158,7 @@ def check_onnx(path: Path, in_shape: tuple[int, ...], out_shape: tuple[int, ...]
         model = onnx.shape_inference.infer_shapes(onnx.load(str(path)), check_type=True, strict_mode=True)
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
         raise ArtifactError(f"ONNX check of the export failed: {exc}") from exc
-    opset = {o.domain: o.version for o in model.opset_import}.get("", None)
+    opset = {o.domain: o.version for o in model.opset_import}.get("")
     if opset != ONNX_OPSET:
         raise ArtifactError(f"ONNX export has opset {opset}, expected the fixed opset {ONNX_OPSET}")
 
@@ -266,7 +278,7 @@ def export_artifact(
                 "opset": ONNX_OPSET if spec.name == "onnx" else None,
                 "versions": versions(*_VERSIONS[spec.name]),
             },
-            "source": source_spec(model, {"backbone": backbone, **dict(source or {})}),
+            "source": source_spec(model, {"backbone": backbone, "input_shape": list(shape), **dict(source or {})}),
             "int8": None if not int8 else {
                 "scheme": "static, per-channel symmetric int8 weights, int8 activations",
                 "calibration_samples": int(calibration.inputs.shape[0]),

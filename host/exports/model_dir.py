@@ -9,6 +9,7 @@ from typing import Any
 import torch
 
 from host.errors import SpecError
+from host.exports._util import sha256_file
 from host.exports.export import ExportResult, default_out, export_artifact
 from host.exports.inputs import InputSampler, InputSet, from_sampler
 
@@ -52,11 +53,6 @@ def load_compact_dir(model_dir: str | Path) -> torch.nn.Module:
     return load_compact(Path(model_dir))
 
 
-def _meta(spec_json: dict[str, Any]) -> dict[str, Any]:
-    meta = spec_json.get("meta")
-    return meta if isinstance(meta, dict) else {}
-
-
 def export_model_dir(
     model_dir: str | Path,
     fmt: str,
@@ -74,7 +70,6 @@ def export_model_dir(
     """
     spec_json = read_spec_json(model_dir)
     compact = load_compact_dir(model_dir)
-    meta = _meta(spec_json)
     target = Path(out) if out is not None else default_out(model_dir, fmt, int8)
     calibration: InputSet | None = None
     verify: InputSet | None = None
@@ -84,9 +79,8 @@ def export_model_dir(
             calibration = from_sampler(sampler, calibration_samples, seed, "input sampler")
     source = {
         "model_dir": str(Path(model_dir).resolve()),
-        "task": meta.get("task"),
-        "limit": meta.get("limit"),
-        "spec_json": {k: v for k, v in spec_json.items() if k != "meta"} or None,
+        "spec_sha256": sha256_file(Path(model_dir) / SPEC_FILE),
+        "weights_sha256": (spec_json.get("weights") or {}).get("sha256"),
     }
     return export_artifact(
         compact, fmt, target, source=source, int8=int8, calibration=calibration,
