@@ -309,3 +309,51 @@ def test_cli_errors_are_clear(tmp_path: Path, capsys) -> None:
     with pytest.raises(SystemExit):
         main(["export", str(tmp_path), "--format", "coreml"])
     assert "invalid choice: 'coreml'" in capsys.readouterr().err
+
+
+def test_cli_exports_a_saved_compact_model_dir(tmp_path: Path, capsys) -> None:
+    """`nnf export MODEL_DIR --json` on a dir written by save_compact: artifact, sidecar, provenance."""
+    from host.artifact import save_compact
+    from host.cli import main
+
+    compact = compact_model("resnet_numvqa")
+    model_dir = save_compact(compact, tmp_path / "gen", meta={"task": "exactly two 0", "limit": 0.3})
+    assert main(["export", str(model_dir), "--format", "onnx", "--verify-samples", "4", "--json"]) == 0
+    captured = capsys.readouterr()
+    lines = captured.out.strip().splitlines()
+    assert len(lines) == 1  # exactly one JSON object on stdout, exporter chatter went to stderr
+    result = json.loads(lines[0])
+    out = model_dir / "model.onnx"
+    assert result["path"] == str(out) and result["format"] == "onnx" and result["precision"] == "float32"
+    assert result["verification"]["passed"] is True and result["verification"]["samples"] == 4
+    side = json.loads(sidecar_path(out).read_text())
+    assert side["sha256"] == hashlib.sha256(out.read_bytes()).hexdigest()
+    src = side["source"]
+    assert src["task"] == "exactly two 0" and src["limit"] == 0.3 and src["config"] == "resnet_numvqa"
+    assert src["gates_fingerprint"] == compact.spec.gates_fingerprint
+    assert src["model_dir"] == str(model_dir.resolve())
+    assert side["inputs"][0]["shape"] == [1, 1, 56, 56]
+    # the artifact agrees with the model loaded back from the dir, in onnxruntime
+    from host.artifact import load_compact
+
+    x = torch.rand(2, 1, 56, 56, generator=torch.Generator().manual_seed(5))
+    assert verify_export(out, load_compact(model_dir), x).passed
+
+    # human output, int8 to an explicit --out
+    q_out = tmp_path / "phone" / "m.int8.onnx"
+    assert main(["export", str(model_dir), "--format", "onnx", "--int8", "--calibration", "8",
+                 "--verify-samples", "4", "--out", str(q_out)]) == 0
+    text = capsys.readouterr().out
+    assert f"wrote {q_out}" in text and "int8" in text and "top-1 agreement" in text
+    assert json.loads(sidecar_path(q_out).read_text())["int8"]["calibration_samples"] == 8
+
+
+def test_cli_rejects_a_dir_that_is_not_a_compact_model(tmp_path: Path, capsys) -> None:
+    from host.cli import main
+
+    (tmp_path / "spec.json").write_text(json.dumps({"format": "something-else"}))
+    (tmp_path / "model.safetensors").write_bytes(b"")
+    assert main(["export", str(tmp_path), "--format", "torchscript"]) == 2
+    err = capsys.readouterr().err
+    assert "not an NN-Factory compact-model spec" in err
+    assert not (tmp_path / "model.pt").exists()

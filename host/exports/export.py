@@ -231,11 +231,11 @@ def export_artifact(
             "(the on-device agent picks its runtime by suffix)"
         )
     if verify is None:
-        verify = default_inputs(model, shape, verify_samples, seed=seed + 1)
+        verify = default_inputs(model, shape, verify_samples, seed=seed + 1, split="test")
     if int8 and calibration is None:
         if calibration_samples < 1:
             raise ConfigError(f"--calibration must be at least 1 sample, got {calibration_samples}")
-        calibration = default_inputs(model, shape, calibration_samples, seed=seed)
+        calibration = default_inputs(model, shape, calibration_samples, seed=seed, split="val")
     gen = torch.Generator().manual_seed(seed)
     # clone: a view would drag the whole verification batch into archives that store sample inputs
     sample = verify.inputs[:1].float().clone()

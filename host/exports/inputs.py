@@ -9,6 +9,7 @@ the report (``source``), so nobody mistakes agreement on noise for task accuracy
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -55,14 +56,43 @@ def from_sampler(sampler: InputSampler, n: int, seed: int, source: str) -> Input
     return InputSet(x.float(), None, source)
 
 
-def default_inputs(model: torch.nn.Module, input_shape: tuple[int, ...], n: int, seed: int) -> InputSet:
-    """Real task inputs when the model says which task it serves, otherwise N(0, 1) samples."""
-    task_set = task_inputs_for(model, n, seed)
+def default_inputs(
+    model: torch.nn.Module, input_shape: tuple[int, ...], n: int, seed: int, split: str = "test"
+) -> InputSet:
+    """Real task inputs when the model says which task it serves, otherwise N(0, 1) samples.
+
+    split: data split of the task space ("test" for verification, "val" for int8 calibration, so the
+    calibration images are never the ones accuracy is measured on).
+    """
+    task_set = task_inputs_for(model, n, seed, split)
     if task_set is not None:
         return task_set
     return from_sampler(gaussian_sampler(input_shape), n, seed, f"gaussian N(0,1) samples, seed {seed}")
 
 
-def task_inputs_for(model: torch.nn.Module, n: int, seed: int) -> InputSet | None:
-    """Labelled inputs from the task space named by the model's spec/meta, or None when none is known."""
-    return None
+def task_inputs_for(model: torch.nn.Module, n: int, seed: int, split: str = "test") -> InputSet | None:
+    """Labelled inputs of the model's own task, from the task space its meta names.
+
+    A generated model's ``spec.meta`` carries ``space`` and ``task`` (see host.generate); ``n`` balanced
+    samples (half "yes") of that task are drawn from ``split``. None when the model names no task space,
+    or task spaces are not part of this install.
+    """
+    meta = getattr(getattr(model, "spec", None), "meta", None) or {}
+    space_name, task_name = meta.get("space"), meta.get("task")
+    if not space_name or not task_name:
+        return None
+    if importlib.util.find_spec("host.tasks") is None:  # task spaces are not part of this build
+        return None
+    from host.tasks import get_family, load_space
+
+    space = load_space(space_name)
+    task = space.task(task_name)
+    if task not in space.tasks:
+        return None  # a composed task that is not listed in the space: its sampler cannot index it
+    sampler = get_family(space.family).make_sampler(space, split)
+    per_task = max(2, n + (n % 2))  # the balanced sampler wants an even count
+    batch = sampler.balanced(torch.tensor([space.tasks.index(task)]), per_task, seed=seed)
+    return InputSet(
+        batch.images[:n].float(), batch.labels[:n].long(),
+        f"task space {space.name!r}, task {task.name!r}, {split} split, balanced yes/no, seed {seed}",
+    )
