@@ -25,6 +25,7 @@ Because TorchScript and torch.export archives are programs, only an authenticate
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
 import importlib.util
 import zipfile
@@ -243,10 +244,8 @@ def _load_torch(runtime: int, path: str, device: str, threads: int, specs: list[
     import torch
 
     torch.set_num_threads(max(1, threads))
-    try:
+    with contextlib.suppress(RuntimeError):
         torch.set_num_interop_threads(1)
-    except RuntimeError:
-        pass
     dev, dev_name = _torch_device(torch, device)
     recorded: list[InputSpec] | None = None
     try:
@@ -408,8 +407,8 @@ def import_runtime(runtime: int) -> None:
     elif runtime == RUNTIME_TORCH_EXPORT:
         # torch.export.load pulls in its deserialiser (and sympy, FX) on first use: ~75 MiB that belong
         # to the runtime, not to the model, so they go into the baseline.
-        import torch.export  # noqa: F401
         import torch._export.serde.serialize  # noqa: F401
+        import torch.export  # noqa: F401
     else:
         importlib.import_module(info.module)
 

@@ -456,7 +456,7 @@ class ProfilingAgentServicer(pb_grpc.ProfilingAgentServicer):
         message = answer.get("message", "")
         if kind == "oom":
             limit = payload.get("memory_limit_bytes") or 0
-            message = (f"model ran out of memory" + (f" (worker address-space limit {limit} bytes)" if limit else "")
+            message = ("model ran out of memory" + (f" (worker address-space limit {limit} bytes)" if limit else "")
                        + f": {message}")
         raise ProfileFailure(code, kind, message)
 
