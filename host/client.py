@@ -28,12 +28,13 @@ Errors (all subclasses of :class:`host.errors.AgentError`; ``.code`` is the gRPC
 from __future__ import annotations
 
 import hashlib
+import io
 import random
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, BinaryIO, TypeVar
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -278,7 +279,7 @@ class ProfileRequest:
     artifact_sha256: str
     runtime: str | None = None
     device: str = "cpu"
-    inputs: Sequence[TensorSpec] = ()
+    inputs: Sequence[TensorSpec | Sequence[int]] = ()  # TensorSpec or a bare shape (float32)
     threads: int = 1
     warmup_runs: int | None = None
     repeats: int | None = None
@@ -301,7 +302,9 @@ class ProfileRequest:
             raise ConfigError(f"unknown runtime {self.runtime!r}: use one of {sorted(NAME_TO_RUNTIME)}")
         m = pb.ProfileRequest(
             artifact_sha256=self.artifact_sha256, runtime=rt, device=self.device,
-            inputs=[pb.TensorSpec(name=t.name, shape=list(t.shape), dtype=t.dtype) for t in self.inputs],
+            inputs=[pb.TensorSpec(name=t.name, shape=list(t.shape), dtype=t.dtype)
+                    for t in (i if isinstance(i, TensorSpec) else TensorSpec(tuple(int(d) for d in i))
+                              for i in self.inputs)],
             threads=self.threads, cooldown_ms=self.cooldown_ms, deadline_s=self.deadline_s,
             cpu_affinity=list(self.cpu_affinity), memory_limit_bytes=self.memory_limit_bytes,
             max_repeats=self.max_repeats, request_id=self.request_id, seed=self.seed, options=self.options,
@@ -432,20 +435,34 @@ class AgentClient:
     def has_artifact(self, sha256: str) -> bool:
         return self.artifact_status(sha256).present
 
-    def upload(self, path: str | Path, *, sha256: str | None = None, stop_after_bytes: int | None = None
-               ) -> UploadResult:
-        """Upload ``path`` unless the agent has it; resume a partial upload; retry broken streams.
+    def upload(self, artifact: str | Path | bytes, *, sha256: str | None = None,
+               stop_after_bytes: int | None = None) -> UploadResult:
+        """Upload ``artifact`` (a path or the bytes) unless the agent has it; resume a partial upload;
+        retry broken streams.
 
         ``stop_after_bytes`` ends the stream early on purpose (the agent keeps the partial bytes): used
         by tests and by callers that want to bound one call's transfer.
         """
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"artifact {str(p)!r} does not exist")
-        size = p.stat().st_size
+        if isinstance(artifact, bytes | bytearray | memoryview):
+            blob = bytes(artifact)
+            size = len(blob)
+            name = "<bytes>"
+            sha = sha256 or hashlib.sha256(blob).hexdigest()
+
+            def opener() -> BinaryIO:
+                return io.BytesIO(blob)
+        else:
+            p = Path(artifact)
+            if not p.is_file():
+                raise ConfigError(f"artifact {str(p)!r} does not exist")
+            size = p.stat().st_size
+            name = p.name
+            sha = sha256 or sha256_file(p)
+
+            def opener() -> BinaryIO:
+                return p.open("rb")
         if size == 0:
-            raise ConfigError(f"artifact {str(p)!r} is empty")
-        sha = sha256 or sha256_file(p)
+            raise ConfigError(f"artifact {name!r} is empty")
         attempt = 0
         sent_total = 0
         first_offset: int | None = None
@@ -460,7 +477,7 @@ class AgentClient:
             sent_now = [0]
 
             def chunks(offset: int = offset, sent_now: list[int] = sent_now) -> Iterator[pb.UploadChunk]:
-                with p.open("rb") as fh:
+                with opener() as fh:
                     fh.seek(offset)
                     pos = offset
                     first = True
@@ -475,7 +492,7 @@ class AgentClient:
                             break
                         if first:
                             yield pb.UploadChunk(sha256=sha, total_size_bytes=size, offset=offset,
-                                                 filename=p.name, data=data)
+                                                 filename=name, data=data)
                             first = False
                         else:
                             yield pb.UploadChunk(data=data)
@@ -491,13 +508,13 @@ class AgentClient:
                     self._sleep_backoff(attempt)
                     attempt += 1
                     continue
-                raise _error_from_rpc(exc, f"upload of {p.name} to agent {self.address}") from None
+                raise _error_from_rpc(exc, f"upload of {name} to agent {self.address}") from None
             sent_total += sent_now[0]
             if resp.complete or stop_after_bytes is not None:
                 return UploadResult(sha, resp.size_bytes or resp.received_bytes, sent_total,
                                     skipped=resp.already_present and sent_total == 0, resumed_from=first_offset)
             if attempt >= self.retries:
-                raise AgentArtifactError(f"upload of {p.name} to agent {self.address} incomplete after "
+                raise AgentArtifactError(f"upload of {name} to agent {self.address} incomplete after "
                                          f"{attempt + 1} attempts ({resp.received_bytes}/{size} bytes)")
             attempt += 1
 
@@ -507,7 +524,13 @@ class AgentClient:
             metadata=self._metadata))
         return list(m.deleted)
 
-    def profile(self, request: ProfileRequest) -> ProfileResult:
+    def profile(self, request: ProfileRequest | str, **kw: Any) -> ProfileResult:
+        """Profile one artifact: pass a :class:`ProfileRequest`, or the artifact's sha256 and its fields
+        as keywords, e.g. ``profile(sha, runtime="onnxruntime", inputs=[(1, 3, 224, 224)], repeats=30)``."""
+        if isinstance(request, str):
+            request = ProfileRequest(request, **kw)
+        elif kw:
+            raise ConfigError("pass either a ProfileRequest or a sha256 with keyword fields, not both")
         msg = request.to_proto()
         m = self._call("Profile", lambda: self._stub.Profile(
             msg, timeout=request.call_timeout_s(self.profile_timeout_s), metadata=self._metadata))

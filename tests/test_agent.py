@@ -100,8 +100,8 @@ def test_upload_dedup_and_delete(client: AgentClient, tmp_path: Path) -> None:
     sha = hashlib.sha256(p.read_bytes()).hexdigest()
     first = client.upload(p)
     assert first.sha256 == sha and not first.skipped and first.bytes_sent == p.stat().st_size
-    again = client.upload(p)
-    assert again.skipped and again.bytes_sent == 0
+    again = client.upload(p.read_bytes())  # bytes work as well as paths
+    assert again.skipped and again.bytes_sent == 0 and again.sha256 == sha
     assert client.has_artifact(sha)
     assert client.delete_artifacts([sha]) == [sha]
     assert not client.has_artifact(sha)
@@ -202,8 +202,9 @@ def test_profile_onnx_with_affinity(client: AgentClient, mm_onnx: Path) -> None:
     assert r.measure_time_s >= 0.05
     assert r.inputs[0].shape == (1, 64) and r.inputs[0].dtype == "float32"
     assert "onnxruntime" in r.context.runtime_versions
-    # the runtime is sniffed from the bytes when not given
-    assert client.profile(ProfileRequest(sha, **QUICK)).runtime == "onnxruntime"
+    # the runtime is sniffed from the bytes when not given; keyword form with bare shapes
+    r2 = client.profile(sha, inputs=[(1, 64)], **QUICK)
+    assert r2.runtime == "onnxruntime" and r2.inputs[0].shape == (1, 64)
 
 
 @pytest.mark.skipif(not has_torch, reason="torch not installed")
