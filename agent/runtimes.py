@@ -212,7 +212,7 @@ def _merge_specs(requested: list[InputSpec], recorded: list[InputSpec] | None, w
             merged.append(InputSpec(name, tuple(r.shape), r.dtype or "float32"))
         return merged
     if recorded is None:
-        raise InputError(f"{what} does not record its input shapes: pass inputs (shape and dtype) in the request")
+        raise InputError(f"{what} does not record its input shapes: pass input shapes in the request (nnf profile-model: --input-shape)")
     for r in recorded:
         if any((d is None or d < 0) for d in r.shape):
             raise InputError(
