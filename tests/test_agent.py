@@ -188,6 +188,8 @@ def _check_result(r, repeats: int) -> None:  # noqa: ANN001
     assert r.baseline_rss_bytes > 0 and r.process_peak_bytes >= r.baseline_rss_bytes
     assert r.context.threads == 1 and r.context.worker_pid > 0
     assert r.context.runtime_versions
+    assert len(r.thread_cpu_samples_ns) == len(r.samples_ns) and r.median_thread_cpu_us > 0
+    assert r.context.runqueue_wait_fraction >= 0.0 and r.context.involuntary_context_switches >= 0
 
 
 @needs_ort
