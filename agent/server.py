@@ -578,13 +578,14 @@ def create_server(
     max_queue: int = 16,
     max_workers: int = 32,
     worker_env: dict[str, str] | None = None,
-    device_lock: str | Path | None = "default",
+    device_lock: str | Path | None = None,
     worker_nice: int | None = None,
 ) -> tuple[grpc.Server, int]:
     """Build and start an agent server bound to ``addr`` (``HOST:PORT``; port 0 = any free port).
 
     ``device_lock``: file whose ``flock`` serialises measurements of all agents on this device
-    ("default": ``$TMPDIR/nnf-agent-device-<uid>.lock``; None: only this agent's own queue).
+    ("default": ``$TMPDIR/nnf-agent-device-<uid>.lock``, what ``nnf-agent serve`` uses; None, the default
+    here so embedded/test servers stay hermetic: only this agent's own queue).
     ``worker_nice``: nice value for measurement workers (e.g. -10: other processes on a shared machine
     interrupt timed runs less; needs root/CAP_SYS_NICE, else the worker reports what it got); None = inherit.
 
