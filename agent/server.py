@@ -419,6 +419,9 @@ class ProfilingAgentServicer(pb_grpc.ProfilingAgentServicer):
             if n > MAX_INPUT_ELEMENTS:
                 raise bad(f"inputs[{i}] has {n} elements: at most {MAX_INPUT_ELEMENTS}")
             inputs.append({"name": t.name, "shape": list(t.shape), "dtype": dtype})
+        if runtime == runtimes.RUNTIME_TORCHSCRIPT and not inputs:
+            raise bad("TorchScript artifact does not record its input shapes: pass input shapes in the request "
+                      "(nnf profile-model: --input-shape)")
         options = dict(req.options)
         unknown = sorted(set(options) - set(binfo.options))
         if unknown:
@@ -451,6 +454,8 @@ class ProfilingAgentServicer(pb_grpc.ProfilingAgentServicer):
                                      f"deadline of {budget_s:.3g} s passed while another agent on this device was "
                                      f"measuring (device lock {self.device_lock.path})")
             try:
+                if not context.is_active():  # the client gave up while queued: do not measure for nobody
+                    raise ProfileFailure(grpc.StatusCode.CANCELLED, "cancelled", "the client cancelled the request")
                 queue_wait = time.monotonic() - t_start
                 run_left = budget_s - queue_wait
                 started = time.time_ns()
