@@ -18,8 +18,12 @@ from host.errors import NNFactoryError
 # Order = order in --help. Add a module here when adding a subcommand.
 COMMAND_MODULES: tuple[str, ...] = (
     "host.commands.demo",
-    "host.commands.agent",
+    "host.commands.tasks",
+    "host.commands.train",
+    "host.commands.generate",
+    "host.commands.eval",
     "host.commands.export",
+    "host.commands.agent",
 )
 
 
