@@ -1,0 +1,446 @@
+"""Deploying, starting, stopping and removing the agent on a device, over any :class:`Transport`.
+
+Layout on the device (``W`` = the device's ``workdir``; relative paths are under the remote ``$HOME``)::
+
+    W/.nnf-workdir              marker: undeploy removes W only when this file is there
+    W/releases/<release_id>/    one unpacked agent package (``agent/...``) + RELEASE.json; the release id is
+                                ``<agent version>-<sha256[:12]>`` of the reproducible tarball
+    W/cache/                    the agent's artifact cache (--cache-dir)
+    W/run/agent.pid|port|log    the running agent: pid, bound loopback port, stdout+stderr
+    W/run/agent.json            what is running: release, pid, port (written after a successful start)
+
+``deploy`` = probe the device's Python (version, the agent's import-time requirements, the runtime, free
+disk, port) -> copy the tarball only if that release is not there yet (sha256 verified on the device) ->
+unpack -> start ``python -m agent serve --host 127.0.0.1`` detached (``setsid nohup``, pidfile, log) ->
+wait for its port -> health-check it through the tunnel. Every remote command's exit code is checked; on
+any failure what this deploy created is removed again, so no partial deployment is left behind.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from host.deploy.inventory import Device
+from host.deploy.package import (
+    MIN_DEVICE_PYTHON,
+    RUNTIME_MODULES,
+    AgentPackage,
+    build_agent_package,
+    pip_name,
+)
+from host.deploy.transport import Transport
+from host.errors import DeployError
+
+MARKER = ".nnf-workdir"
+LOG_TAIL_LINES = 20
+
+_PROBE_SCRIPT = r"""
+import json, os, socket, sys
+a = json.loads(sys.argv[1])
+def has(m):
+    try:
+        import importlib.util
+        return importlib.util.find_spec(m) is not None
+    except (ImportError, ValueError, AttributeError):
+        return False
+out = {"python": list(sys.version_info[:3]), "executable": sys.executable, "platform": sys.platform}
+try:
+    out["machine"] = os.uname().machine
+except AttributeError:
+    out["machine"] = "unknown"
+out["missing"] = [m for m in a["required"] if not has(m)]
+out["runtimes"] = dict((k, [m for m in v if has(m)]) for k, v in a["runtimes"].items())
+p = a["workdir"]
+while p and not os.path.exists(p):
+    p = os.path.dirname(p)
+p = p or "/"
+st = os.statvfs(p)
+out["free_bytes"] = st.f_bavail * st.f_frsize
+out["existing_parent"] = p
+out["writable"] = os.access(p, os.W_OK)
+out["cpu_count"] = os.cpu_count()
+out["port_free"] = None
+if a["port"]:
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        s.bind(("127.0.0.1", a["port"]))
+        out["port_free"] = True
+    except OSError:
+        out["port_free"] = False
+    finally:
+        s.close()
+print("NNF-PROBE " + json.dumps(out))
+"""
+
+
+@dataclass
+class ProbeResult:
+    python_found: bool
+    python: str
+    python_version: tuple[int, ...] = ()
+    missing: list[str] = field(default_factory=list)
+    runtimes: dict[str, list[str]] = field(default_factory=dict)
+    free_bytes: int = 0
+    writable: bool = True
+    existing_parent: str = ""
+    port_free: bool | None = None
+    machine: str = ""
+    cpu_count: int | None = None
+
+    def problems(self, device: Device) -> list[str]:
+        """Everything that prevents the agent from running on this device, each with what to do."""
+        py = device.python
+        if not self.python_found:
+            return [f"Python interpreter {py!r} not found; install Python >= "
+                    f"{'.'.join(map(str, MIN_DEVICE_PYTHON))} (Android: Termux `pkg install python`) or set "
+                    f"python = \"/path/to/python3\" in the inventory"]
+        out = []
+        if tuple(self.python_version[:2]) < MIN_DEVICE_PYTHON:
+            out.append(f"{py} is Python {'.'.join(map(str, self.python_version))}; the agent needs >= "
+                       f"{'.'.join(map(str, MIN_DEVICE_PYTHON))}")
+        if self.missing:
+            pkgs = " ".join(sorted({pip_name(m) for m in self.missing}))
+            out.append(f"missing Python modules: {', '.join(self.missing)} (install on the device: "
+                       f"{py} -m pip install {pkgs})")
+        wanted = [device.runtime] if device.runtime != "auto" else list(RUNTIME_MODULES)
+        if not any(self.runtimes.get(r) for r in wanted):
+            alts = " or ".join(pip_name(m) for r in wanted for m in RUNTIME_MODULES[r][:1])
+            out.append(f"runtime {device.runtime!r} is not installed (install on the device: {py} -m pip "
+                       f"install {alts})")
+        if not self.writable:
+            out.append(f"{self.existing_parent} is not writable; choose another workdir")
+        if self.port_free is False:
+            out.append(f"port {device.agent_port} is already in use on the device's loopback; set "
+                       f"agent_port = 0 (any free port) or another port in the inventory")
+        return out
+
+
+@dataclass
+class AgentState:
+    running: bool
+    release: str | None = None
+    pid: int | None = None
+    port: int | None = None
+
+
+@dataclass
+class DeployReport:
+    device: str
+    release_id: str
+    sha256: str
+    package_bytes: int
+    copied_bytes: int
+    reused_release: bool
+    started: bool
+    pid: int
+    port: int
+    workdir: str
+    python: list[int]
+    runtimes: dict[str, list[str]]
+    elapsed_s: float
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def q(s: str) -> str:
+    return shlex.quote(s)
+
+
+def remote_workdir(transport: Transport) -> str:
+    """Absolute workdir on the device."""
+    wd = transport.device.workdir
+    if wd.startswith("/"):
+        return wd.rstrip("/")
+    wd = wd[2:] if wd.startswith("~/") else wd
+    return transport.home().rstrip("/") + "/" + wd.strip("/")
+
+
+def probe(transport: Transport, workdir: str, requirements: tuple[str, ...]) -> ProbeResult:
+    """Check the device's Python, the agent's requirements, runtimes, disk space and the agent port."""
+    d = transport.device
+    args = {"required": list(requirements), "runtimes": {k: list(v) for k, v in RUNTIME_MODULES.items()},
+            "workdir": workdir, "port": d.agent_port}
+    cmd = f"{q(d.python)} -c {q(_PROBE_SCRIPT)} {q(json.dumps(args))}"
+    res = transport.run(cmd, timeout_s=120)
+    if res.exit_code == 127 or (res.exit_code != 0 and "not found" in res.stderr and "NNF-PROBE" not in res.stdout):
+        return ProbeResult(python_found=False, python=d.python)
+    m = re.search(r"^NNF-PROBE (\{.*\})$", res.stdout, re.M)
+    if res.exit_code != 0 or m is None:
+        raise DeployError(f"device {d.name!r}: probing {d.python} failed (exit code {res.exit_code}):\n"
+                          f"{res.tail()}\nIs {d.python!r} a working Python 3 interpreter?")
+    info = json.loads(m.group(1))
+    return ProbeResult(
+        python_found=True, python=d.python, python_version=tuple(info["python"]), missing=info["missing"],
+        runtimes=info["runtimes"], free_bytes=int(info["free_bytes"]), writable=bool(info["writable"]),
+        existing_parent=info["existing_parent"], port_free=info["port_free"], machine=info.get("machine", ""),
+        cpu_count=info.get("cpu_count"),
+    )
+
+
+def _pid_is_agent(transport: Transport, pid: int, workdir: str) -> bool:
+    """Whether ``pid`` runs *our* agent (guards against a pid reused after a reboot)."""
+    res = transport.run(f"kill -0 {pid} 2>/dev/null && tr '\\0' ' ' < /proc/{pid}/cmdline", timeout_s=30)
+    if res.exit_code != 0:
+        return False
+    return "agent" in res.stdout and workdir in res.stdout
+
+
+def agent_state(transport: Transport, workdir: str) -> AgentState:
+    """What the device says is running (``running`` is checked against the live process)."""
+    res = transport.run(f"cat {q(workdir + '/run/agent.json')} 2>/dev/null", timeout_s=30)
+    if res.exit_code != 0 or not res.stdout.strip():
+        return AgentState(running=False)
+    try:
+        info = json.loads(res.stdout)
+    except json.JSONDecodeError:
+        return AgentState(running=False)
+    pid, port = int(info.get("pid", 0)), int(info.get("port", 0))
+    running = pid > 0 and _pid_is_agent(transport, pid, workdir)
+    return AgentState(running=running, release=info.get("release"), pid=pid, port=port)
+
+
+def log_tail(transport: Transport, workdir: str, lines: int = LOG_TAIL_LINES) -> str:
+    res = transport.run(f"tail -n {int(lines)} {q(workdir + '/run/agent.log')} 2>/dev/null", timeout_s=30)
+    return res.stdout.strip() if res.exit_code == 0 else ""
+
+
+def stop_agent(transport: Transport, workdir: str, timeout_s: float = 10.0) -> bool:
+    """Stop the agent recorded in ``W/run`` (TERM, then KILL); True if one was running."""
+    pidfile = workdir + "/run/agent.pid"
+    res = transport.run(f"cat {q(pidfile)} 2>/dev/null", timeout_s=30)
+    if res.exit_code != 0 or not res.stdout.strip().isdigit():
+        return False
+    pid = int(res.stdout.strip())
+    if not _pid_is_agent(transport, pid, workdir):
+        transport.run(f"rm -f {q(pidfile)} {q(workdir + '/run/agent.json')}", timeout_s=30)
+        return False
+    transport.check(f"kill {pid}", f"stopping the agent (pid {pid})", timeout_s=30)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if transport.run(f"kill -0 {pid} 2>/dev/null", timeout_s=30).exit_code != 0:
+            break
+        time.sleep(0.2)
+    else:
+        transport.run(f"kill -9 {pid} 2>/dev/null", timeout_s=30)
+    transport.check(f"rm -f {q(pidfile)} {q(workdir + '/run/agent.json')} {q(workdir + '/run/agent.port')}",
+                    "removing the agent's pid file", timeout_s=30)
+    return True
+
+
+def agent_command(device: Device, workdir: str, release_id: str) -> str:
+    """The detached start command (prints nothing; pid goes to ``W/run/agent.pid``)."""
+    run = workdir + "/run"
+    env = {"PYTHONPATH": f"{workdir}/releases/{release_id}", "PYTHONUNBUFFERED": "1", **device.env}
+    if device.threads:
+        env.setdefault("OMP_NUM_THREADS", str(device.threads))
+    env_s = " ".join(f"{k}={q(v)}" for k, v in env.items())
+    prefix = ""
+    if device.affinity:
+        prefix = f"taskset -c {','.join(map(str, device.affinity))} "
+    serve = (f"{q(device.python)} -m agent serve --host 127.0.0.1 --port {device.agent_port} "
+             f"--cache-dir {q(workdir + '/cache')} --port-file {q(run + '/agent.port')}")
+    # setsid (where present) puts the agent in its own session so it survives the ssh/adb session ending
+    return (
+        f"cd {q(workdir)} || exit 1; mkdir -p run cache || exit 1; rm -f run/agent.port || exit 1; "
+        f"if command -v setsid >/dev/null 2>&1; then D='setsid nohup'; else D=nohup; fi; "
+        f"env {env_s} $D {prefix}{serve} > {q(run + '/agent.log')} 2>&1 < /dev/null & "
+        f"echo $! > {q(run + '/agent.pid')}"
+    )
+
+
+def start_agent(transport: Transport, workdir: str, release_id: str) -> tuple[int, int]:
+    """Start the agent detached on the device's loopback and wait for its bound port; returns (pid, port)."""
+    d = transport.device
+    if d.affinity:
+        transport.check("command -v taskset", "looking for taskset (needed by affinity = [...])", timeout_s=30)
+    transport.check(agent_command(d, workdir, release_id), "starting the agent", timeout_s=60)
+    pid_s = transport.check(f"cat {q(workdir + '/run/agent.pid')}", "reading the agent's pid", timeout_s=30)
+    pid = int(pid_s.stdout.strip())
+    port_file = workdir + "/run/agent.port"
+    deadline = time.monotonic() + d.start_timeout_s
+    poll = (f"if kill -0 {pid} 2>/dev/null; then if [ -s {q(port_file)} ]; then cat {q(port_file)}; "
+            f"else echo WAIT; fi; else echo DEAD; fi")
+    while True:
+        out = transport.check(poll, "waiting for the agent", timeout_s=30).stdout.strip()
+        if out.isdigit():
+            port = int(out)
+            break
+        if out == "DEAD":
+            tail = log_tail(transport, workdir)
+            hint = ""
+            if re.search(r"in use|EADDRINUSE|Failed to bind|bind", tail, re.I):
+                hint = ("\nThe port is probably in use on the device: set agent_port = 0 or a free port "
+                        "in the inventory.")
+            raise DeployError(f"device {d.name!r}: the agent exited while starting; its log ends with:\n"
+                              f"{tail or '(empty log)'}{hint}")
+        if time.monotonic() > deadline:
+            transport.run(f"kill -9 {pid} 2>/dev/null", timeout_s=30)
+            raise DeployError(f"device {d.name!r}: the agent did not report its port within "
+                              f"{d.start_timeout_s:.0f} s (raise start_timeout_s); log:\n{log_tail(transport, workdir)}")
+        time.sleep(0.2)
+    state = json.dumps({"release": release_id, "pid": pid, "port": port, "started_unix": time.time()})
+    transport.put(state.encode(), workdir + "/run/agent.json")
+    return pid, port
+
+
+def _install_release(transport: Transport, pkg: AgentPackage, workdir: str) -> int:
+    """Copy + verify + unpack the package unless that release is already complete; returns bytes copied."""
+    d = transport.device
+    rel = f"{workdir}/releases/{pkg.release_id}"
+    if transport.run(f"test -f {q(rel + '/RELEASE.json')}", timeout_s=30).exit_code == 0:
+        return 0
+    tarball = f"{workdir}/releases/.{pkg.release_id}.tar.gz"
+    tmpdir = f"{workdir}/releases/.{pkg.release_id}.tmp"
+    try:
+        transport.check(f"rm -rf {q(tmpdir)} && mkdir -p {q(tmpdir)}", "creating the release directory")
+        transport.put(pkg.data, tarball)
+        verify = (f"{q(d.python)} -c \"import hashlib,sys; print(hashlib.sha256(open(sys.argv[1],'rb').read())"
+                  f".hexdigest())\" {q(tarball)}")
+        got = transport.check(verify, "verifying the copied package").stdout.strip()
+        if got != pkg.sha256:
+            raise DeployError(f"device {d.name!r}: the copied package is corrupt (sha256 {got[:12]} != "
+                              f"{pkg.sha256[:12]}); deploy again")
+        transport.check(f"tar -xzf {q(tarball)} -C {q(tmpdir)}", "unpacking the agent package")
+        release = json.dumps({"release": pkg.release_id, "version": pkg.version, "sha256": pkg.sha256,
+                              "files": list(pkg.files)})
+        transport.put(release.encode(), tmpdir + "/RELEASE.json")
+        transport.check(f"mv {q(tmpdir)} {q(rel)} && rm -f {q(tarball)}", "installing the release")
+    except BaseException:
+        transport.run(f"rm -rf {q(tmpdir)} {q(tarball)}", timeout_s=30)
+        raise
+    return pkg.size_bytes
+
+
+def _health_check(transport: Transport, port: int, timeout_s: float) -> None:
+    """gRPC health check of the agent through a tunnel (raises DeployError)."""
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    from host.deploy.forward import Forwarder
+
+    with Forwarder(lambda: transport.open_stream(port), name=transport.device.name) as fwd:
+        channel = grpc.insecure_channel(fwd.address)
+        try:
+            stub = health_pb2_grpc.HealthStub(channel)
+            deadline = time.monotonic() + timeout_s
+            while True:
+                try:
+                    resp = stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=5)
+                    if resp.status == health_pb2.HealthCheckResponse.SERVING:
+                        return
+                except grpc.RpcError as exc:
+                    last = f"{exc.code().name}: {exc.details()}"  # type: ignore[attr-defined]
+                else:
+                    last = f"status {resp.status}"
+                if time.monotonic() > deadline:
+                    raise DeployError(f"device {transport.device.name!r}: the agent started but does not answer "
+                                      f"health checks through the tunnel ({last})")
+                time.sleep(0.3)
+        finally:
+            channel.close()
+
+
+def deploy(transport: Transport, *, package: AgentPackage | None = None, restart: bool = False) -> DeployReport:
+    """Deploy (or re-use) the agent on the transport's device and make sure it runs; see module docstring."""
+    t0 = time.monotonic()
+    d = transport.device
+    pkg = package or build_agent_package()
+    workdir = remote_workdir(transport)
+    info = probe(transport, workdir, pkg.requirements)
+    problems = info.problems(d)
+    if problems:
+        raise DeployError(f"device {d.name!r} cannot run the agent:\n- " + "\n- ".join(problems))
+    existed = transport.run(f"test -d {q(workdir)}", timeout_s=30).exit_code == 0
+    if (existed and transport.run(f"test -f {q(workdir + '/' + MARKER)}", timeout_s=30).exit_code != 0
+            and transport.run(f"[ -z \"$(ls -A {q(workdir)})\" ]", timeout_s=30).exit_code != 0):
+        raise DeployError(f"device {d.name!r}: workdir {workdir} exists and was not created by nnf; "
+                          f"choose another workdir in the inventory (nnf never writes into foreign dirs)")
+    state = agent_state(transport, workdir) if existed else AgentState(running=False)
+    rel_exists = existed and transport.run(
+        f"test -f {q(workdir + '/releases/' + pkg.release_id + '/RELEASE.json')}", timeout_s=30).exit_code == 0
+    if not rel_exists:
+        needed = pkg.size_bytes * 4 + (1 << 20)
+        if info.free_bytes < needed:
+            raise DeployError(
+                f"device {d.name!r}: not enough disk space in {info.existing_parent}: {info.free_bytes >> 10} KiB "
+                f"free, the agent needs about {needed >> 10} KiB; free some space or choose another workdir"
+            )
+    started = False
+    copied = 0
+    try:
+        transport.check(f"mkdir -p {q(workdir + '/releases')} {q(workdir + '/run')} {q(workdir + '/cache')} && "
+                        f"touch {q(workdir + '/' + MARKER)}", "creating the workdir")
+        copied = _install_release(transport, pkg, workdir)
+        if state.running and state.release == pkg.release_id and not restart and state.pid and state.port:
+            pid, port = state.pid, state.port
+        else:
+            if state.running:
+                stop_agent(transport, workdir)
+            pid, port = start_agent(transport, workdir, pkg.release_id)
+            started = True
+        _health_check(transport, port, timeout_s=d.start_timeout_s)
+        # old releases are no longer needed once the new one answers
+        transport.check(
+            f"cd {q(workdir + '/releases')} && for r in *; do [ \"$r\" = {q(pkg.release_id)} ] || rm -rf -- \"$r\"; "
+            f"done", "removing old releases")
+    except BaseException:
+        if started:
+            stop_agent(transport, workdir)
+        if not existed:
+            transport.run(f"rm -rf {q(workdir)}", timeout_s=60)
+        elif copied:
+            transport.run(f"rm -rf {q(workdir + '/releases/' + pkg.release_id)}", timeout_s=60)
+        raise
+    return DeployReport(
+        device=d.name, release_id=pkg.release_id, sha256=pkg.sha256, package_bytes=pkg.size_bytes,
+        copied_bytes=copied, reused_release=copied == 0, started=started, pid=pid, port=port, workdir=workdir,
+        python=list(info.python_version), runtimes=info.runtimes, elapsed_s=time.monotonic() - t0,
+    )
+
+
+def undeploy(transport: Transport) -> dict[str, Any]:
+    """Stop the agent and remove the workdir (only if nnf created it)."""
+    d = transport.device
+    workdir = remote_workdir(transport)
+    if transport.run(f"test -d {q(workdir)}", timeout_s=30).exit_code != 0:
+        return {"device": d.name, "workdir": workdir, "stopped": False, "removed": False}
+    if transport.run(f"test -f {q(workdir + '/' + MARKER)}", timeout_s=30).exit_code != 0:
+        raise DeployError(f"device {d.name!r}: {workdir} was not created by nnf (no {MARKER}); refusing to delete it")
+    stopped = stop_agent(transport, workdir)
+    transport.check(f"rm -rf {q(workdir)}", f"removing {workdir}", timeout_s=120)
+    return {"device": d.name, "workdir": workdir, "stopped": stopped, "removed": True}
+
+
+def fetch_log(transport: Transport, lines: int | None = None) -> str:
+    """The agent's log (whole file, or its last ``lines`` lines)."""
+    workdir = remote_workdir(transport)
+    path = workdir + "/run/agent.log"
+    if transport.run(f"test -f {q(path)}", timeout_s=30).exit_code != 0:
+        raise DeployError(f"device {transport.device.name!r}: no agent log at {path}; deploy first (nnf deploy "
+                          f"{transport.device.name})")
+    if lines:
+        return transport.check(f"tail -n {int(lines)} {q(path)}", "reading the agent log").stdout
+    return transport.get(path).decode("utf-8", "replace")
+
+
+def check_device(transport: Transport, package: AgentPackage | None = None) -> dict[str, Any]:
+    """Reachable? agent deployable (Python, requirements, runtime, disk)? agent running?"""
+    pkg = package or build_agent_package()
+    workdir = remote_workdir(transport)
+    info = probe(transport, workdir, pkg.requirements)
+    problems = info.problems(transport.device)
+    state = agent_state(transport, workdir)
+    return {
+        "device": transport.device.name, "reachable": True, "workdir": workdir,
+        "python": list(info.python_version) if info.python_found else None, "missing": info.missing,
+        "runtimes": {k: v for k, v in info.runtimes.items() if v}, "free_bytes": info.free_bytes,
+        "deployable": not problems, "problems": problems, "agent_running": state.running,
+        "agent_release": state.release, "agent_port": state.port if state.running else None,
+        "current_release": pkg.release_id,
+    }
