@@ -8,6 +8,7 @@ logs in. ``kill_connections()`` kills the per-connection sshd children (a droppe
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import os
 import shutil
@@ -82,8 +83,9 @@ class SshServer:
             if not self.port:
                 self.port = free_port()
             cfg = self._config()
-            self.proc = subprocess.Popen([self.sshd, "-D", "-e", "-f", str(cfg)],
-                                         stdout=subprocess.DEVNULL, stderr=open(self.root / "sshd.log", "ab"))
+            with open(self.root / "sshd.log", "ab") as log:  # the child keeps its own copy of the fd
+                self.proc = subprocess.Popen([self.sshd, "-D", "-e", "-f", str(cfg)],
+                                             stdout=subprocess.DEVNULL, stderr=log)
             deadline = time.monotonic() + 10
             while time.monotonic() < deadline:
                 if self.proc.poll() is not None:
@@ -113,10 +115,8 @@ class SshServer:
         """Kill every per-connection sshd process: established ssh connections drop."""
         pids = self.children()
         for pid in pids:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
         return len(pids)
 
     def stop(self) -> None:
