@@ -6,7 +6,7 @@ Layout on the device (``W`` = the device's ``workdir``; relative paths are under
     W/releases/<release_id>/    one unpacked agent package (``agent/...``) + RELEASE.json; the release id is
                                 ``<agent version>-<sha256[:12]>`` of the reproducible tarball
     W/cache/                    the agent's artifact cache (--cache-dir)
-    W/run/agent.pid|port|log    the running agent: pid, bound loopback port, stdout+stderr
+    W/run/ (mode 0700)          token (the agent's bearer token, 0600), agent.pid, agent.log (stdout+stderr)
     W/run/agent.json            what is running: release, pid, port (written after a successful start)
 
 ``deploy`` = probe the device's Python (version, the agent's import-time requirements, the runtime, free
@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import re
+import secrets
 import shlex
 import time
 from dataclasses import asdict, dataclass, field
@@ -228,13 +229,20 @@ def stop_agent(transport: Transport, workdir: str, timeout_s: float = 10.0) -> b
         time.sleep(0.2)
     else:
         transport.run(f"kill -9 {pid} 2>/dev/null", timeout_s=30)
-    transport.check(f"rm -f {q(pidfile)} {q(workdir + '/run/agent.json')} {q(workdir + '/run/agent.port')}",
+    transport.check(f"rm -f {q(pidfile)} {q(workdir + '/run/agent.json')}",
                     "removing the agent's pid file", timeout_s=30)
     return True
 
 
+LISTENING_PREFIX = "NNF_AGENT_LISTENING"  # the agent prints "NNF_AGENT_LISTENING host=H port=P pid=N"
+
+
 def agent_command(device: Device, workdir: str, release_id: str) -> str:
-    """The detached start command (prints nothing; pid goes to ``W/run/agent.pid``)."""
+    """The detached start command (prints nothing; pid goes to ``W/run/agent.pid``).
+
+    The bearer token is read from ``W/run/token`` (mode 0600 in a 0700 directory) into ``NNF_AGENT_TOKEN``,
+    so it never appears in a command line (``ps``) or on the host's disk.
+    """
     run = workdir + "/run"
     env = {"PYTHONPATH": f"{workdir}/releases/{release_id}", "PYTHONUNBUFFERED": "1", **device.env}
     if device.threads:
@@ -244,14 +252,34 @@ def agent_command(device: Device, workdir: str, release_id: str) -> str:
     if device.affinity:
         prefix = f"taskset -c {','.join(map(str, device.affinity))} "
     serve = (f"{q(device.python)} -m agent serve --host 127.0.0.1 --port {device.agent_port} "
-             f"--cache-dir {q(workdir + '/cache')} --port-file {q(run + '/agent.port')}")
+             f"--cache-dir {q(workdir + '/cache')}")
     # setsid (where present) puts the agent in its own session so it survives the ssh/adb session ending
     return (
-        f"cd {q(workdir)} || exit 1; mkdir -p run cache || exit 1; rm -f run/agent.port || exit 1; "
+        f"cd {q(workdir)} || exit 1; mkdir -p cache || exit 1; "
         f"if command -v setsid >/dev/null 2>&1; then D='setsid nohup'; else D=nohup; fi; "
+        f"NNF_AGENT_TOKEN=\"$(cat {q(run + '/token')})\" || exit 1; export NNF_AGENT_TOKEN; "
         f"env {env_s} $D {prefix}{serve} > {q(run + '/agent.log')} 2>&1 < /dev/null & "
         f"echo $! > {q(run + '/agent.pid')}"
     )
+
+
+def ensure_token(transport: Transport, workdir: str) -> str:
+    """The agent's bearer token on the device (created once, 0600 inside the 0700 run directory)."""
+    run = workdir + "/run"
+    res = transport.run(f"cat {q(run + '/token')} 2>/dev/null", timeout_s=30)
+    if res.exit_code == 0 and len(res.stdout.strip()) >= 32:
+        return res.stdout.strip()
+    token = secrets.token_urlsafe(32)
+    transport.check(f"mkdir -p {q(run)} && chmod 700 {q(run)} && (umask 077 && printf '%s' {q(token)} > "
+                    f"{q(run + '/token')})", "writing the agent token", timeout_s=30)
+    return token
+
+
+def read_token(transport: Transport, workdir: str) -> str | None:
+    res = transport.run(f"cat {q(workdir + '/run/token')} 2>/dev/null", timeout_s=30)
+    if res.exit_code != 0:
+        return None
+    return res.stdout.strip() or None
 
 
 def start_agent(transport: Transport, workdir: str, release_id: str) -> tuple[int, int]:
@@ -262,14 +290,15 @@ def start_agent(transport: Transport, workdir: str, release_id: str) -> tuple[in
     transport.check(agent_command(d, workdir, release_id), "starting the agent", timeout_s=60)
     pid_s = transport.check(f"cat {q(workdir + '/run/agent.pid')}", "reading the agent's pid", timeout_s=30)
     pid = int(pid_s.stdout.strip())
-    port_file = workdir + "/run/agent.port"
+    log = workdir + "/run/agent.log"
     deadline = time.monotonic() + d.start_timeout_s
-    poll = (f"if kill -0 {pid} 2>/dev/null; then if [ -s {q(port_file)} ]; then cat {q(port_file)}; "
-            f"else echo WAIT; fi; else echo DEAD; fi")
+    poll = (f"if kill -0 {pid} 2>/dev/null; then grep -m 1 '^{LISTENING_PREFIX} ' {q(log)} || echo WAIT; "
+            f"else echo DEAD; fi")
     while True:
         out = transport.check(poll, "waiting for the agent", timeout_s=30).stdout.strip()
-        if out.isdigit():
-            port = int(out)
+        m = re.search(r"\bport=(\d+)", out)
+        if m:
+            port = int(m.group(1))
             break
         if out == "DEAD":
             tail = log_tail(transport, workdir)
@@ -317,7 +346,7 @@ def _install_release(transport: Transport, pkg: AgentPackage, workdir: str) -> i
     return pkg.size_bytes
 
 
-def _health_check(transport: Transport, port: int, timeout_s: float) -> None:
+def _health_check(transport: Transport, port: int, token: str | None, timeout_s: float) -> None:
     """gRPC health check of the agent through a tunnel (raises DeployError)."""
     import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -331,7 +360,8 @@ def _health_check(transport: Transport, port: int, timeout_s: float) -> None:
             deadline = time.monotonic() + timeout_s
             while True:
                 try:
-                    resp = stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=5)
+                    md = (("authorization", f"Bearer {token}"),) if token else None
+                    resp = stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=5, metadata=md)
                     if resp.status == health_pb2.HealthCheckResponse.SERVING:
                         return
                 except grpc.RpcError as exc:
@@ -377,6 +407,7 @@ def deploy(transport: Transport, *, package: AgentPackage | None = None, restart
         transport.check(f"mkdir -p {q(workdir + '/releases')} {q(workdir + '/run')} {q(workdir + '/cache')} && "
                         f"touch {q(workdir + '/' + MARKER)}", "creating the workdir")
         copied = _install_release(transport, pkg, workdir)
+        token = ensure_token(transport, workdir)
         if state.running and state.release == pkg.release_id and not restart and state.pid and state.port:
             pid, port = state.pid, state.port
         else:
@@ -384,7 +415,7 @@ def deploy(transport: Transport, *, package: AgentPackage | None = None, restart
                 stop_agent(transport, workdir)
             pid, port = start_agent(transport, workdir, pkg.release_id)
             started = True
-        _health_check(transport, port, timeout_s=d.start_timeout_s)
+        _health_check(transport, port, token, timeout_s=d.start_timeout_s)
         # old releases are no longer needed once the new one answers
         transport.check(
             f"cd {q(workdir + '/releases')} && for r in *; do [ \"$r\" = {q(pkg.release_id)} ] || rm -rf -- \"$r\"; "

@@ -2,7 +2,8 @@
 
 ``DeviceSession(device)`` connects, finds the running agent (``W/run/agent.json``, checked against the live
 process) and opens a :class:`~host.deploy.forward.Forwarder`; ``session.address`` (``127.0.0.1:<port>``) is
-what the gRPC client (``host.client.AgentClient``) connects to. When the ssh/adb connection drops, the next
+what the gRPC client (``host.client.AgentClient``) connects to, with ``session.token`` (read from the
+device, never stored on the host); ``session.client()`` builds that client. When the ssh/adb connection drops, the next
 stream the forwarder needs reconnects the transport (bounded retries with backoff). When the agent is no
 longer running after a reconnect (the device rebooted, or the agent was killed), the session restarts it
 from the release already on the device if ``restart_agent=True``; otherwise it raises a
@@ -15,7 +16,7 @@ import contextlib
 import threading
 import time
 
-from host.deploy.deployer import AgentState, agent_state, remote_workdir, start_agent
+from host.deploy.deployer import AgentState, agent_state, read_token, remote_workdir, start_agent
 from host.deploy.forward import Forwarder
 from host.deploy.inventory import Device
 from host.deploy.transport import Stream, Transport, connect
@@ -40,10 +41,17 @@ class DeviceSession:
         try:
             self.workdir = remote_workdir(self.transport)
             self.state = self._require_agent()
+            self.token = read_token(self.transport, self.workdir)
             self.forwarder = Forwarder(self._open, port=local_port, name=device.name)
         except BaseException:
             self.transport.close()
             raise
+
+    def client(self, **kwargs: object) -> object:
+        """A :class:`host.client.AgentClient` connected through the tunnel, with the device's token."""
+        from host.client import AgentClient
+
+        return AgentClient(self.address, token=self.token, **kwargs)  # type: ignore[arg-type]
 
     @property
     def address(self) -> str:
