@@ -219,7 +219,7 @@ def stop_agent(transport: Transport, workdir: str, timeout_s: float = 10.0) -> b
         return False
     pid = int(res.stdout.strip())
     if not _pid_is_agent(transport, pid, workdir):
-        transport.run(f"rm -f {q(pidfile)} {q(workdir + '/run/agent.json')}", timeout_s=30)
+        transport.run(f"rm -f {q(pidfile)}", timeout_s=30)
         return False
     transport.check(f"kill {pid}", f"stopping the agent (pid {pid})", timeout_s=30)
     deadline = time.monotonic() + timeout_s
@@ -229,8 +229,8 @@ def stop_agent(transport: Transport, workdir: str, timeout_s: float = 10.0) -> b
         time.sleep(0.2)
     else:
         transport.run(f"kill -9 {pid} 2>/dev/null", timeout_s=30)
-    transport.check(f"rm -f {q(pidfile)} {q(workdir + '/run/agent.json')}",
-                    "removing the agent's pid file", timeout_s=30)
+    # agent.json stays: it records which release was deployed (a session can restart it)
+    transport.check(f"rm -f {q(pidfile)}", "removing the agent's pid file", timeout_s=30)
     return True
 
 
