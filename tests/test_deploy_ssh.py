@@ -217,7 +217,7 @@ def test_dropped_connection_mid_campaign_then_resumed(sshd: SshServer, tmp_path:
 
         # without restart_agent the session says what happened and what to do
         with connect(dev) as t:
-            pid = deployer.agent_state(t, deployer.remote_workdir(t)).pid
+            pid = deployer.remote_status(t).agent.pid
         os.kill(pid or 0, 9)
         with pytest.raises(DeployError, match="not running .*rebooted.*nnf deploy box"):
             DeviceSession(dev, restart_agent=False)

@@ -18,6 +18,7 @@ any failure what this deploy created is removed again, so no partial deployment 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import secrets
@@ -153,13 +154,82 @@ def q(s: str) -> str:
     return shlex.quote(s)
 
 
+def _workdir_expr(device: Device) -> str:
+    """Shell expression of the absolute workdir (relative paths are under the remote ``$HOME``)."""
+    wd = device.workdir
+    if wd.startswith("/"):
+        return q(wd.rstrip("/"))
+    wd = wd[2:] if wd.startswith("~/") else wd
+    return '"$HOME"/' + q(wd.strip("/"))
+
+
+@dataclass
+class RemoteStatus:
+    """Everything deploy/undeploy/sessions need to know about the device's workdir, read in ONE command
+    (every remote command costs a round trip, ~0.3 s even to a loopback sshd)."""
+
+    workdir: str
+    exists: bool = False
+    marker: bool = False
+    nonempty: bool = False
+    release_present: bool = False
+    releases: tuple[str, ...] = ()
+    token: str | None = None
+    agent_json: dict[str, Any] = field(default_factory=dict)
+    live_pid: int | None = None  # pid from the pidfile, alive and running our agent
+
+    @property
+    def agent(self) -> AgentState:
+        info = self.agent_json
+        if not info:
+            return AgentState(running=False)
+        pid, port = int(info.get("pid", 0)), int(info.get("port", 0))
+        return AgentState(running=bool(pid) and pid == self.live_pid, release=info.get("release"),
+                          pid=pid, port=port)
+
+
+def remote_status(transport: Transport, release_id: str | None = None) -> RemoteStatus:
+    """Read the workdir's state (see :class:`RemoteStatus`)."""
+    rel = q(release_id or "-")
+    script = (
+        f"W={_workdir_expr(transport.device)}; printf 'workdir=%s\\n' \"$W\"; "
+        "[ -d \"$W\" ] && echo exists=1; "
+        f"[ -f \"$W/{MARKER}\" ] && echo marker=1; "
+        "[ -n \"$(ls -A \"$W\" 2>/dev/null)\" ] && echo nonempty=1; "
+        f"[ -f \"$W/releases/\"{rel}/RELEASE.json ] && echo release_present=1; "
+        "[ -d \"$W/releases\" ] && printf 'releases=%s\\n' \"$(ls \"$W/releases\" | tr '\\n' ' ')\"; "
+        "[ -s \"$W/run/token\" ] && printf 'token=%s\\n' \"$(cat \"$W/run/token\")\"; "
+        "[ -s \"$W/run/agent.json\" ] && printf 'agent_json=%s\\n' \"$(cat \"$W/run/agent.json\")\"; "
+        "p=$(cat \"$W/run/agent.pid\" 2>/dev/null); "
+        "if [ -n \"$p\" ] && kill -0 \"$p\" 2>/dev/null; then "
+        "printf 'pid=%s\\ncmdline=%s\\n' \"$p\" \"$(tr '\\000' ' ' < /proc/$p/cmdline 2>/dev/null)\"; fi; "
+        "exit 0"
+    )
+    res = transport.check(script, "reading the agent's state on the device", timeout_s=60)
+    kv: dict[str, str] = {}
+    for line in res.stdout.splitlines():
+        key, sep, value = line.partition("=")
+        if sep:
+            kv[key] = value
+    workdir = kv.get("workdir", "")
+    if not workdir.startswith("/") or workdir.rstrip("/") == "":
+        raise DeployError(f"device {transport.device.name!r}: cannot resolve workdir {transport.device.workdir!r} "
+                          f"(got {workdir!r}); set an absolute workdir in the inventory")
+    st = RemoteStatus(workdir=workdir, exists="exists" in kv, marker="marker" in kv, nonempty="nonempty" in kv,
+                      release_present="release_present" in kv, releases=tuple(kv.get("releases", "").split()),
+                      token=kv.get("token") or None)
+    if kv.get("agent_json"):
+        with contextlib.suppress(json.JSONDecodeError):
+            st.agent_json = json.loads(kv["agent_json"])
+    cmdline = kv.get("cmdline", "")
+    if kv.get("pid", "").isdigit() and "agent" in cmdline and workdir in cmdline:
+        st.live_pid = int(kv["pid"])  # guards against a pid reused after a reboot
+    return st
+
+
 def remote_workdir(transport: Transport) -> str:
     """Absolute workdir on the device."""
-    wd = transport.device.workdir
-    if wd.startswith("/"):
-        return wd.rstrip("/")
-    wd = wd[2:] if wd.startswith("~/") else wd
-    return transport.home().rstrip("/") + "/" + wd.strip("/")
+    return remote_status(transport).workdir
 
 
 def probe(transport: Transport, workdir: str, requirements: tuple[str, ...]) -> ProbeResult:
@@ -184,26 +254,9 @@ def probe(transport: Transport, workdir: str, requirements: tuple[str, ...]) -> 
     )
 
 
-def _pid_is_agent(transport: Transport, pid: int, workdir: str) -> bool:
-    """Whether ``pid`` runs *our* agent (guards against a pid reused after a reboot)."""
-    res = transport.run(f"kill -0 {pid} 2>/dev/null && tr '\\0' ' ' < /proc/{pid}/cmdline", timeout_s=30)
-    if res.exit_code != 0:
-        return False
-    return "agent" in res.stdout and workdir in res.stdout
-
-
-def agent_state(transport: Transport, workdir: str) -> AgentState:
+def agent_state(transport: Transport, workdir: str | None = None) -> AgentState:
     """What the device says is running (``running`` is checked against the live process)."""
-    res = transport.run(f"cat {q(workdir + '/run/agent.json')} 2>/dev/null", timeout_s=30)
-    if res.exit_code != 0 or not res.stdout.strip():
-        return AgentState(running=False)
-    try:
-        info = json.loads(res.stdout)
-    except json.JSONDecodeError:
-        return AgentState(running=False)
-    pid, port = int(info.get("pid", 0)), int(info.get("port", 0))
-    running = pid > 0 and _pid_is_agent(transport, pid, workdir)
-    return AgentState(running=running, release=info.get("release"), pid=pid, port=port)
+    return remote_status(transport).agent
 
 
 def log_tail(transport: Transport, workdir: str, lines: int = LOG_TAIL_LINES) -> str:
@@ -211,26 +264,21 @@ def log_tail(transport: Transport, workdir: str, lines: int = LOG_TAIL_LINES) ->
     return res.stdout.strip() if res.exit_code == 0 else ""
 
 
-def stop_agent(transport: Transport, workdir: str, timeout_s: float = 10.0) -> bool:
-    """Stop the agent recorded in ``W/run`` (TERM, then KILL); True if one was running."""
-    pidfile = workdir + "/run/agent.pid"
-    res = transport.run(f"cat {q(pidfile)} 2>/dev/null", timeout_s=30)
-    if res.exit_code != 0 or not res.stdout.strip().isdigit():
+def stop_agent(transport: Transport, workdir: str, timeout_s: int = 10) -> bool:
+    """Stop the agent recorded in ``W/run`` (TERM, then KILL after ``timeout_s``); True if one was running.
+
+    ``agent.json`` stays: it records which release was deployed, so a session can restart it.
+    """
+    st = remote_status(transport)
+    if st.live_pid is None:
+        transport.run(f"rm -f {q(workdir + '/run/agent.pid')}", timeout_s=30)
         return False
-    pid = int(res.stdout.strip())
-    if not _pid_is_agent(transport, pid, workdir):
-        transport.run(f"rm -f {q(pidfile)}", timeout_s=30)
-        return False
-    transport.check(f"kill {pid}", f"stopping the agent (pid {pid})", timeout_s=30)
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if transport.run(f"kill -0 {pid} 2>/dev/null", timeout_s=30).exit_code != 0:
-            break
-        time.sleep(0.2)
-    else:
-        transport.run(f"kill -9 {pid} 2>/dev/null", timeout_s=30)
-    # agent.json stays: it records which release was deployed (a session can restart it)
-    transport.check(f"rm -f {q(pidfile)}", "removing the agent's pid file", timeout_s=30)
+    pid = st.live_pid
+    transport.check(
+        f"kill {pid} || exit 1; i=0; while kill -0 {pid} 2>/dev/null && [ $i -lt {int(timeout_s) * 5} ]; do "
+        f"sleep 0.2 2>/dev/null || sleep 1; i=$((i+1)); done; kill -9 {pid} 2>/dev/null; "
+        f"rm -f {q(workdir + '/run/agent.pid')}",
+        f"stopping the agent (pid {pid})", timeout_s=timeout_s + 30)
     return True
 
 
@@ -263,23 +311,23 @@ def agent_command(device: Device, workdir: str, release_id: str) -> str:
     )
 
 
-def ensure_token(transport: Transport, workdir: str) -> str:
-    """The agent's bearer token on the device (created once, 0600 inside the 0700 run directory)."""
-    run = workdir + "/run"
-    res = transport.run(f"cat {q(run + '/token')} 2>/dev/null", timeout_s=30)
-    if res.exit_code == 0 and len(res.stdout.strip()) >= 32:
-        return res.stdout.strip()
-    token = secrets.token_urlsafe(32)
-    transport.check(f"mkdir -p {q(run)} && chmod 700 {q(run)} && (umask 077 && printf '%s' {q(token)} > "
-                    f"{q(run + '/token')})", "writing the agent token", timeout_s=30)
+def setup_workdir(transport: Transport, workdir: str, existing_token: str | None) -> str:
+    """Create the workdir layout and the agent's bearer token (once; 0600 in the 0700 run directory).
+
+    The token is generated here and written by the shell's ``printf`` builtin (no process argv shows it);
+    it is never stored on the host.
+    """
+    token = existing_token or secrets.token_urlsafe(32)
+    w = q(workdir)
+    transport.check(
+        f"mkdir -p {w}/releases {w}/run {w}/cache && chmod 700 {w}/run && touch {w}/{MARKER} && "
+        f"if [ ! -s {w}/run/token ]; then (umask 077 && printf '%s' {q(token)} > {w}/run/token); fi",
+        "creating the workdir", timeout_s=60)
     return token
 
 
-def read_token(transport: Transport, workdir: str) -> str | None:
-    res = transport.run(f"cat {q(workdir + '/run/token')} 2>/dev/null", timeout_s=30)
-    if res.exit_code != 0:
-        return None
-    return res.stdout.strip() or None
+def read_token(transport: Transport, workdir: str | None = None) -> str | None:
+    return remote_status(transport).token
 
 
 def start_agent(transport: Transport, workdir: str, release_id: str) -> tuple[int, int]:
@@ -287,20 +335,24 @@ def start_agent(transport: Transport, workdir: str, release_id: str) -> tuple[in
     d = transport.device
     if d.affinity:
         transport.check("command -v taskset", "looking for taskset (needed by affinity = [...])", timeout_s=30)
-    transport.check(agent_command(d, workdir, release_id), "starting the agent", timeout_s=60)
-    pid_s = transport.check(f"cat {q(workdir + '/run/agent.pid')}", "reading the agent's pid", timeout_s=30)
-    pid = int(pid_s.stdout.strip())
+    out = transport.check(agent_command(d, workdir, release_id) + f"; cat {q(workdir + '/run/agent.pid')}",
+                          "starting the agent", timeout_s=60).stdout.strip()
+    if not out.splitlines() or not out.splitlines()[-1].isdigit():
+        raise DeployError(f"device {d.name!r}: starting the agent printed no pid: {out!r}")
+    pid = int(out.splitlines()[-1])
     log = workdir + "/run/agent.log"
     deadline = time.monotonic() + d.start_timeout_s
-    poll = (f"if kill -0 {pid} 2>/dev/null; then grep -m 1 '^{LISTENING_PREFIX} ' {q(log)} || echo WAIT; "
-            f"else echo DEAD; fi")
+    # one round trip per poll; the device-side loop waits up to ~2 s for the agent's LISTENING line
+    poll = (f"i=0; while [ $i -lt 10 ]; do if ! kill -0 {pid} 2>/dev/null; then echo DEAD; exit 0; fi; "
+            f"grep -m 1 '^{LISTENING_PREFIX} ' {q(log)} && exit 0; sleep 0.2 2>/dev/null || sleep 1; "
+            f"i=$((i+1)); done; echo WAIT")
     while True:
-        out = transport.check(poll, "waiting for the agent", timeout_s=30).stdout.strip()
+        out = transport.check(poll, "waiting for the agent", timeout_s=60).stdout.strip()
         m = re.search(r"\bport=(\d+)", out)
         if m:
             port = int(m.group(1))
             break
-        if out == "DEAD":
+        if out.endswith("DEAD"):
             tail = log_tail(transport, workdir)
             hint = ""
             if re.search(r"in use|EADDRINUSE|Failed to bind|bind", tail, re.I):
@@ -312,36 +364,34 @@ def start_agent(transport: Transport, workdir: str, release_id: str) -> tuple[in
             transport.run(f"kill -9 {pid} 2>/dev/null", timeout_s=30)
             raise DeployError(f"device {d.name!r}: the agent did not report its port within "
                               f"{d.start_timeout_s:.0f} s (raise start_timeout_s); log:\n{log_tail(transport, workdir)}")
-        time.sleep(0.2)
     state = json.dumps({"release": release_id, "pid": pid, "port": port, "started_unix": time.time()})
     transport.put(state.encode(), workdir + "/run/agent.json")
     return pid, port
 
 
 def _install_release(transport: Transport, pkg: AgentPackage, workdir: str) -> int:
-    """Copy + verify + unpack the package unless that release is already complete; returns bytes copied."""
+    """Copy, verify (sha256 on the device) and unpack the package; returns the bytes copied."""
     d = transport.device
     rel = f"{workdir}/releases/{pkg.release_id}"
-    if transport.run(f"test -f {q(rel + '/RELEASE.json')}", timeout_s=30).exit_code == 0:
-        return 0
     tarball = f"{workdir}/releases/.{pkg.release_id}.tar.gz"
     tmpdir = f"{workdir}/releases/.{pkg.release_id}.tmp"
+    release = json.dumps({"release": pkg.release_id, "version": pkg.version, "sha256": pkg.sha256,
+                          "files": len(pkg.files)})
+    verify = "import hashlib,sys; sys.exit(hashlib.sha256(open(sys.argv[1],'rb').read()).hexdigest() != sys.argv[2])"
     try:
-        transport.check(f"rm -rf {q(tmpdir)} && mkdir -p {q(tmpdir)}", "creating the release directory")
         transport.put(pkg.data, tarball)
-        verify = (f"{q(d.python)} -c \"import hashlib,sys; print(hashlib.sha256(open(sys.argv[1],'rb').read())"
-                  f".hexdigest())\" {q(tarball)}")
-        got = transport.check(verify, "verifying the copied package").stdout.strip()
-        if got != pkg.sha256:
-            raise DeployError(f"device {d.name!r}: the copied package is corrupt (sha256 {got[:12]} != "
-                              f"{pkg.sha256[:12]}); deploy again")
-        transport.check(f"tar -xzf {q(tarball)} -C {q(tmpdir)}", "unpacking the agent package")
-        release = json.dumps({"release": pkg.release_id, "version": pkg.version, "sha256": pkg.sha256,
-                              "files": list(pkg.files)})
-        transport.put(release.encode(), tmpdir + "/RELEASE.json")
-        transport.check(f"mv {q(tmpdir)} {q(rel)} && rm -f {q(tarball)}", "installing the release")
+        res = transport.run(
+            f"{q(d.python)} -c {q(verify)} {q(tarball)} {pkg.sha256} || {{ echo NNF-CORRUPT; exit 1; }}; "
+            f"rm -rf {q(tmpdir)} && mkdir -p {q(tmpdir)} && tar -xzf {q(tarball)} -C {q(tmpdir)} && "
+            f"printf '%s' {q(release)} > {q(tmpdir + '/RELEASE.json')} && rm -rf {q(rel)} && "
+            f"mv {q(tmpdir)} {q(rel)} && rm -f {q(tarball)}", timeout_s=300)
+        if "NNF-CORRUPT" in res.stdout:
+            raise DeployError(f"device {d.name!r}: the copied package is corrupt (sha256 mismatch); deploy again")
+        if res.exit_code != 0:
+            raise DeployError(f"device {d.name!r}: unpacking the agent package failed (exit code "
+                              f"{res.exit_code}):\n{res.tail()}")
     except BaseException:
-        transport.run(f"rm -rf {q(tmpdir)} {q(tarball)}", timeout_s=30)
+        transport.run(f"rm -rf {q(tmpdir)} {q(tarball)}", timeout_s=60)
         raise
     return pkg.size_bytes
 
@@ -381,33 +431,29 @@ def deploy(transport: Transport, *, package: AgentPackage | None = None, restart
     t0 = time.monotonic()
     d = transport.device
     pkg = package or build_agent_package()
-    workdir = remote_workdir(transport)
+    st = remote_status(transport, pkg.release_id)
+    workdir = st.workdir
+    if st.exists and not st.marker and st.nonempty:
+        raise DeployError(f"device {d.name!r}: workdir {workdir} exists and was not created by nnf; "
+                          f"choose another workdir in the inventory (nnf never writes into foreign dirs)")
     info = probe(transport, workdir, pkg.requirements)
     problems = info.problems(d)
     if problems:
         raise DeployError(f"device {d.name!r} cannot run the agent:\n- " + "\n- ".join(problems))
-    existed = transport.run(f"test -d {q(workdir)}", timeout_s=30).exit_code == 0
-    if (existed and transport.run(f"test -f {q(workdir + '/' + MARKER)}", timeout_s=30).exit_code != 0
-            and transport.run(f"[ -z \"$(ls -A {q(workdir)})\" ]", timeout_s=30).exit_code != 0):
-        raise DeployError(f"device {d.name!r}: workdir {workdir} exists and was not created by nnf; "
-                          f"choose another workdir in the inventory (nnf never writes into foreign dirs)")
-    state = agent_state(transport, workdir) if existed else AgentState(running=False)
-    rel_exists = existed and transport.run(
-        f"test -f {q(workdir + '/releases/' + pkg.release_id + '/RELEASE.json')}", timeout_s=30).exit_code == 0
-    if not rel_exists:
+    if not st.release_present:
         needed = pkg.size_bytes * 4 + (1 << 20)
         if info.free_bytes < needed:
             raise DeployError(
                 f"device {d.name!r}: not enough disk space in {info.existing_parent}: {info.free_bytes >> 10} KiB "
                 f"free, the agent needs about {needed >> 10} KiB; free some space or choose another workdir"
             )
+    state = st.agent
     started = False
     copied = 0
     try:
-        transport.check(f"mkdir -p {q(workdir + '/releases')} {q(workdir + '/run')} {q(workdir + '/cache')} && "
-                        f"touch {q(workdir + '/' + MARKER)}", "creating the workdir")
-        copied = _install_release(transport, pkg, workdir)
-        token = ensure_token(transport, workdir)
+        token = setup_workdir(transport, workdir, st.token)
+        if not st.release_present:
+            copied = _install_release(transport, pkg, workdir)
         if state.running and state.release == pkg.release_id and not restart and state.pid and state.port:
             pid, port = state.pid, state.port
         else:
@@ -416,14 +462,15 @@ def deploy(transport: Transport, *, package: AgentPackage | None = None, restart
             pid, port = start_agent(transport, workdir, pkg.release_id)
             started = True
         _health_check(transport, port, token, timeout_s=d.start_timeout_s)
-        # old releases are no longer needed once the new one answers
-        transport.check(
-            f"cd {q(workdir + '/releases')} && for r in *; do [ \"$r\" = {q(pkg.release_id)} ] || rm -rf -- \"$r\"; "
-            f"done", "removing old releases")
+        old = [r for r in st.releases if r != pkg.release_id]
+        if old:  # older releases are no longer needed once the new one answers
+            transport.check(f"cd {q(workdir + '/releases')} && rm -rf -- " + " ".join(q(r) for r in old),
+                            "removing old releases")
     except BaseException:
         if started:
-            stop_agent(transport, workdir)
-        if not existed:
+            with contextlib.suppress(DeployError):
+                stop_agent(transport, workdir)
+        if not st.exists:
             transport.run(f"rm -rf {q(workdir)}", timeout_s=60)
         elif copied:
             transport.run(f"rm -rf {q(workdir + '/releases/' + pkg.release_id)}", timeout_s=60)
@@ -438,40 +485,42 @@ def deploy(transport: Transport, *, package: AgentPackage | None = None, restart
 def undeploy(transport: Transport) -> dict[str, Any]:
     """Stop the agent and remove the workdir (only if nnf created it)."""
     d = transport.device
-    workdir = remote_workdir(transport)
-    if transport.run(f"test -d {q(workdir)}", timeout_s=30).exit_code != 0:
+    st = remote_status(transport)
+    workdir = st.workdir
+    if not st.exists:
         return {"device": d.name, "workdir": workdir, "stopped": False, "removed": False}
-    if transport.run(f"test -f {q(workdir + '/' + MARKER)}", timeout_s=30).exit_code != 0:
+    if not st.marker:
         raise DeployError(f"device {d.name!r}: {workdir} was not created by nnf (no {MARKER}); refusing to delete it")
-    stopped = stop_agent(transport, workdir)
+    stopped = stop_agent(transport, workdir) if st.live_pid else False
     transport.check(f"rm -rf {q(workdir)}", f"removing {workdir}", timeout_s=120)
     return {"device": d.name, "workdir": workdir, "stopped": stopped, "removed": True}
 
 
 def fetch_log(transport: Transport, lines: int | None = None) -> str:
     """The agent's log (whole file, or its last ``lines`` lines)."""
-    workdir = remote_workdir(transport)
-    path = workdir + "/run/agent.log"
-    if transport.run(f"test -f {q(path)}", timeout_s=30).exit_code != 0:
-        raise DeployError(f"device {transport.device.name!r}: no agent log at {path}; deploy first (nnf deploy "
-                          f"{transport.device.name})")
-    if lines:
-        return transport.check(f"tail -n {int(lines)} {q(path)}", "reading the agent log").stdout
-    return transport.get(path).decode("utf-8", "replace")
+    name = transport.device.name
+    path = f"{_workdir_expr(transport.device)}/run/agent.log"
+    cmd = f"tail -n {int(lines)} {path}" if lines else f"cat {path}"
+    res = transport.run(f"if [ -f {path} ]; then {cmd}; else echo NNF-NO-LOG; exit 3; fi", timeout_s=120)
+    if res.exit_code == 3 and "NNF-NO-LOG" in res.stdout:
+        raise DeployError(f"device {name!r}: no agent log on the device; deploy first (nnf deploy {name})")
+    if res.exit_code != 0:
+        raise DeployError(f"device {name!r}: reading the agent log failed (exit code {res.exit_code}):\n{res.tail()}")
+    return res.stdout
 
 
 def check_device(transport: Transport, package: AgentPackage | None = None) -> dict[str, Any]:
     """Reachable? agent deployable (Python, requirements, runtime, disk)? agent running?"""
     pkg = package or build_agent_package()
-    workdir = remote_workdir(transport)
-    info = probe(transport, workdir, pkg.requirements)
+    st = remote_status(transport, pkg.release_id)
+    info = probe(transport, st.workdir, pkg.requirements)
     problems = info.problems(transport.device)
-    state = agent_state(transport, workdir)
+    state = st.agent
     return {
-        "device": transport.device.name, "reachable": True, "workdir": workdir,
+        "device": transport.device.name, "reachable": True, "workdir": st.workdir,
         "python": list(info.python_version) if info.python_found else None, "missing": info.missing,
         "runtimes": {k: v for k, v in info.runtimes.items() if v}, "free_bytes": info.free_bytes,
         "deployable": not problems, "problems": problems, "agent_running": state.running,
         "agent_release": state.release, "agent_port": state.port if state.running else None,
-        "current_release": pkg.release_id,
+        "current_release": pkg.release_id, "current_release_on_device": st.release_present,
     }

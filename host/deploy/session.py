@@ -16,7 +16,7 @@ import contextlib
 import threading
 import time
 
-from host.deploy.deployer import AgentState, agent_state, read_token, remote_workdir, start_agent
+from host.deploy.deployer import AgentState, RemoteStatus, remote_status, start_agent
 from host.deploy.forward import Forwarder
 from host.deploy.inventory import Device
 from host.deploy.transport import Stream, Transport, connect
@@ -39,9 +39,10 @@ class DeviceSession:
         self.agent_restarts = 0
         self.transport: Transport = connect(device, accept_new_host_key=accept_new_host_key)
         try:
-            self.workdir = remote_workdir(self.transport)
-            self.state = self._require_agent()
-            self.token = read_token(self.transport, self.workdir)
+            st = remote_status(self.transport)
+            self.workdir = st.workdir
+            self.token = st.token
+            self.state = self._require_agent(st)
             self.forwarder = Forwarder(self._open, port=local_port, name=device.name)
         except BaseException:
             self.transport.close()
@@ -58,8 +59,10 @@ class DeviceSession:
         """``host:port`` of the local end of the tunnel."""
         return self.forwarder.address
 
-    def _require_agent(self) -> AgentState:
-        state = agent_state(self.transport, self.workdir)
+    def _require_agent(self, st: RemoteStatus | None = None) -> AgentState:
+        st = st or remote_status(self.transport)
+        self.token = st.token
+        state = st.agent
         if state.running:
             return state
         if state.release is None:
