@@ -288,8 +288,8 @@ LISTENING_PREFIX = "NNF_AGENT_LISTENING"  # the agent prints "NNF_AGENT_LISTENIN
 def agent_command(device: Device, workdir: str, release_id: str) -> str:
     """The detached start command (prints nothing; pid goes to ``W/run/agent.pid``).
 
-    The bearer token is read from ``W/run/token`` (mode 0600 in a 0700 directory) into ``NNF_AGENT_TOKEN``,
-    so it never appears in a command line (``ps``) or on the host's disk.
+    The agent reads its bearer token from ``W/run/token`` (``--token-file``; mode 0600 in a 0700 directory),
+    so the token never appears in a command line (``ps``) or on the host's disk.
     """
     run = workdir + "/run"
     env = {"PYTHONPATH": f"{workdir}/releases/{release_id}", "PYTHONUNBUFFERED": "1", **device.env}
@@ -300,12 +300,11 @@ def agent_command(device: Device, workdir: str, release_id: str) -> str:
     if device.affinity:
         prefix = f"taskset -c {','.join(map(str, device.affinity))} "
     serve = (f"{q(device.python)} -m agent serve --host 127.0.0.1 --port {device.agent_port} "
-             f"--cache-dir {q(workdir + '/cache')}")
+             f"--cache-dir {q(workdir + '/cache')} --token-file {q(run + '/token')}")
     # setsid (where present) puts the agent in its own session so it survives the ssh/adb session ending
     return (
         f"cd {q(workdir)} || exit 1; mkdir -p cache || exit 1; "
         f"if command -v setsid >/dev/null 2>&1; then D='setsid nohup'; else D=nohup; fi; "
-        f"NNF_AGENT_TOKEN=\"$(cat {q(run + '/token')})\" || exit 1; export NNF_AGENT_TOKEN; "
         f"env {env_s} $D {prefix}{serve} > {q(run + '/agent.log')} 2>&1 < /dev/null & "
         f"echo $! > {q(run + '/agent.pid')}"
     )
