@@ -185,6 +185,10 @@ class _ShellStream(_Stream):
         code = self.proc.wait()
         for t in readers:
             t.join()
+        for pipe in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
+            if pipe is not None:
+                with contextlib.suppress(OSError):
+                    pipe.close()
         if self.v2:
             self.write(self._packet(3, bytes([code & 0xFF])))
         self.close_from_device()
