@@ -101,7 +101,7 @@ def test_adb_shell_library_against_emulator(emulator: AdbEmulator, adb_key: Path
     keygen(str(tmp_path / "stranger"))
     dev2 = AdbDeviceTcp("127.0.0.1", emulator.port, default_transport_timeout_s=3)
     with pytest.raises(Exception):  # noqa: B017 - adb-shell raises a timeout/transport error type
-        dev2.connect(rsa_keys=[CryptographySigner(str(tmp_path / "stranger"))], auth_timeout_s=2)
+        dev2.connect(rsa_keys=[CryptographySigner(str(tmp_path / "stranger"))], auth_timeout_s=1, read_timeout_s=2)
     dev2.close()
     assert emulator.rejected_keys == 1
 

@@ -107,14 +107,15 @@ class AdbStream:
                 self._acked.clear()
                 self.link.send(WRTE, self.local_id, self.remote_id, data[i:i + step])
                 while not self._acked.wait(0.5):
-                    if self.link.dead.is_set():
-                        raise ConnectionError("adb connection lost")
+                    if self.link.dead.is_set() or self.closed:
+                        raise ConnectionError("adb stream closed")
                 if self.closed and i + step < len(data):  # closed after the last chunk = delivered
                     raise ConnectionError("adb stream closed")
 
     def close(self) -> None:
         if not self.closed:
             self.closed = True
+            self._acked.set()  # wake a sender waiting for an OKAY that will not come
             if self.remote_id and not self.link.dead.is_set():
                 self.link.send(CLSE, self.local_id, self.remote_id)
             self._inbox.put(None)

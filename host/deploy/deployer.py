@@ -403,7 +403,9 @@ def _health_check(transport: Transport, port: int, token: str | None, timeout_s:
     from host.deploy.forward import Forwarder
 
     with Forwarder(lambda: transport.open_stream(port), name=transport.device.name) as fwd:
-        channel = grpc.insecure_channel(fwd.address)
+        # a private subchannel pool: a forwarder port reused from an earlier (closed) tunnel must not inherit
+        # that connection's backoff state from gRPC's global pool
+        channel = grpc.insecure_channel(fwd.address, options=[("grpc.use_local_subchannel_pool", 1)])
         try:
             stub = health_pb2_grpc.HealthStub(channel)
             deadline = time.monotonic() + timeout_s

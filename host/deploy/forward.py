@@ -81,6 +81,8 @@ class Forwarder:
             conn.shutdown(socket.SHUT_RDWR)
         conn.close()
         with contextlib.suppress(OSError, ConnectionError):
+            if isinstance(stream, socket.socket):  # close() alone does not wake a recv() in another thread
+                stream.shutdown(socket.SHUT_RDWR)
             stream.close()
         with self._lock, contextlib.suppress(ValueError):
             self._pairs.remove((conn, stream))
