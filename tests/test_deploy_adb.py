@@ -174,7 +174,8 @@ def test_debian_adb_client_against_emulator(adb_client: tuple[list[str], dict[st
         emu.stop()
 
 
-@pytest.mark.parametrize("features", [("shell_v2", "stat_v2", "fixed_push_mkdir"), ()], ids=["shell_v2", "shell_v1"])
+@pytest.mark.parametrize("features", [("shell_v2", "stat_v2", "fixed_push_mkdir"),
+                                      pytest.param((), marks=pytest.mark.slow)], ids=["shell_v2", "shell_v1"])
 def test_deploy_profile_undeploy_over_adb(tmp_path: Path, adb_key: Path, features: tuple[str, ...],
                                           capsys: pytest.CaptureFixture[str]) -> None:
     emu = AdbEmulator(tmp_path / "phone", authorized_keys=[Path(str(adb_key) + ".pub").read_bytes()],
@@ -271,7 +272,7 @@ def test_adb_bad_inputs(emulator: AdbEmulator, adb_key: Path, tmp_path: Path) ->
     with pytest.raises(DeployError, match="adb_key .* does not exist"):
         connect(adb_device(emulator, tmp_path / "nokey"))
     # a USB serial: needs adb-shell's USB extra (libusb) or a plugged-in device; either way a clear message
-    with pytest.raises(NNFactoryError, match=r"adb-shell\[usb\]|no USB adb device with serial 'R58NOSUCH'"):
+    with pytest.raises(NNFactoryError, match=r"nn-factory\[adb-usb\]|no USB adb device with serial 'R58NOSUCH'"):
         connect(adb_device(emulator, adb_key, serial="R58NOSUCH"))
     # missing Python on the phone (no Termux): named, with what to do
     with connect(adb_device(emulator, adb_key, python="/data/data/com.termux/files/usr/bin/python")) as t, \

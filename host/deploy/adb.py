@@ -1,7 +1,7 @@
 """adb transport: shell commands, sync push/pull and ``tcp:<port>`` streams over one ADB connection.
 
 Built on adb-shell's transports (``TcpTransport`` for ``host:port`` serials, ``UsbTransport`` for USB serials,
-imported lazily: ``pip install 'adb-shell[usb]'``) and its RSA signers/key generation, with a small
+imported lazily: ``pip install 'nn-factory[adb-usb]'``, i.e. ``adb-shell[usb]``) and its RSA signers/key generation, with a small
 stream multiplexer of our own on top. Why not ``AdbDevice`` itself: its read loop is request/response
 (it drops packets of the current stream that it is not waiting for, and one reader holds the transport
 lock), so it cannot carry a long-lived bidirectional stream such as a gRPC connection to ``tcp:<port>``
@@ -303,7 +303,7 @@ def _adb_transport(device: Device) -> Any:
     try:
         from adb_shell.transport.usb_transport import UsbTransport
     except ImportError:
-        raise MissingExtraError("adb over USB", "host", package="adb-shell[usb]") from None
+        raise MissingExtraError("adb over USB", "adb-usb", package="adb-shell[usb]") from None
     try:
         return UsbTransport.find_adb(serial=device.serial)
     except Exception as exc:  # adb-shell raises DeviceNotFoundError / libusb errors
