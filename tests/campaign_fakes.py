@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 
-from host.campaign import BuiltArtifact, MeasureSettings, Measurement, MeasurementFailed
+from host.campaign import BuiltArtifact, Measurement, MeasurementFailed, MeasureSettings
 from host.errors import AgentError
 from host.gates import GatedLayer, GateLayout
 
