@@ -105,10 +105,13 @@ class GateLayout:
         self.check(gates)
         return torch.cat([g.float() for g in gates], dim=-1)
 
-    def check(self, gates: Sequence[torch.Tensor], *, hard: bool = False, batched: bool | None = None) -> None:
+    def check(
+        self, gates: Sequence[torch.Tensor], *, hard: bool = False, batched: bool | None = None, values: bool = True
+    ) -> None:
         """Raise :class:`GateError` unless ``gates`` fits this layout.
 
         hard: require values in {0, 1}. batched: require (B, D_l) (True), (D_l,) (False) or either (None).
+        values: also check the values (finite, in [0, 1]); ``False`` checks shapes only (cheap, for hot loops).
         """
         if len(gates) != self.num_layers:
             raise GateError(
@@ -132,6 +135,8 @@ class GateLayout:
                 if batch is not None and g.shape[0] != batch:
                     raise GateError(f"gate batch sizes differ: {batch} vs {g.shape[0]} at {layer.name!r}")
                 batch = g.shape[0]
+            if not values:
+                continue
             if not torch.isfinite(g.float()).all():
                 raise GateError(f"gates for {layer.name!r} contain NaN or inf")
             if hard:
