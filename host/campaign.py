@@ -379,7 +379,7 @@ class ExtractingBuilder:
     """Extract the subnet from a gated supernet (``host.extraction.extract``) and export it.
 
     runtime "torchscript" traces with ``torch.jit.trace``. Structural facts come from the compact
-    model's spec: ``params()`` × 4 bytes (float32), ``peak_activation_bytes()``, ``macs()``.
+    model's spec: ``param_bytes()`` (float32 parameters and buffers), ``peak_activation_bytes()``, ``macs()``.
     """
 
     def __init__(self, net: torch.nn.Module, runtime: str = "torchscript") -> None:
@@ -398,7 +398,7 @@ class ExtractingBuilder:
         return BuiltArtifact(
             data=data,
             artifact_sha256=hashlib.sha256(data).hexdigest(),
-            param_bytes=int(spec.params()) * 4,
+            param_bytes=int(spec.param_bytes()),
             peak_activation_bytes=int(spec.peak_activation_bytes()),
             macs=int(spec.macs()),
         )

@@ -71,6 +71,7 @@ class LatencySchema:
     nonzero: bool = True
     simd: int = 16
     relative: bool = True
+    pair_indicators: bool = False  # [c_l>0]·[c_j>0], c_l·[c_j>0], [c_l>0]·c_j for gated inputs j of l
 
     @classmethod
     def named(cls, variant: str) -> LatencySchema:
@@ -87,6 +88,7 @@ class LatencySchema:
             "nonzero": self.nonzero,
             "simd": self.simd,
             "relative": self.relative,
+            "pair_indicators": self.pair_indicators,
         }
 
     @classmethod
@@ -98,6 +100,7 @@ class LatencySchema:
                 nonzero=bool(data["nonzero"]),
                 simd=int(data["simd"]),
                 relative=bool(data["relative"]),
+                pair_indicators=bool(data.get("pair_indicators", False)),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise SpecError(f"latency feature schema is malformed ({exc}); re-run `nnf fit`") from exc
@@ -111,6 +114,11 @@ class LatencySchema:
             names += [f"nonzero:{x.name}" for x in layout.layers]
         if self.simd > 0:
             names += [f"pad{self.simd}:{x.name}" for x in self._padded(layout)]
+        if self.pair_indicators:
+            for layer in layout.layers:
+                for src in layer.inputs_from:
+                    names += [f"nonzero:{layer.name}*nonzero:{src}", f"count:{layer.name}*nonzero:{src}",
+                              f"nonzero:{layer.name}*count:{src}"]
         return names
 
     def _padded(self, layout: GateLayout) -> list:
@@ -136,6 +144,15 @@ class LatencySchema:
             idx = [i for i, x in enumerate(layout.layers) if x.modules > self.simd]
             if idx:
                 cols.append(np.ceil(c[:, idx] / self.simd) * self.simd)
+        if self.pair_indicators:
+            nz = (c > 0).astype(np.float64)
+            pairs = []
+            for i, layer in enumerate(layout.layers):
+                for src in layer.inputs_from:
+                    j = layout.index(src)
+                    pairs += [nz[:, i] * nz[:, j], c[:, i] * nz[:, j], nz[:, i] * c[:, j]]
+            if pairs:
+                cols.append(np.stack(pairs, axis=1))
         return np.concatenate(cols, axis=1)
 
 
@@ -272,3 +289,133 @@ def round_sig(x: float, digits: int = 6) -> float:
     if x == 0 or not math.isfinite(x):
         return x
     return round(x, digits - int(math.floor(math.log10(abs(x)))) - 1)
+
+
+# ---- structure: exact parameter bytes and peak activation from active counts ---------------------
+
+STRUCTURE_SCHEMA = LatencySchema(
+    variant="structure", interactions=True, nonzero=True, simd=0, relative=False, pair_indicators=True
+)
+
+
+def _spec_for_counts(net, counts: Sequence[int]):
+    """A CompactSpec with the first ``c_l`` modules kept (costs depend only on the counts)."""
+    from host.compact import CompactSpec
+
+    layout = net.gate_layout()
+    return CompactSpec(
+        backbone=net.backbone,
+        config_name=net.config_name,
+        config=net.config_dict(),
+        kept={x.name: list(range(int(c))) for x, c in zip(layout.layers, counts, strict=True)},
+        layer_modules={x.name: x.modules for x in layout.layers},
+        layout_fingerprint=layout.fingerprint(),
+    )
+
+
+def _leaf_output_numels(spec) -> tuple[int, list[int]]:
+    import torch
+
+    net = spec.build("meta").eval()
+    sizes: list[int] = []
+
+    def hook(_m, _i, out) -> None:
+        if isinstance(out, torch.Tensor):
+            sizes.append(int(out.numel()))
+
+    handles = [m.register_forward_hook(hook) for m in net.modules() if not list(m.children())]
+    try:
+        with torch.no_grad():
+            net(torch.empty(1, *spec.input_shape, device="meta"))
+    finally:
+        for h in handles:
+            h.remove()
+    return int(np.prod(spec.input_shape)), sizes
+
+
+@dataclass
+class StructureModel:
+    """Exact, vectorised ``param_bytes(c)`` and ``peak_activation_bytes(c)`` for a supernet's layout.
+
+    A search scores ~100 candidates per request; building each compact spec to read its costs takes
+    ~50 ms, so the costs are modelled from the counts instead, exactly:
+
+    * parameter bytes are a polynomial in the counts: ``Σ_l a_l·c_l`` (filters), ``c_l·c_j`` where a gated
+      layer reads another (a Bottleneck's conv2), ``[c_l > 0]`` (a block whose gated layer is empty loses
+      its BN and gains a constant), plus a constant: least squares over calibration specs recovers it;
+    * the peak activation (largest single intermediate tensor, as ``CompactSpec`` defines it) is
+      ``max(K, max_l A_l·c_l)``: every layer output either has a fixed size or is ``c_l`` channels of a
+      fixed map. ``A_l`` and ``K`` are read off per-layer probes.
+
+    :meth:`calibrate` checks both against real specs and records the largest relative error.
+    """
+
+    layout: GateLayout
+    param_coef: np.ndarray
+    peak_const_bytes: float
+    peak_bytes_per_module: np.ndarray
+    max_rel_error: float = 0.0
+
+    @classmethod
+    def calibrate(cls, net, *, seed: int = 0, extra: int = 8) -> StructureModel:
+        from host.compact import BYTES_PER_FLOAT
+
+        layout = net.gate_layout()
+        full = layout.module_counts
+        inp, base = _leaf_output_numels(_spec_for_counts(net, full))
+        per_module = np.zeros(layout.num_layers)
+        changed = np.zeros(len(base), dtype=bool)
+        for i, d in enumerate(full):
+            probe = list(full)
+            probe[i] = d - 1
+            _, sizes = _leaf_output_numels(_spec_for_counts(net, probe))
+            if len(sizes) != len(base):
+                raise SpecError(f"probing {layout.layers[i].name} changed the network's structure; cannot model it")
+            diff = np.array(base) != np.array(sizes)
+            changed |= diff
+            if diff.any():
+                per_module[i] = max(b / d for b, f in zip(base, diff, strict=True) if f)
+        const = max([inp] + [b for b, f in zip(base, changed, strict=True) if not f])
+        # parameter polynomial: random counts, a share of them zero, plus the corners
+        rng = np.random.default_rng(seed)
+        n_feat = len(STRUCTURE_SCHEMA.feature_names(layout))
+        rows = [list(full), [0] * layout.num_layers, [1] * layout.num_layers]
+        while len(rows) < n_feat + extra:
+            c = [int(rng.integers(0, d + 1)) if rng.random() > 0.2 else 0 for d in full]
+            rows.append(c)
+        counts = np.array(rows, dtype=np.float64)
+        specs = [_spec_for_counts(net, r) for r in rows]
+        pbytes = np.array([s.param_bytes() for s in specs], dtype=np.float64)
+        peaks = np.array([s.peak_activation_bytes() for s in specs], dtype=np.float64)
+        x = STRUCTURE_SCHEMA.features(layout, counts)
+        coef, *_ = np.linalg.lstsq(x, pbytes, rcond=None)
+        model = cls(layout, coef, float(const * BYTES_PER_FLOAT), per_module * BYTES_PER_FLOAT)
+        err_p = np.abs(model.param_bytes(counts) - pbytes) / pbytes
+        err_a = np.abs(model.peak_activation_bytes(counts) - peaks) / peaks
+        model.max_rel_error = float(max(err_p.max(), err_a.max()))
+        return model
+
+    def param_bytes(self, counts: np.ndarray) -> np.ndarray:
+        return STRUCTURE_SCHEMA.features(self.layout, counts) @ self.param_coef
+
+    def peak_activation_bytes(self, counts: np.ndarray) -> np.ndarray:
+        c = np.atleast_2d(np.asarray(counts, dtype=np.float64))
+        return np.maximum(self.peak_const_bytes, (c * self.peak_bytes_per_module).max(axis=1))
+
+    def to_json(self) -> dict:
+        return {
+            "param_coefficients": dict(zip(STRUCTURE_SCHEMA.feature_names(self.layout), map(float, self.param_coef), strict=True)),
+            "peak_const_bytes": self.peak_const_bytes,
+            "peak_bytes_per_module": {x.name: float(v) for x, v in zip(self.layout.layers, self.peak_bytes_per_module, strict=True)},
+            "max_rel_error": self.max_rel_error,
+        }
+
+    @classmethod
+    def from_json(cls, layout: GateLayout, data: dict) -> StructureModel:
+        try:
+            names = STRUCTURE_SCHEMA.feature_names(layout)
+            coef = np.array([float(data["param_coefficients"][n]) for n in names])
+            per = np.array([float(data["peak_bytes_per_module"][x.name]) for x in layout.layers])
+            return cls(layout, coef, float(data["peak_const_bytes"]), per, float(data.get("max_rel_error", 0.0)))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise SpecError(f"structure model does not match gate layout {layout.config} ({exc}); re-run `nnf fit`") from exc

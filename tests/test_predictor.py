@@ -112,3 +112,27 @@ def test_active_counts_and_bad_input() -> None:
         LatencyModel(layout).fit(counts=_counts(layout, 5, 0), latency_us=np.zeros(5))
     acc = accuracy(np.array([105.0, 80.0]), np.array([100.0, 100.0]), 0.1)
     assert acc["within"] == 0.5 and acc["mape"] == pytest.approx(0.125)
+
+
+@pytest.mark.parametrize("config", ["resnet_tiny", "bottleneck_tiny", "vit_tiny"])
+def test_structure_model_is_exact_against_compact_specs(config: str) -> None:
+    import torch
+
+    from host.extraction import extract
+    from host.gates import random_gates
+    from host.predictor import StructureModel
+    from host.supernets import build_supernet
+
+    torch.manual_seed(0)
+    net = build_supernet(config).eval()
+    layout = net.gate_layout()
+    model = StructureModel.calibrate(net)
+    assert model.max_rel_error < 1e-9
+    g = torch.Generator().manual_seed(1)
+    gates = [random_gates(layout, r, generator=g, per_layer_jitter=0.5) for r in (0.05, 0.3, 0.7)]
+    specs = [extract(net, x).spec for x in gates]
+    counts = np.array([[int(t.sum()) for t in x] for x in gates])
+    np.testing.assert_allclose(model.param_bytes(counts), [s.param_bytes() for s in specs], rtol=1e-9)
+    np.testing.assert_allclose(model.peak_activation_bytes(counts), [s.peak_activation_bytes() for s in specs], rtol=1e-12)
+    again = StructureModel.from_json(layout, model.to_json())
+    np.testing.assert_allclose(again.param_bytes(counts), model.param_bytes(counts))
