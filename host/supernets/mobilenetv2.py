@@ -119,7 +119,7 @@ class MobileNetV2(Supernet):
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Linear(last, c.num_classes)
         for m in self.modules():
-            if isinstance(m, nn.Conv2d):
+            if isinstance(m, nn.Conv2d) and not m.weight.is_meta:
                 nn.init.kaiming_normal_(m.weight, mode="fan_out")
 
     def forward(self, x: torch.Tensor, gates: Sequence[torch.Tensor] | None = None) -> torch.Tensor:

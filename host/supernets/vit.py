@@ -100,7 +100,9 @@ class ViT(Supernet):
             raise ValueError("ViT needs image_size divisible by patch_size and dim divisible by heads")
         self.patch_embed = nn.Conv2d(c.in_chans, c.dim, c.patch_size, stride=c.patch_size)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, c.dim))
-        self.pos_embed = nn.Parameter(torch.randn(1, c.tokens, c.dim) * 0.02)
+        self.pos_embed = nn.Parameter(torch.zeros(1, c.tokens, c.dim))
+        if not self.pos_embed.is_meta:
+            nn.init.trunc_normal_(self.pos_embed, std=0.02)
         self.blocks = nn.ModuleList(
             Block(c.dim, c.heads, self.widths.get(f"blocks.{i}.ffn", c.hidden)) for i in range(c.depth)
         )
