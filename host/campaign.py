@@ -367,11 +367,16 @@ class SubnetBuilder(Protocol):
 
 def torchscript_bytes(module: torch.nn.Module, input_shape: Sequence[int]) -> bytes:
     """Trace a static (compact) module and serialise it as a TorchScript archive."""
+    import warnings
+
     example = torch.zeros(1, *input_shape)
-    with torch.no_grad():
-        traced = torch.jit.trace(module.eval(), example, check_trace=False)
-    buf = io.BytesIO()
-    torch.jit.save(traced, buf)
+    with warnings.catch_warnings():
+        # torch 2.13 deprecates TorchScript in favour of torch.export; the PyTorch agent runtime still loads it
+        warnings.filterwarnings("ignore", category=DeprecationWarning, message=r".*torch\.jit\.")
+        with torch.no_grad():
+            traced = torch.jit.trace(module.eval(), example, check_trace=False)
+        buf = io.BytesIO()
+        torch.jit.save(traced, buf)
     return buf.getvalue()
 
 
@@ -743,3 +748,91 @@ def load_samples(store: CampaignStore, *, correct_drift: bool = False, passes: i
         drift_corrected=bool(correct_drift and len(levels) >= 2),
     )
 
+
+
+# ---- the real device: an agent over gRPC ---------------------------------------------------------
+
+
+class AgentMeasurer:
+    """:class:`Measurer` backed by an on-device agent (``host.client.AgentClient``).
+
+    Artifacts are written once to a local content-addressed cache (``<cache>/<sha256>.pt``) because the
+    client uploads files; the agent is asked first and nothing it already holds is sent again.
+    A model that crashes, runs out of memory or passes its deadline fails only that subnet
+    (:class:`MeasurementFailed`); an unreachable agent raises :class:`~host.errors.AgentError`.
+    """
+
+    def __init__(self, address: str, *, token: str | None = None, device: str = "cpu",
+                 cache_dir: str | Path | None = None, timeout_s: float = 30.0) -> None:
+        from host.client import AgentClient
+
+        self.address = address
+        self.device = device
+        self.client = AgentClient(address, token=token, timeout_s=timeout_s)
+        base = Path(cache_dir) if cache_dir is not None else Path.home() / ".cache" / "nnfactory" / "artifacts"
+        self.cache_dir = base
+        self._info: dict | None = None
+
+    def close(self) -> None:
+        self.client.close()
+
+    def device_info(self) -> dict:
+        if self._info is None:
+            from dataclasses import asdict as _asdict
+
+            self._info = _jsonable(_asdict(self.client.device_info()))
+        return self._info
+
+    def has_artifact(self, sha256: str) -> bool:
+        return self.client.has_artifact(sha256)
+
+    def ensure_artifact(self, sha256: str, data: Callable[[], bytes]) -> int:
+        if self.client.has_artifact(sha256):
+            return 0
+        path = self.cache_dir / f"{sha256}.pt"
+        if not path.exists() or hashlib.sha256(path.read_bytes()).hexdigest() != sha256:
+            blob = data()
+            self.cache_dir.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(f".tmp{threading.get_ident()}")
+            tmp.write_bytes(blob)
+            tmp.replace(path)
+        return int(self.client.upload(path, sha256=sha256).bytes_sent)
+
+    def measure(self, sha256: str, runtime: str, input_shape: Sequence[int], settings: MeasureSettings) -> Measurement:
+        from host.client import (
+            AgentModelError,
+            AgentRequestError,
+            AgentTimeoutError,
+            ProfileRequest,
+            TensorSpec,
+        )
+
+        req = ProfileRequest(
+            artifact_sha256=sha256, runtime=runtime, device=self.device,
+            inputs=[TensorSpec(shape=(1, *input_shape))], threads=settings.threads,
+            warmup_runs=settings.warmup_runs, repeats=settings.repeats, min_time_s=settings.min_time_s,
+            deadline_s=settings.deadline_s,
+        )
+        try:
+            r = self.client.profile(req)
+        except (AgentModelError, AgentTimeoutError, AgentRequestError) as exc:
+            raise MeasurementFailed(str(exc)) from exc
+        ctx = {
+            "threads": r.context.threads, "cpu_affinity": list(r.context.cpu_affinity),
+            "cpu_freq_khz": dict(r.context.cpu_freq_khz), "runtime_versions": dict(r.context.runtime_versions),
+            "device": r.context.device, "queue_wait_us": r.queue_wait_us, "load_time_ms": r.load_time_ms,
+            "measure_time_s": r.measure_time_s,
+        }
+        return Measurement(
+            latency_median_us=r.median_latency_us, latency_min_us=r.min_latency_us, latency_mean_us=r.mean_latency_us,
+            latency_p90_us=r.p90_latency_us, latency_std_us=r.std_latency_us, runs=len(r.samples_ns),
+            peak_bytes=int(r.peak_bytes), peak_method=r.peak_method, context=ctx,
+        )
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    return obj

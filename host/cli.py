@@ -18,6 +18,8 @@ from host.errors import NNFactoryError
 # Order = order in --help. Add a module here when adding a subcommand.
 COMMAND_MODULES: tuple[str, ...] = (
     "host.commands.demo",
+    "host.commands.profile",
+    "host.commands.fit",
 )
 
 
