@@ -64,8 +64,8 @@ class MeasureSettings:
 
     threads: int = 1
     warmup_runs: int = 5
-    repeats: int = 20
-    min_time_s: float = 0.3
+    repeats: int = 30
+    min_time_s: float = 0.5
     deadline_s: float = 120.0
 
 
@@ -167,7 +167,7 @@ CREATE TABLE IF NOT EXISTS measurements (
     peak_bytes INTEGER, peak_method TEXT,
     param_bytes INTEGER, peak_activation_bytes INTEGER, macs INTEGER,
     artifact_sha256 TEXT, artifact_bytes INTEGER, bytes_sent INTEGER,
-    host_seconds REAL, profile_seconds REAL, measured_unix REAL NOT NULL, context TEXT,
+    host_seconds REAL, profile_seconds REAL, measured_unix REAL NOT NULL, context TEXT, samples_us TEXT,
     PRIMARY KEY (kind, pass, idx, seq)
 );
 CREATE TABLE IF NOT EXISTS failures (
@@ -423,6 +423,7 @@ class Measurement:
     peak_bytes: int
     peak_method: str
     context: dict = field(default_factory=dict)
+    samples_us: list[float] = field(default_factory=list)  # every timed run, in order
 
 
 class Measurer(Protocol):
@@ -470,7 +471,31 @@ class DeviceSummary:
         return {k: (round(v, 6) if isinstance(v, float) else v) for k, v in asdict(self).items()}
 
 
-def drift_levels(store: CampaignStore) -> tuple[np.ndarray, np.ndarray]:
+LATENCY_STATS = ("median", "min", "p10", "p25", "mean")
+
+
+def row_latency(row: dict, stat: str = "median") -> float:
+    """One measurement's latency under a statistic of its timed runs.
+
+    "median" (the agent's), "min", "mean", or a low percentile "p10"/"p25" of the raw runs. On a machine
+    shared with other work, preemption inflates the median of a run series while its low percentiles stay
+    near the undisturbed latency (see docs/campaigns.md for measured figures).
+    """
+    if stat == "median":
+        return float(row["latency_median_us"])
+    if stat == "min":
+        return float(row["latency_min_us"])
+    if stat == "mean":
+        return float(row["latency_mean_us"])
+    if stat in ("p10", "p25"):
+        runs = json.loads(row.get("samples_us") or "[]")
+        if not runs:
+            return float(row["latency_median_us"])
+        return float(np.percentile(runs, int(stat[1:])))
+    raise ConfigError(f"unknown latency statistic {stat!r}; choose one of {', '.join(LATENCY_STATS)}")
+
+
+def drift_levels(store: CampaignStore, stat: str = "median") -> tuple[np.ndarray, np.ndarray]:
     """(seq, level) of the reference rounds: one level per round = mean of its refs' relative latency."""
     refs = store.rows("ref")
     if not refs:
@@ -478,11 +503,11 @@ def drift_levels(store: CampaignStore) -> tuple[np.ndarray, np.ndarray]:
     by_ref: dict[int, list[dict]] = {}
     for r in refs:
         by_ref.setdefault(r["idx"], []).append(r)
-    meds = {k: float(np.median([r["latency_median_us"] for r in v])) for k, v in by_ref.items()}
+    meds = {k: float(np.median([row_latency(r, stat) for r in v])) for k, v in by_ref.items()}
     rounds: dict[int, list[float]] = {}
     for r in refs:
         round_start = r["seq"] - r["idx"]  # refs of one round are consecutive, idx 0..n_refs-1
-        rounds.setdefault(round_start, []).append(r["latency_median_us"] / meds[r["idx"]])
+        rounds.setdefault(round_start, []).append(row_latency(r, stat) / meds[r["idx"]])
     seqs = np.array(sorted(rounds), dtype=np.float64)
     levels = np.array([float(np.mean(rounds[int(s)])) for s in seqs])
     return seqs, levels
@@ -646,6 +671,7 @@ class CampaignRunner:
                     "profile_seconds": profile_seconds,
                     "measured_unix": time.time(),
                     "context": json.dumps(m.context, sort_keys=True),
+                    "samples_us": json.dumps([round(float(v), 1) for v in m.samples_us]),
                 }
                 with host_lock:
                     row["host_seconds"] = host_seconds + (time.perf_counter() - tb)
@@ -715,20 +741,23 @@ class CampaignData:
     drift_corrected: bool
 
 
-def load_samples(store: CampaignStore, *, correct_drift: bool = False, passes: int | None = None) -> CampaignData:
-    """Collect the samples of a campaign; ``passes``: use only the first ``passes`` passes."""
+def load_samples(
+    store: CampaignStore, *, correct_drift: bool = False, passes: int | None = None, stat: str = "median"
+) -> CampaignData:
+    """Collect the samples of a campaign; ``passes``: use only the first ``passes`` passes; ``stat``: see
+    :func:`row_latency`."""
     plan = store.plan()
     rows = store.rows("sample")
     if not rows:
         raise CampaignError(f"campaign store {store.path} holds no measured samples yet: run `nnf profile` first")
     p_used = plan.passes if passes is None else min(passes, plan.passes)
-    seqs, levels = drift_levels(store) if correct_drift else (np.zeros(0), np.zeros(0))
+    seqs, levels = drift_levels(store, stat) if correct_drift else (np.zeros(0), np.zeros(0))
     by_idx: dict[int, dict] = {}
     for r in rows:
         if r["pass"] >= p_used:
             continue
         e = by_idx.setdefault(r["idx"], {"lat": [math.nan] * p_used, "row": r, "peaks": []})
-        lat = r["latency_median_us"]
+        lat = row_latency(r, stat)
         if correct_drift and len(levels) >= 2:
             lat = lat / float(np.interp(r["seq"], seqs, levels))
         e["lat"][r["pass"]] = lat
@@ -827,6 +856,7 @@ class AgentMeasurer:
             latency_median_us=r.median_latency_us, latency_min_us=r.min_latency_us, latency_mean_us=r.mean_latency_us,
             latency_p90_us=r.p90_latency_us, latency_std_us=r.std_latency_us, runs=len(r.samples_ns),
             peak_bytes=int(r.peak_bytes), peak_method=r.peak_method, context=ctx,
+            samples_us=[ns / 1000.0 for ns in r.samples_ns],
         )
 
 

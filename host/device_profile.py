@@ -232,12 +232,14 @@ def fit_store(
     passes: int | None = None,
     train_limit: int | None = None,
     variant: str = "improved",
+    stat: str = "p10",
 ) -> dict:
     """Fit a device-profile entry from a campaign store (``host.campaign.CampaignStore``).
 
     The last ``test`` samples (by index) are held out; the shipped coefficients are the ones fitted on
     the rest (``train_limit``: only the first N of them), so the accuracy figures describe exactly the
     model in the profile. ``variant`` picks the latency model the search uses; both are stored.
+    ``stat``: which statistic of each subnet's timed runs is "its latency" (``host.campaign.row_latency``).
     """
     from host.campaign import load_samples
     from host.supernets import build_supernet
@@ -252,7 +254,7 @@ def fit_store(
             f"campaign store {store.path} was measured on a different gate layout of {plan.backbone!r} than this "
             "NN-Factory builds; re-profile the supernet"
         )
-    data = load_samples(store, correct_drift=correct_drift, passes=passes)
+    data = load_samples(store, correct_drift=correct_drift, passes=passes, stat=stat)
     train, held = split_indices(len(data.indices), test)
     if train_limit is not None:
         train = train[:train_limit]
@@ -266,7 +268,7 @@ def fit_store(
     rv = {r.get("name"): r.get("version") for r in info.get("runtimes", []) if isinstance(r, dict)}
     from host.campaign import drift_levels
 
-    _, levels = drift_levels(store)
+    _, levels = drift_levels(store, stat)
     chosen = models[variant]
     return {
         "backbone": net.backbone,
@@ -288,6 +290,7 @@ def fit_store(
         },
         "latency": chosen.to_json(),
         "latency_variant": variant,
+        "latency_statistic": stat,
         "latency_models": {k: m.to_json() for k, m in models.items()},
         "memory": mem.to_json(),
         "structure": structure.to_json(),

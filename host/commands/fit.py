@@ -29,6 +29,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--drift-correct", action="store_true", help="divide out the reference subnets' drift")
     p.add_argument("--variant", default="improved", choices=["linear", "improved"],
                    help="latency model used by searches (both are fitted and reported)")
+    p.add_argument("--stat", default="p10", choices=["median", "min", "p10", "p25", "mean"],
+                   help="statistic of each subnet's timed runs taken as its latency (default p10: robust to "
+                        "other work preempting the measurement; median for an otherwise idle device)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=run)
 
@@ -68,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"campaign store {path} does not exist")
     with CampaignStore(path) as store:
         entry = fit_store(store, test=args.test, correct_drift=args.drift_correct, passes=args.passes,
-                          train_limit=args.train_limit, variant=args.variant)
+                          train_limit=args.train_limit, variant=args.variant, stat=args.stat)
         info = store.get_meta("device_info") or {}
     out_path = write_profile_entry(device, info, entry, Path(args.profiles_dir) if args.profiles_dir else None)
     acc = entry["accuracy"]
@@ -77,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
                     "samples": entry["samples"], "accuracy": acc, "campaign": entry["campaign"]})
         return 0
     print(f"device {device}: {entry['config']}/{entry['runtime']} fitted on {entry['samples']['train']} subnets, "
-          f"tested on {entry['samples']['test']} held-out subnets")
+          f"tested on {entry['samples']['test']} held-out subnets (latency = {args.stat} of each subnet's runs)")
     for variant, a in acc["latency"].items():
         tag = " (used)" if variant == entry["latency_variant"] else ""
         print(f"  latency {variant:9s} within ±10%: {100 * a['within_10pct']:5.1f} %   within ±5%: "
