@@ -866,3 +866,49 @@ def _jsonable(obj: Any) -> Any:
     if isinstance(obj, (list, tuple)):
         return [_jsonable(v) for v in obj]
     return obj
+
+
+def measurement_latency(m: Measurement, stat: str = "p10") -> float:
+    """A :class:`Measurement`'s latency under ``stat`` (see :func:`row_latency`)."""
+    row = {"latency_median_us": m.latency_median_us, "latency_min_us": m.latency_min_us,
+           "latency_mean_us": m.latency_mean_us, "samples_us": json.dumps(list(m.samples_us))}
+    return row_latency(row, stat)
+
+
+class LiveDeviceMeasurer:
+    """Measure candidate subnets on a device for live search (``host.search.LiveMeasurer``).
+
+    Each candidate is built once (extraction + export) and uploaded once (content-addressed); ``stat`` must
+    match the statistic the device's profile was fitted with so measured and predicted figures compare.
+    """
+
+    def __init__(self, builder: SubnetBuilder, measurer: Measurer, input_shape: Sequence[int],
+                 settings: MeasureSettings | None = None, stat: str = "p10") -> None:
+        self.builder = builder
+        self.measurer = measurer
+        self.input_shape = tuple(input_shape)
+        self.settings = settings or MeasureSettings()
+        self.stat = stat
+        self._artifacts: dict[str, BuiltArtifact] = {}
+        self.measurements = 0
+        self.bytes_sent = 0
+        self.host_seconds = 0.0
+        self.device_seconds = 0.0
+
+    def __call__(self, gates: Sequence[torch.Tensor]) -> tuple[float, float]:
+        t0 = time.perf_counter()
+        gsha = gates_sha256(gates)
+        built = self._artifacts.get(gsha)
+        if built is None:
+            built = self.builder(list(gates))
+            self._artifacts[gsha] = built
+        t1 = time.perf_counter()
+        self.bytes_sent += self.measurer.ensure_artifact(built.artifact_sha256, lambda: built.data)
+        try:
+            m = self.measurer.measure(built.artifact_sha256, self.builder.runtime, self.input_shape, self.settings)
+        except MeasurementFailed as exc:
+            raise CampaignError(f"measuring a candidate on the device failed: {exc}") from exc
+        self.measurements += 1
+        self.host_seconds += t1 - t0
+        self.device_seconds += time.perf_counter() - t1
+        return measurement_latency(m, self.stat), float(m.peak_bytes)

@@ -132,3 +132,89 @@ def test_budget_and_grid_validation() -> None:
     with pytest.raises(ConfigError):
         limit_grid(0)
     assert len(limit_grid(0.01)) == 100 and float(limit_grid(0.01)[-1]) == 1.0
+
+
+# ---- device-budget generation on a real supernet with a profile fitted on a known law ------------
+
+
+class _Space:
+    def task(self, name: str):
+        class T:
+            pass
+
+        t = T()
+        t.name = name
+        return t
+
+
+class _Factory:
+    """Duck-typed ModelFactory: the resnet_tiny supernet and a deterministic fake assembler."""
+
+    def __init__(self) -> None:
+        from host.supernets import build_supernet
+
+        torch.manual_seed(0)
+        self.models = type("M", (), {})()
+        self.models.supernet = build_supernet("resnet_tiny").eval()
+        self.space = _Space()
+        self.layout = self.models.supernet.gate_layout()
+
+    def gates(self, tasks, limits):
+        g = torch.Generator().manual_seed(sum(map(ord, tasks[0])))
+        out = []
+        for d in self.layout.module_counts:
+            rank = torch.randperm(d, generator=g)
+            k = torch.floor(torch.as_tensor(limits).reshape(-1, 1) * d)
+            out.append((rank.reshape(1, -1) < k).float())
+        return type("R", (), {"gates": out})()
+
+
+@pytest.fixture(scope="module")
+def device_profiles(tmp_path_factory):
+    from host.device_profile import write_profile_entry
+    from host.predictor import MemoryModel, StructureModel
+
+    fac = _Factory()
+    layout = fac.layout
+    schema = LatencySchema.named("improved")
+    coef = np.zeros(len(schema.feature_names(layout)))
+    coef[0] = 500.0
+    coef[1 : 1 + layout.num_layers] = 10.0
+    lat = LatencyModel(layout, schema, coef=coef)
+    mem = MemoryModel(coef=np.array([2e6, 1.0, 1.0]))
+    entry = {"backbone": "resnet", "config": "resnet_tiny", "layout_fingerprint": layout.fingerprint(),
+             "runtime": "torchscript", "latency": lat.to_json(), "memory": mem.to_json(),
+             "structure": StructureModel.calibrate(fac.models.supernet).to_json(), "latency_statistic": "p10"}
+    root = tmp_path_factory.mktemp("profiles")
+    write_profile_entry("tiny-dev", {"cpu_model": "synthetic"}, entry, root)
+    return fac, root
+
+
+def test_generate_for_device_predictor_mode(device_profiles, tmp_path) -> None:
+    from host.artifact import load_compact
+    from host.budget import factory_assembler, generate_for_device
+    from host.device_profile import load_predictor
+
+    fac, root = device_profiles
+    budget = Budget(latency_ms=1.2)  # 500 µs + 10 µs per module: ~70 of 120 modules
+    compact, report = generate_for_device(fac, "two even", "tiny-dev", budget, out_dir=tmp_path / "m", profiles_root=root)
+    pred = load_predictor("tiny-dev", fac.layout, root=root)
+    want = batched_search(factory_assembler(fac), "two even", pred, budget)
+    assert report["limit"] == pytest.approx(want.limit) and 0.3 < report["limit"] < 1.0
+    assert report["predicted"]["latency_ms"] <= 1.2
+    assert "measured" not in report
+    assert load_compact(tmp_path / "m").spec.gates_fingerprint == compact.spec.gates_fingerprint
+    _, rep_a1 = generate_for_device(fac, "two even", "tiny-dev", budget, method="algorithm1", profiles_root=root)
+    assert rep_a1["limit"] == report["limit"] and rep_a1["search"]["rounds"] > 1
+
+
+def test_generate_for_device_bad_inputs(device_profiles) -> None:
+    from host.budget import generate_for_device
+
+    fac, root = device_profiles
+    with pytest.raises(SearchError, match="smallest reachable"):
+        generate_for_device(fac, "x", "tiny-dev", Budget(latency_ms=0.1), profiles_root=root)
+    with pytest.raises(ConfigError, match="no device profile for 'tiny-de'.*tiny-dev"):
+        generate_for_device(fac, "x", "tiny-de", Budget(latency_ms=1.0), profiles_root=root)
+    with pytest.raises(ConfigError, match="--agent"):
+        generate_for_device(fac, "x", "tiny-dev", Budget(latency_ms=1.0), live=True, profiles_root=root)
