@@ -18,6 +18,7 @@ from host.errors import NNFactoryError
 # Order = order in --help. Add a module here when adding a subcommand.
 COMMAND_MODULES: tuple[str, ...] = (
     "host.commands.demo",
+    "host.commands.agent",
     "host.commands.profile",
     "host.commands.fit",
 )
