@@ -77,7 +77,7 @@ def measure(args: argparse.Namespace, store_path: Path) -> None:
     layout = net.gate_layout()
     plan = CampaignPlan(backbone=args.backbone, layout_fingerprint=layout.fingerprint(), runtime="torchscript",
                         input_shape=tuple(net.input_shape), samples=args.samples, seed=args.seed,
-                        reference_every=args.reference_every, measure=MeasureSettings())
+                        reference_every=args.reference_every, measure=MeasureSettings(clock=args.clock))
     with CampaignStore(store_path) as store:
         store.bind_plan(plan, layout)
         left = len(schedule(plan)) - len(store.done_keys())
@@ -186,6 +186,7 @@ def main() -> int:
     p.add_argument("--test", type=int, default=100)
     p.add_argument("--stat", default="p10", choices=["median", "min", "p10", "p25", "mean"])
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--clock", default="wall", choices=["wall", "thread_cpu"], help="agent timing clock (see nnf profile)")
     p.add_argument("--reference-every", type=int, default=50)
     p.add_argument("--store", default=None, help="campaign store (default: nnf-campaigns/local-cpu/<backbone>-torchscript.sqlite)")
     p.add_argument("--agent", default=None, help="use this agent instead of starting a local one")

@@ -67,6 +67,16 @@ class MeasureSettings:
     repeats: int = 30
     min_time_s: float = 0.5
     deadline_s: float = 120.0
+    # "wall": perf_counter around each run (what a user of an idle device sees); "thread_cpu": the worker
+    # thread's CPU time per run, immune to preemption by other processes on a shared machine (with
+    # threads=1 it equals the idle-device wall time up to cache effects). Needs agent support.
+    clock: str = "wall"
+
+    def __post_init__(self) -> None:
+        if self.clock not in ("wall", "thread_cpu"):
+            raise ConfigError(f"unknown clock {self.clock!r}; use 'wall' or 'thread_cpu'")
+        if self.threads < 1 or self.repeats < 1 or self.warmup_runs < 0 or self.min_time_s < 0:
+            raise ConfigError("threads >= 1, repeats >= 1, warmup >= 0 and min_time_s >= 0 are required")
 
 
 @dataclass(frozen=True)
@@ -841,6 +851,7 @@ class AgentMeasurer:
             inputs=[TensorSpec(shape=(1, *input_shape))], threads=settings.threads,
             warmup_runs=settings.warmup_runs, repeats=settings.repeats, min_time_s=settings.min_time_s,
             deadline_s=settings.deadline_s,
+            options={"clock": settings.clock} if settings.clock != "wall" else {},
         )
         try:
             r = self.client.profile(req)

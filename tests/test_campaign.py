@@ -310,3 +310,20 @@ def test_unreachable_agent_is_a_clear_error(tmp_path: Path) -> None:
     res = subprocess.run(_profile_cmd(f"127.0.0.1:{port}", tmp_path), cwd=str(ROOT), capture_output=True, text=True,
                          timeout=120)
     assert res.returncode == 2 and "127.0.0.1" in res.stderr and "Traceback" not in res.stderr, res.stderr
+
+
+def test_latency_statistics_of_raw_runs() -> None:
+    from host.campaign import Measurement, measurement_latency, row_latency
+
+    runs = [10.0, 11.0, 12.0, 13.0, 50.0, 60.0, 70.0, 80.0, 90.0, 100.0]
+    row = {"latency_median_us": 55.0, "latency_min_us": 10.0, "latency_mean_us": 49.6, "samples_us": str(runs)}
+    assert row_latency(row, "median") == 55.0 and row_latency(row, "min") == 10.0
+    assert row_latency(row, "p10") == pytest.approx(np.percentile(runs, 10))
+    assert row_latency(row, "p25") == pytest.approx(np.percentile(runs, 25))
+    assert row_latency({**row, "samples_us": "[]"}, "p10") == 55.0  # no raw runs: fall back to the median
+    with pytest.raises(ConfigError, match="unknown latency statistic"):
+        row_latency(row, "p99")
+    m = Measurement(55.0, 10.0, 49.6, 90.0, 1.0, 10, 1, "x", {}, runs)
+    assert measurement_latency(m, "p10") == pytest.approx(np.percentile(runs, 10))
+    with pytest.raises(ConfigError, match="clock"):
+        MeasureSettings(clock="tsc")

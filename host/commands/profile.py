@@ -51,6 +51,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--repeats", type=int, default=30, help="minimum timed runs per subnet")
     p.add_argument("--min-time-s", type=float, default=0.5, help="minimum timed seconds per subnet")
     p.add_argument("--deadline-s", type=float, default=120.0, help="per-subnet deadline on the agent")
+    p.add_argument("--clock", default="wall", choices=["wall", "thread_cpu"],
+                   help="wall: wall-clock time per run (default); thread_cpu: the worker thread's CPU time per run, "
+                        "robust when other work shares the device (agent support needed)")
     p.add_argument("--store", default=None, help="campaign store path (one device only)")
     p.add_argument("--campaigns-dir", default=None, help="where stores live (default $NNF_CAMPAIGNS_DIR or ./nnf-campaigns)")
     p.add_argument("--remote", action="store_true",
@@ -97,7 +100,8 @@ def run(args: argparse.Namespace) -> int:
         input_shape=tuple(net.input_shape), samples=args.samples, seed=args.seed, ratio_min=args.ratio_min,
         ratio_max=args.ratio_max, jitter=args.jitter, passes=args.passes, reference_every=args.reference_every,
         measure=MeasureSettings(threads=args.threads, warmup_runs=args.warmup, repeats=args.repeats,
-                                min_time_s=args.min_time_s, deadline_s=args.deadline_s),
+                                min_time_s=args.min_time_s, deadline_s=args.deadline_s,
+                                clock=args.clock),
     )
     builder = ExtractingBuilder(net, args.runtime)
     root = Path(args.campaigns_dir) if args.campaigns_dir else default_campaigns_dir()
