@@ -32,7 +32,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", action="append", required=True, metavar="NAME",
                    help="device name (repeat for several devices, each with its --agent)")
     p.add_argument("--agent", action="append", default=[], metavar="HOST:PORT",
-                   help="address of the device's agent (one per --device, same order)")
+                   help="address of the device's agent (one per --device, same order); without it each device is "
+                        "looked up in the device inventory and reached through its deployed agent")
+    p.add_argument("--inventory", default=None, help="device inventory TOML (default $NNF_INVENTORY or ./devices.toml)")
     p.add_argument("--token", default=None, help="agent bearer token (default: $NNF_AGENT_TOKEN)")
     p.add_argument("--backbone", required=True, help="supernet config name, e.g. resnet_numvqa, resnet18")
     p.add_argument("--samples", type=int, default=2000, help="random subnets to measure (default 2000)")
@@ -65,6 +67,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def open_device_session(name: str, inventory: str | None) -> tuple:
+    """(DeviceSession, Device) for an inventory device with a deployed agent (host.deploy)."""
+    try:
+        from host.deploy.inventory import load_inventory
+        from host.deploy.session import DeviceSession
+    except ImportError as exc:  # the deploy package is optional in a partial install
+        raise ConfigError(
+            f"no --agent given for device {name!r} and no device inventory support here; give --agent HOST:PORT "
+            "(start a local agent with `nnf agent start --local`)"
+        ) from exc
+    dev = load_inventory(inventory).get(name)
+    return DeviceSession(dev), dev
+
+
 def run(args: argparse.Namespace) -> int:
     import torch
 
@@ -83,11 +99,7 @@ def run(args: argparse.Namespace) -> int:
     from host.supernets import build_supernet
 
     devices = [safe_device_id(d) for d in args.device]
-    if not args.agent:
-        raise ConfigError(
-            "give the agent of each device with --agent HOST:PORT (start one here with `nnf agent start --local`)"
-        )
-    if len(args.agent) != len(devices):
+    if args.agent and len(args.agent) != len(devices):
         raise ConfigError(f"{len(devices)} --device but {len(args.agent)} --agent: give one agent per device, same order")
     if args.store and len(devices) > 1:
         raise ConfigError("--store names one store; with several devices use --campaigns-dir")
@@ -107,12 +119,20 @@ def run(args: argparse.Namespace) -> int:
     root = Path(args.campaigns_dir) if args.campaigns_dir else default_campaigns_dir()
     token = args.token if args.token is not None else os.environ.get("NNF_AGENT_TOKEN")
     targets: list[DeviceTarget] = []
+    sessions: list = []
     try:
-        for name, addr in zip(devices, args.agent, strict=True):
+        for i, name in enumerate(devices):
+            if args.agent:
+                addr, tok = args.agent[i], token
+                local = (not args.remote) and addr.rsplit(":", 1)[0] in LOOPBACK
+            else:
+                session, dev = open_device_session(name, args.inventory)
+                sessions.append(session)
+                addr, tok = session.address, session.token
+                local = dev.transport == "local" and not args.remote
             path = Path(args.store) if args.store else default_store_path(root, name, args.backbone, args.runtime)
             store = CampaignStore(path)
-            measurer = AgentMeasurer(addr, token=token, device=args.target)
-            local = (not args.remote) and addr.rsplit(":", 1)[0] in LOOPBACK
+            measurer = AgentMeasurer(addr, token=tok, device=args.target)
             targets.append(DeviceTarget(name, measurer, store, local=local))
         runner = CampaignRunner(plan, layout, builder, progress=not args.no_progress and not args.json)
         summaries = runner.run(targets, stop_after=args.stop_after)
@@ -120,6 +140,8 @@ def run(args: argparse.Namespace) -> int:
         for t in targets:
             t.measurer.close()  # type: ignore[attr-defined]
             t.store.close()
+        for session in sessions:
+            session.close()
     out = {"backbone": args.backbone, "runtime": args.runtime, "samples": args.samples, "passes": args.passes,
            "devices": [s.to_json() | {"store": str(t.store.path)} for s, t in zip(summaries, targets, strict=True)]}
     if args.json:
