@@ -38,8 +38,9 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 
 def load_factory(space: str, checkpoint: str | None):
-    from host.errors import NNFactoryError
     from host.generate import ModelFactory
+
+    from host.errors import NNFactoryError
 
     try:
         return ModelFactory.load(space=space, checkpoint=Path(checkpoint) if checkpoint else None), "checkpoint"
@@ -113,8 +114,9 @@ def main() -> int:
 
     live_rows = []
     if args.live > 0:
-        from host.campaign import AgentMeasurer, ExtractingBuilder, LiveDeviceMeasurer, MeasureSettings
         from predictor_accuracy import start_local_agent, stop_agent
+
+        from host.campaign import AgentMeasurer, ExtractingBuilder, LiveDeviceMeasurer, MeasureSettings
 
         agent_proc = None
         tmp = tempfile.TemporaryDirectory(prefix="nnf-live-")
