@@ -95,6 +95,8 @@ class AgentConfig:
     max_queue: int = 16
     worker_env: dict[str, str] = field(default_factory=dict)
     tls: bool = False
+    device_lock_path: Path | None = None  # shared flock file serialising agents on one device; None = off
+    worker_nice: int | None = None  # nice value of measurement workers (negative needs privileges); None = inherit
 
 
 class ProfileFailure(Exception):
@@ -144,6 +146,66 @@ class FifoLock:
     def queued(self) -> int:
         with self._mutex:
             return len(self._waiters)
+
+
+class DeviceFileLock:
+    """An advisory ``flock`` on a file shared by every agent on this device (None path = disabled).
+
+    The in-process FIFO lock orders one agent's requests; this lock keeps two agents started on the same
+    device (e.g. a forgotten one, or one per user) from timing models at the same moment. Waiting is a
+    blocking ``flock`` in a helper thread (woken by the kernel the moment the other agent releases, so a
+    busy agent cannot starve this one, and nothing polls while the other agent measures).
+    """
+
+    def __init__(self, path: str | Path | None) -> None:
+        self.path = Path(path) if path else None
+        self._fd: int | None = None
+
+    def acquire(self, timeout_s: float) -> bool:
+        if self.path is None:
+            return True
+        import fcntl
+
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            self._fd = fd
+            return True
+        except BlockingIOError:
+            pass
+        got = threading.Event()
+        mutex = threading.Lock()
+        abandoned = [False]
+
+        def wait_for_lock() -> None:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            with mutex:
+                if abandoned[0]:
+                    os.close(fd)  # the requester gave up: drop the lock at once
+                    return
+                got.set()
+
+        threading.Thread(target=wait_for_lock, name="nnf-device-lock", daemon=True).start()
+        if got.wait(max(0.0, timeout_s)):
+            self._fd = fd
+            return True
+        with mutex:
+            if got.is_set():
+                self._fd = fd
+                return True
+            abandoned[0] = True
+        return False
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing the descriptor drops the flock
+            self._fd = None
+
+
+def default_device_lock_path() -> Path:
+    import tempfile
+
+    return Path(tempfile.gettempdir()) / f"nnf-agent-device-{os.getuid()}.lock"
 
 
 class _AuthInterceptor(grpc.ServerInterceptor):
@@ -201,6 +263,7 @@ class ProfilingAgentServicer(pb_grpc.ProfilingAgentServicer):
         self.config = config
         self.store = ArtifactStore(config.cache_dir, config.max_artifact_bytes)
         self.lock = FifoLock(config.max_queue)
+        self.device_lock = DeviceFileLock(config.device_lock_path)
         self._probe: dict[str, Any] | None = None
         self._probe_mutex = threading.Lock()
 
@@ -368,7 +431,7 @@ class ProfilingAgentServicer(pb_grpc.ProfilingAgentServicer):
             "repeats": repeats, "min_time_s": min_time, "max_repeats": max_repeats,
             "cooldown_ms": req.cooldown_ms, "cpu_affinity": list(req.cpu_affinity),
             "memory_limit_bytes": req.memory_limit_bytes or self.config.worker_memory_limit_bytes,
-            "seed": req.seed, "options": options,
+            "seed": req.seed, "options": options, "nice": self.config.worker_nice,
         }
 
     def _run_locked(self, payload: dict[str, Any], budget_s: float, context: grpc.ServicerContext,
@@ -383,11 +446,18 @@ class ProfilingAgentServicer(pb_grpc.ProfilingAgentServicer):
                                  f"deadline of {budget_s:.3g} s passed while waiting for the device "
                                  f"({self.lock.queued()} request(s) queued)")
         try:
-            queue_wait = time.monotonic() - t_start
-            run_left = budget_s - queue_wait
-            started = time.time_ns()
-            result = self._spawn_worker(payload, run_left, context)
-            finished = time.time_ns()
+            if not self.device_lock.acquire(budget_s - (time.monotonic() - t_start)):
+                raise ProfileFailure(grpc.StatusCode.DEADLINE_EXCEEDED, "timeout",
+                                     f"deadline of {budget_s:.3g} s passed while another agent on this device was "
+                                     f"measuring (device lock {self.device_lock.path})")
+            try:
+                queue_wait = time.monotonic() - t_start
+                run_left = budget_s - queue_wait
+                started = time.time_ns()
+                result = self._spawn_worker(payload, run_left, context)
+                finished = time.time_ns()
+            finally:
+                self.device_lock.release()
         finally:
             self.lock.release()
         return result, queue_wait, started, finished
@@ -508,8 +578,15 @@ def create_server(
     max_queue: int = 16,
     max_workers: int = 32,
     worker_env: dict[str, str] | None = None,
+    device_lock: str | Path | None = "default",
+    worker_nice: int | None = None,
 ) -> tuple[grpc.Server, int]:
     """Build and start an agent server bound to ``addr`` (``HOST:PORT``; port 0 = any free port).
+
+    ``device_lock``: file whose ``flock`` serialises measurements of all agents on this device
+    ("default": ``$TMPDIR/nnf-agent-device-<uid>.lock``; None: only this agent's own queue).
+    ``worker_nice``: nice value for measurement workers (e.g. -10: other processes on a shared machine
+    interrupt timed runs less; needs root/CAP_SYS_NICE, else the worker reports what it got); None = inherit.
 
     Returns ``(server, port)``. Raises ``ValueError`` for a non-loopback address without a token or a
     TLS certificate without its key, and ``RuntimeError`` when the address cannot be bound.
@@ -532,6 +609,9 @@ def create_server(
         cache_dir=Path(cache_dir), token=token, max_artifact_bytes=int(max_artifact_bytes),
         worker_memory_limit_bytes=int(worker_memory_limit_bytes), default_deadline_s=float(default_deadline_s),
         max_queue=int(max_queue), worker_env=dict(worker_env or {}), tls=tls,
+        device_lock_path=default_device_lock_path() if device_lock == "default" else
+        (Path(device_lock) if device_lock else None),
+        worker_nice=worker_nice,
     )
     interceptors = [_AuthInterceptor(token)] if token else []
     server = grpc.server(

@@ -19,6 +19,8 @@ from host.errors import NNFactoryError
 COMMAND_MODULES: tuple[str, ...] = (
     "host.commands.demo",
     "host.commands.agent",
+    "host.commands.profile",
+    "host.commands.fit",
     "host.commands.devices",
     "host.commands.deploy",
 )

@@ -169,6 +169,8 @@ class MeasurementContext:
     worker_pid: int
     memory_limit_bytes: int
     extra: dict[str, str]
+    runqueue_wait_fraction: float = 0.0  # share of the timed wall time spent waiting for a CPU (contention)
+    involuntary_context_switches: int = 0
 
 
 @dataclass(frozen=True)
@@ -197,6 +199,8 @@ class ProfileResult:
     queue_wait_us: float
     started_unix_ns: int
     finished_unix_ns: int
+    thread_cpu_samples_ns: tuple[int, ...] = ()  # CPU time of the measuring thread per run (threads=1 proxy)
+    median_thread_cpu_us: float = 0.0
 
     def to_json(self, samples: bool = True) -> dict[str, Any]:
         from dataclasses import asdict
@@ -204,6 +208,7 @@ class ProfileResult:
         d = asdict(self)
         if not samples:
             d.pop("samples_ns")
+            d.pop("thread_cpu_samples_ns")
         d["samples_count"] = len(self.samples_ns)
         return d
 
@@ -223,10 +228,13 @@ class ProfileResult:
                 threads=c.threads, cpu_affinity=tuple(c.cpu_affinity), governor=dict(c.governor),
                 cpu_freq_khz=dict(c.cpu_freq_khz), temperature_c=dict(c.temperature_c),
                 runtime_versions=dict(c.runtime_versions), device=c.device, device_name=c.device_name,
-                worker_pid=c.worker_pid, memory_limit_bytes=c.memory_limit_bytes, extra=dict(c.extra)),
+                worker_pid=c.worker_pid, memory_limit_bytes=c.memory_limit_bytes, extra=dict(c.extra),
+                runqueue_wait_fraction=c.runqueue_wait_fraction,
+                involuntary_context_switches=c.involuntary_context_switches),
             inputs=tuple(TensorSpec(tuple(i.shape), i.dtype, i.name) for i in m.inputs),
             load_time_ms=m.load_time_ms, measure_time_s=m.measure_time_s, queue_wait_us=m.queue_wait_us,
             started_unix_ns=m.started_unix_ns, finished_unix_ns=m.finished_unix_ns,
+            thread_cpu_samples_ns=tuple(m.thread_cpu_samples_ns), median_thread_cpu_us=m.median_thread_cpu_us,
         )
 
 

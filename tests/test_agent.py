@@ -48,7 +48,8 @@ needs_ort = pytest.mark.skipif(not has_ort, reason="onnxruntime not installed")
 
 @pytest.fixture(scope="module")
 def agent_server(tmp_path_factory: pytest.TempPathFactory):
-    server, port = create_server("127.0.0.1:0", cache_dir=tmp_path_factory.mktemp("cache"))
+    d = tmp_path_factory.mktemp("cache")
+    server, port = create_server("127.0.0.1:0", cache_dir=d, device_lock=d / "device.lock")
     yield f"127.0.0.1:{port}"
     server.stop(0).wait()
 
@@ -139,7 +140,7 @@ def test_upload_with_wrong_hash_is_rejected(agent_server: str, client: AgentClie
 
 
 def test_oversized_artifact(tmp_path: Path) -> None:
-    server, port = create_server("127.0.0.1:0", cache_dir=tmp_path / "c", max_artifact_bytes=50_000)
+    server, port = create_server("127.0.0.1:0", cache_dir=tmp_path / "c", device_lock=None, max_artifact_bytes=50_000)
     try:
         p = tmp_path / "big.onnx"
         p.write_bytes(b"\0" * 60_000)
@@ -188,6 +189,8 @@ def _check_result(r, repeats: int) -> None:  # noqa: ANN001
     assert r.baseline_rss_bytes > 0 and r.process_peak_bytes >= r.baseline_rss_bytes
     assert r.context.threads == 1 and r.context.worker_pid > 0
     assert r.context.runtime_versions
+    assert len(r.thread_cpu_samples_ns) == len(r.samples_ns) and r.median_thread_cpu_us > 0
+    assert r.context.runqueue_wait_fraction >= 0.0 and r.context.involuntary_context_switches >= 0
 
 
 @needs_ort
@@ -210,7 +213,7 @@ def test_profile_onnx_with_affinity(client: AgentClient, mm_onnx: Path) -> None:
 @pytest.mark.skipif(not has_torch, reason="torch not installed")
 def test_profile_torchscript_and_export(client: AgentClient, tmp_path: Path) -> None:
     ts = client.upload(A.torchscript(tmp_path / "m.pt")).sha256
-    with pytest.raises(AgentRequestError, match="pass inputs"):
+    with pytest.raises(AgentRequestError, match="pass input shapes"):
         client.profile(ProfileRequest(ts, runtime="torchscript", **QUICK))
     r = client.profile(ProfileRequest(ts, runtime="torchscript", inputs=[TensorSpec((1, 3, 16, 16))], **QUICK))
     _check_result(r, 5)
@@ -274,6 +277,36 @@ def test_concurrent_clients_are_queued(agent_server: str, mm_onnx: Path) -> None
 
 
 @needs_ort
+def test_two_agents_on_one_device_never_overlap(tmp_path: Path, mm_onnx: Path) -> None:
+    lock = tmp_path / "device.lock"
+    servers = [create_server("127.0.0.1:0", cache_dir=tmp_path / f"c{i}", device_lock=lock, worker_nice=5)
+               for i in range(2)]
+    results, errors = [], []
+
+    def work(port: int) -> None:
+        try:
+            with AgentClient(f"127.0.0.1:{port}") as c:
+                sha = c.upload(mm_onnx).sha256
+                results.append(c.profile(ProfileRequest(sha, warmup_runs=1, repeats=5, min_time_s=0.3)))
+        except Exception as exc:  # noqa: BLE001 - collected and asserted below
+            errors.append(exc)
+
+    try:
+        threads = [threading.Thread(target=work, args=(port,)) for _, port in servers]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+    finally:
+        for server, _ in servers:
+            server.stop(0).wait()
+    assert not errors and len(results) == 2
+    (s0, e0), (s1, e1) = sorted((r.started_unix_ns, r.finished_unix_ns) for r in results)
+    assert e0 <= s1, "two agents timed models at the same time"
+    assert all(r.context.extra["nice"].startswith("5") for r in results)  # raising nice needs no privilege
+
+
+@needs_ort
 def test_hang_hits_deadline_and_agent_keeps_serving(client: AgentClient, tmp_path: Path, mm_onnx: Path) -> None:
     sha = client.upload(A.onnx_hang(tmp_path / "hang.onnx")).sha256
     t0 = time.monotonic()
@@ -297,7 +330,7 @@ def test_out_of_memory_model(client: AgentClient, tmp_path: Path, mm_onnx: Path)
 def test_crashing_worker(tmp_path: Path, mm_onnx: Path) -> None:
     crash = A.onnx_matmul(tmp_path / "crash.onnx", n=16, seed=9)
     sha = hashlib.sha256(crash.read_bytes()).hexdigest()
-    server, port = create_server("127.0.0.1:0", cache_dir=tmp_path / "c",
+    server, port = create_server("127.0.0.1:0", cache_dir=tmp_path / "c", device_lock=None,
                                  worker_env={"NNF_AGENT_TEST_CRASH_SHA256": sha})
     try:
         with AgentClient(f"127.0.0.1:{port}") as c:
@@ -312,7 +345,7 @@ def test_crashing_worker(tmp_path: Path, mm_onnx: Path) -> None:
 
 # ------------------------------------------------------------------------------- security
 def test_token_checked_on_every_call(tmp_path: Path) -> None:
-    server, port = create_server("127.0.0.1:0", cache_dir=tmp_path / "c", token="s3cret")
+    server, port = create_server("127.0.0.1:0", cache_dir=tmp_path / "c", device_lock=None, token="s3cret")
     addr = f"127.0.0.1:{port}"
     try:
         for token in (None, "wrong"):
@@ -364,7 +397,7 @@ def test_tls(tmp_path: Path) -> None:
     (tmp_path / "key.pem").write_bytes(key.private_bytes(serialization.Encoding.PEM,
                                                          serialization.PrivateFormat.PKCS8,
                                                          serialization.NoEncryption()))
-    server, port = create_server("localhost:0", cache_dir=tmp_path / "c", token="t",
+    server, port = create_server("localhost:0", cache_dir=tmp_path / "c", device_lock=None, token="t",
                                  tls_cert=tmp_path / "cert.pem", tls_key=tmp_path / "key.pem")
     try:
         with AgentClient(f"localhost:{port}", token="t", tls_root_cert=cert_pem) as c:

@@ -23,7 +23,8 @@ def test_start_profile_stop(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     (tmp_path / "token").write_text("tok-123\n")
     env = {k: v for k, v in os.environ.items() if k != "NNF_AGENT_TOKEN"}
     proc = subprocess.run([sys.executable, "-m", "host", "agent", "start", "--local", "--json",
-                           "--token-file", str(tmp_path / "token"), "--cache-dir", str(tmp_path / "cache")],
+                           "--token-file", str(tmp_path / "token"), "--cache-dir", str(tmp_path / "cache"),
+                           "--device-lock", str(tmp_path / "device.lock")],
                           cwd=ROOT, capture_output=True, text=True, timeout=120, env=env)
     assert proc.returncode == 0, proc.stderr
     started = json.loads(proc.stdout.strip().splitlines()[-1])

@@ -68,6 +68,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--cache-dir", default=None, help="artifact cache (default: a new temporary directory)")
     s.add_argument("--max-artifact-mb", type=float, default=512.0)
     s.add_argument("--worker-memory-mb", type=float, default=0.0, help="RLIMIT_AS of measurement workers (0: none)")
+    s.add_argument("--device-lock", default=None,
+                   help="flock file shared by all agents on this machine (default: the agent's; 'none': off)")
     s.add_argument("--log", default=None, help="agent log file (default: CACHE_DIR/agent.log)")
     s.add_argument("--wait-s", type=float, default=60.0, help="how long to wait for the agent to be healthy")
     s.add_argument("--json", action="store_true", help="print one JSON object")
@@ -132,6 +134,8 @@ def run_start(args: argparse.Namespace) -> int:
     cmd = [sys.executable, "-m", "agent", "serve", "--host", args.host, "--port", str(args.port),
            "--cache-dir", str(cache_dir), "--port-file", str(port_file),
            "--max-artifact-mb", str(args.max_artifact_mb), "--worker-memory-mb", str(args.worker_memory_mb)]
+    if args.device_lock:
+        cmd += ["--device-lock", args.device_lock]
     env = {**os.environ, "PYTHONPATH": _agent_pythonpath()}
     env.pop("NNF_AGENT_TOKEN", None)
     if token:

@@ -210,7 +210,7 @@ class ProfileRequest(_message.Message):
     def __init__(self, artifact_sha256: _Optional[str] = ..., runtime: _Optional[_Union[Runtime, str]] = ..., device: _Optional[str] = ..., inputs: _Optional[_Iterable[_Union[TensorSpec, _Mapping]]] = ..., threads: _Optional[int] = ..., warmup_runs: _Optional[int] = ..., repeats: _Optional[int] = ..., min_time_s: _Optional[float] = ..., cooldown_ms: _Optional[float] = ..., deadline_s: _Optional[float] = ..., cpu_affinity: _Optional[_Iterable[int]] = ..., memory_limit_bytes: _Optional[int] = ..., max_repeats: _Optional[int] = ..., request_id: _Optional[str] = ..., seed: _Optional[int] = ..., options: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class MeasurementContext(_message.Message):
-    __slots__ = ("threads", "cpu_affinity", "governor", "cpu_freq_khz", "temperature_c", "runtime_versions", "device", "device_name", "worker_pid", "memory_limit_bytes", "extra")
+    __slots__ = ("threads", "cpu_affinity", "governor", "cpu_freq_khz", "temperature_c", "runtime_versions", "device", "device_name", "worker_pid", "memory_limit_bytes", "extra", "runqueue_wait_fraction", "involuntary_context_switches")
     class GovernorEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -257,6 +257,8 @@ class MeasurementContext(_message.Message):
     WORKER_PID_FIELD_NUMBER: _ClassVar[int]
     MEMORY_LIMIT_BYTES_FIELD_NUMBER: _ClassVar[int]
     EXTRA_FIELD_NUMBER: _ClassVar[int]
+    RUNQUEUE_WAIT_FRACTION_FIELD_NUMBER: _ClassVar[int]
+    INVOLUNTARY_CONTEXT_SWITCHES_FIELD_NUMBER: _ClassVar[int]
     threads: int
     cpu_affinity: _containers.RepeatedScalarFieldContainer[int]
     governor: _containers.ScalarMap[str, str]
@@ -268,10 +270,12 @@ class MeasurementContext(_message.Message):
     worker_pid: int
     memory_limit_bytes: int
     extra: _containers.ScalarMap[str, str]
-    def __init__(self, threads: _Optional[int] = ..., cpu_affinity: _Optional[_Iterable[int]] = ..., governor: _Optional[_Mapping[str, str]] = ..., cpu_freq_khz: _Optional[_Mapping[str, int]] = ..., temperature_c: _Optional[_Mapping[str, float]] = ..., runtime_versions: _Optional[_Mapping[str, str]] = ..., device: _Optional[str] = ..., device_name: _Optional[str] = ..., worker_pid: _Optional[int] = ..., memory_limit_bytes: _Optional[int] = ..., extra: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    runqueue_wait_fraction: float
+    involuntary_context_switches: int
+    def __init__(self, threads: _Optional[int] = ..., cpu_affinity: _Optional[_Iterable[int]] = ..., governor: _Optional[_Mapping[str, str]] = ..., cpu_freq_khz: _Optional[_Mapping[str, int]] = ..., temperature_c: _Optional[_Mapping[str, float]] = ..., runtime_versions: _Optional[_Mapping[str, str]] = ..., device: _Optional[str] = ..., device_name: _Optional[str] = ..., worker_pid: _Optional[int] = ..., memory_limit_bytes: _Optional[int] = ..., extra: _Optional[_Mapping[str, str]] = ..., runqueue_wait_fraction: _Optional[float] = ..., involuntary_context_switches: _Optional[int] = ...) -> None: ...
 
 class ProfileResult(_message.Message):
-    __slots__ = ("request_id", "artifact_sha256", "runtime", "samples_ns", "min_latency_us", "median_latency_us", "mean_latency_us", "p90_latency_us", "p99_latency_us", "std_latency_us", "max_latency_us", "warmup_runs", "peak_bytes", "peak_method", "baseline_rss_bytes", "load_peak_bytes", "process_peak_bytes", "context", "inputs", "load_time_ms", "measure_time_s", "queue_wait_us", "started_unix_ns", "finished_unix_ns", "extra")
+    __slots__ = ("request_id", "artifact_sha256", "runtime", "samples_ns", "min_latency_us", "median_latency_us", "mean_latency_us", "p90_latency_us", "p99_latency_us", "std_latency_us", "max_latency_us", "warmup_runs", "peak_bytes", "peak_method", "baseline_rss_bytes", "load_peak_bytes", "process_peak_bytes", "context", "inputs", "load_time_ms", "measure_time_s", "queue_wait_us", "started_unix_ns", "finished_unix_ns", "thread_cpu_samples_ns", "median_thread_cpu_us", "extra")
     class ExtraEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -303,6 +307,8 @@ class ProfileResult(_message.Message):
     QUEUE_WAIT_US_FIELD_NUMBER: _ClassVar[int]
     STARTED_UNIX_NS_FIELD_NUMBER: _ClassVar[int]
     FINISHED_UNIX_NS_FIELD_NUMBER: _ClassVar[int]
+    THREAD_CPU_SAMPLES_NS_FIELD_NUMBER: _ClassVar[int]
+    MEDIAN_THREAD_CPU_US_FIELD_NUMBER: _ClassVar[int]
     EXTRA_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     artifact_sha256: str
@@ -328,8 +334,10 @@ class ProfileResult(_message.Message):
     queue_wait_us: float
     started_unix_ns: int
     finished_unix_ns: int
+    thread_cpu_samples_ns: _containers.RepeatedScalarFieldContainer[int]
+    median_thread_cpu_us: float
     extra: _containers.ScalarMap[str, str]
-    def __init__(self, request_id: _Optional[str] = ..., artifact_sha256: _Optional[str] = ..., runtime: _Optional[_Union[Runtime, str]] = ..., samples_ns: _Optional[_Iterable[int]] = ..., min_latency_us: _Optional[float] = ..., median_latency_us: _Optional[float] = ..., mean_latency_us: _Optional[float] = ..., p90_latency_us: _Optional[float] = ..., p99_latency_us: _Optional[float] = ..., std_latency_us: _Optional[float] = ..., max_latency_us: _Optional[float] = ..., warmup_runs: _Optional[int] = ..., peak_bytes: _Optional[int] = ..., peak_method: _Optional[_Union[PeakMemoryMethod, str]] = ..., baseline_rss_bytes: _Optional[int] = ..., load_peak_bytes: _Optional[int] = ..., process_peak_bytes: _Optional[int] = ..., context: _Optional[_Union[MeasurementContext, _Mapping]] = ..., inputs: _Optional[_Iterable[_Union[TensorSpec, _Mapping]]] = ..., load_time_ms: _Optional[float] = ..., measure_time_s: _Optional[float] = ..., queue_wait_us: _Optional[float] = ..., started_unix_ns: _Optional[int] = ..., finished_unix_ns: _Optional[int] = ..., extra: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    def __init__(self, request_id: _Optional[str] = ..., artifact_sha256: _Optional[str] = ..., runtime: _Optional[_Union[Runtime, str]] = ..., samples_ns: _Optional[_Iterable[int]] = ..., min_latency_us: _Optional[float] = ..., median_latency_us: _Optional[float] = ..., mean_latency_us: _Optional[float] = ..., p90_latency_us: _Optional[float] = ..., p99_latency_us: _Optional[float] = ..., std_latency_us: _Optional[float] = ..., max_latency_us: _Optional[float] = ..., warmup_runs: _Optional[int] = ..., peak_bytes: _Optional[int] = ..., peak_method: _Optional[_Union[PeakMemoryMethod, str]] = ..., baseline_rss_bytes: _Optional[int] = ..., load_peak_bytes: _Optional[int] = ..., process_peak_bytes: _Optional[int] = ..., context: _Optional[_Union[MeasurementContext, _Mapping]] = ..., inputs: _Optional[_Iterable[_Union[TensorSpec, _Mapping]]] = ..., load_time_ms: _Optional[float] = ..., measure_time_s: _Optional[float] = ..., queue_wait_us: _Optional[float] = ..., started_unix_ns: _Optional[int] = ..., finished_unix_ns: _Optional[int] = ..., thread_cpu_samples_ns: _Optional[_Iterable[int]] = ..., median_thread_cpu_us: _Optional[float] = ..., extra: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class ProfileError(_message.Message):
     __slots__ = ("code", "code_name", "kind", "message")
