@@ -36,6 +36,9 @@ class DeviceSession:
         self._accept_new = accept_new_host_key
         self._lock = threading.Lock()
         self.reconnects = 0
+        self.fail_fast_s = 5.0
+        self._failed_at: float | None = None
+        self._failure = ""
         self.agent_restarts = 0
         self.transport: Transport = connect(device, accept_new_host_key=accept_new_host_key)
         try:
@@ -95,8 +98,15 @@ class DeviceSession:
 
     def _open(self) -> Stream:
         with self._lock:
+            if self._failed_at is not None and time.monotonic() - self._failed_at < self.fail_fast_s:
+                raise DeployError(self._failure)  # the device was unreachable moments ago: do not wait again
             if not self.transport.alive():
-                self._reconnect()
+                try:
+                    self._reconnect()
+                except DeployError as exc:
+                    self._failed_at, self._failure = time.monotonic(), str(exc)
+                    raise
+                self._failed_at = None
             try:
                 return self.transport.open_stream(self.state.port or 0)
             except (ConnectionError, OSError):
