@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import tarfile
 from io import BytesIO
 from pathlib import Path
@@ -14,6 +16,8 @@ from host.deploy.inventory import load_inventory, parse_inventory
 from host.deploy.package import build_agent_package, scan_requirements
 from host.errors import ConfigError, DeployError
 from tests.support.deploy_helpers import DEVICE_PYTHON, write_inventory
+
+ROOT = Path(__file__).resolve().parent.parent
 
 GOOD = """
 [devices.jetson]
@@ -119,6 +123,7 @@ def test_package_refuses_agent_importing_host(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_local_deploy_profile_undeploy(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """The `local` transport: same deploy path as ssh/adb, on this machine."""
+    from host.client import AgentClient
     from tests.support.deploy_helpers import onnx_mlp
 
     workdir = tmp_path / "dev" / "nnf"
@@ -133,6 +138,18 @@ def test_local_deploy_profile_undeploy(tmp_path: Path, capsys: pytest.CaptureFix
                      "--inventory", str(inv), "--json"]) == 0
         prof = json.loads(capsys.readouterr().out)
         assert prof["runtime"] == "onnxruntime" and prof["median_latency_us"] > 0 and prof["samples"] >= 5
+        # `nnf tunnel` holds a port open for other programs (with --print-token for their credentials)
+        tunnel = subprocess.Popen([sys.executable, "-m", "host", "tunnel", "here", "--inventory", str(inv), "--json",
+                                   "--print-token", "--duration-s", "60"], cwd=str(ROOT), stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True)
+        try:
+            assert tunnel.stdout is not None
+            info = json.loads(tunnel.stdout.readline())
+            with AgentClient(info["address"], token=info["token"]) as client:
+                assert client.device_info().agent_version
+        finally:
+            tunnel.terminate()
+            tunnel.communicate(timeout=30)
     finally:
         assert main(["undeploy", "here", "--inventory", str(inv), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["removed"]
