@@ -167,8 +167,17 @@ class SshTransport(Transport):
             chan.exec_command(command)
             stdout = chan.makefile("rb")
             stderr = chan.makefile_stderr("rb")
+            err_box: list[bytes] = []
+            # drain stderr concurrently: a command filling the stderr window must not block its stdout
+            def drain() -> None:
+                with contextlib.suppress(OSError, EOFError, paramiko.SSHException):
+                    err_box.append(stderr.read())
+
+            t = threading.Thread(target=drain, daemon=True)
+            t.start()
             out = stdout.read()
-            err = stderr.read()
+            t.join(timeout_s)
+            err = err_box[0] if err_box else b""
             code = chan.recv_exit_status()
             chan.close()
         except TimeoutError:
