@@ -24,6 +24,10 @@ COMMAND_MODULES: tuple[str, ...] = (
     "host.commands.eval",
     "host.commands.export",
     "host.commands.agent",
+    "host.commands.profile",
+    "host.commands.fit",
+    "host.commands.devices",
+    "host.commands.deploy",
 )
 
 
