@@ -53,6 +53,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--device-lock", default="default",
                        help="file whose flock serialises measurements of every agent on this device "
                             "(default: $TMPDIR/nnf-agent-device-<uid>.lock; 'none' to disable)")
+    serve.add_argument("--worker-nice", default="-20",
+                       help="nice value of measurement workers and of their scheduler autogroup (default -20: "
+                            "other processes barely interrupt a timed run; needs root/CAP_SYS_NICE, otherwise "
+                            "the worker keeps its priority); 'inherit' to leave it. Reported in each "
+                            "result's context.extra['nice']")
     serve.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     serve.set_defaults(func=_serve)
     return parser
@@ -86,6 +91,7 @@ def _serve(args: argparse.Namespace) -> int:
             worker_memory_limit_bytes=int(args.worker_memory_mb * 1024 * 1024),
             default_deadline_s=args.default_deadline_s, max_queue=args.max_queue,
             device_lock=None if args.device_lock == "none" else args.device_lock,
+            worker_nice=None if args.worker_nice == "inherit" else int(args.worker_nice),
         )
     except (ValueError, RuntimeError, OSError) as exc:
         print(f"nnf-agent serve: error: {exc}", file=sys.stderr)

@@ -148,3 +148,26 @@ def host_facts() -> dict[str, object]:
         "available_memory_bytes": meminfo_bytes("MemAvailable"),
         "python_version": platform.python_version(),
     }
+
+
+def autogroup_nice() -> int | None:
+    """The nice value of this process's scheduler autogroup (None where autogroups are off/absent)."""
+    text = _read("/proc/self/autogroup")
+    if not text or "nice" not in text:
+        return None
+    try:
+        return int(text.rsplit("nice", 1)[1])
+    except ValueError:
+        return None
+
+
+def set_autogroup_nice(nice: int) -> bool:
+    """Set the nice value of this process's autogroup (the whole session: call it in a process that
+    started its own session). With ``sched_autogroup_enabled`` the CPU is shared between sessions first,
+    so a per-process nice alone does not protect a measurement from other sessions' processes."""
+    try:
+        with open("/proc/self/autogroup", "w") as fh:
+            fh.write(str(int(nice)))
+        return True
+    except OSError:
+        return False

@@ -123,6 +123,14 @@ def test_upload_resumes_partial(agent_server: str, tmp_path: Path) -> None:
         c.delete_artifacts([part.sha256])
 
 
+def test_gzip_upload(agent_server: str) -> None:
+    blob = bytes(3_000_000)  # constant bytes: compress to almost nothing
+    with AgentClient(agent_server, compression="gzip") as c:
+        up = c.upload(blob)
+        assert up.bytes_sent == len(blob) and c.artifact_status(up.sha256).size_bytes == len(blob)
+        c.delete_artifacts([up.sha256])
+
+
 def test_upload_with_wrong_hash_is_rejected(agent_server: str, client: AgentClient) -> None:
     data = b"corrupted in transit" * 100
     wrong = hashlib.sha256(b"something else").hexdigest()
@@ -279,7 +287,8 @@ def test_concurrent_clients_are_queued(agent_server: str, mm_onnx: Path) -> None
 @needs_ort
 def test_two_agents_on_one_device_never_overlap(tmp_path: Path, mm_onnx: Path) -> None:
     lock = tmp_path / "device.lock"
-    servers = [create_server("127.0.0.1:0", cache_dir=tmp_path / f"c{i}", device_lock=lock) for i in range(2)]
+    servers = [create_server("127.0.0.1:0", cache_dir=tmp_path / f"c{i}", device_lock=lock, worker_nice=5)
+               for i in range(2)]
     results, errors = [], []
 
     def work(port: int) -> None:
@@ -302,6 +311,7 @@ def test_two_agents_on_one_device_never_overlap(tmp_path: Path, mm_onnx: Path) -
     assert not errors and len(results) == 2
     (s0, e0), (s1, e1) = sorted((r.started_unix_ns, r.finished_unix_ns) for r in results)
     assert e0 <= s1, "two agents timed models at the same time"
+    assert all(r.context.extra["nice"].startswith("5") for r in results)  # raising nice needs no privilege
 
 
 @needs_ort

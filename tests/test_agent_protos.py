@@ -40,3 +40,15 @@ def test_stubs_import_as_agent_package() -> None:
     agent_pb2.ProfileRequest.DESCRIPTOR.CopyToProto(req)
     assert "options" in {f.name for f in req.field}
     assert any(r.start <= 16 < r.end for r in req.reserved_range)
+
+
+def test_agent_stays_light_and_standalone() -> None:
+    """The agent's server imports neither host nor any runtime; no agent module uses pickle or torch.load."""
+    code = ("import sys, agent.server, agent.cli, agent.store, agent.runtimes, agent.sysinfo; "
+            "bad = [m for m in ('host', 'torch', 'onnxruntime', 'ai_edge_litert', 'tensorflow') "
+            "if m in sys.modules]; print(bad); sys.exit(1 if bad else 0)")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    for path in (ROOT / "agent").glob("*.py"):
+        text = path.read_text()
+        assert "import pickle" not in text and "torch.load(" not in text, path
