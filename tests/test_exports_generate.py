@@ -44,6 +44,7 @@ def test_generate_format_onnx_int8_reports_task_accuracy(run_dir: Path, tmp_path
     assert v["accuracy_drop"] == pytest.approx(v["accuracy_reference"] - v["accuracy_artifact"])
     side = read_sidecar(out / "model.int8.onnx")
     assert side["source"]["task"] == "exactly two 0" and side["source"]["config"] == "resnet_numvqa"
+    assert side["source"]["limit"] == 0.3 and side["source"]["gates_fingerprint"]
     assert "val split" in side["int8"]["calibration_source"] and side["int8"]["calibration_samples"] == 8
     assert side["inputs"][0]["shape"] == [1, 1, 56, 56]
 

@@ -130,7 +130,7 @@ def source_spec(model: torch.nn.Module, extra: Mapping[str, Any] | None = None) 
             "config": getattr(spec, "config_name", None),
             "config_params": getattr(spec, "config", None),
             "task": meta.get("task"),
-            "limit": meta.get("limit"),
+            "limit": meta.get("limit", meta.get("activation_limit")),  # nnf generate writes activation_limit
             "gates_fingerprint": getattr(spec, "gates_fingerprint", None),
             "layout_fingerprint": getattr(spec, "layout_fingerprint", None),
             "activation_ratio": getattr(spec, "activation_ratio", None),
