@@ -18,8 +18,16 @@ from host.errors import NNFactoryError
 # Order = order in --help. Add a module here when adding a subcommand.
 COMMAND_MODULES: tuple[str, ...] = (
     "host.commands.demo",
-    "host.commands.agent",
+    "host.commands.tasks",
+    "host.commands.train",
+    "host.commands.generate",
+    "host.commands.eval",
     "host.commands.export",
+    "host.commands.agent",
+    "host.commands.profile",
+    "host.commands.fit",
+    "host.commands.devices",
+    "host.commands.deploy",
 )
 
 
