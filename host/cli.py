@@ -19,6 +19,7 @@ from host.errors import NNFactoryError
 COMMAND_MODULES: tuple[str, ...] = (
     "host.commands.demo",
     "host.commands.agent",
+    "host.commands.export",
     "host.commands.profile",
     "host.commands.fit",
 )

@@ -1,0 +1,67 @@
+"""``nnf export``: turn a compact model dir into a deployable artifact, verified in its device runtime."""
+
+from __future__ import annotations
+
+import argparse
+
+from host.errors import ConfigError
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    from host.exports.formats import FORMATS
+
+    p = subparsers.add_parser(
+        "export",
+        help="export a compact model dir to TorchScript / torch.export / ONNX / TFLite",
+        description=(
+            "Export a compact model dir (spec.json + model.safetensors, from `nnf generate`) to a file a "
+            "device runtime loads, check it in that runtime against PyTorch (max abs diff <= 1e-4 for "
+            "float32), and write FILE.json next to it (source spec, input shapes, exporter versions, "
+            "sha256). Suffixes: .pt TorchScript, .pt2 torch.export, .onnx ONNX, .tflite TFLite."
+        ),
+    )
+    p.add_argument("model_dir", metavar="MODEL_DIR", help="compact model directory")
+    p.add_argument("--format", required=True, choices=list(FORMATS), help="artifact format")
+    p.add_argument("--out", metavar="FILE", help="artifact path (default MODEL_DIR/model[.int8].SUFFIX)")
+    p.add_argument("--int8", action="store_true",
+                   help="int8 post-training quantisation (onnx, tflite) calibrated on --calibration inputs")
+    p.add_argument("--calibration", type=int, default=None, metavar="N",
+                   help="calibration samples for --int8 (default 64)")
+    p.add_argument("--verify-samples", type=int, default=32, metavar="N",
+                   help="inputs the export is compared with PyTorch on (default 32)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the calibration/verification inputs")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from host.cli import print_json
+    from host.exports.model_dir import export_model_dir
+
+    if args.calibration is not None and not args.int8:
+        raise ConfigError("--calibration only applies with --int8 (float32 exports need no calibration)")
+    calibration = 64 if args.calibration is None else args.calibration
+    if calibration < 1:
+        raise ConfigError(f"--calibration must be at least 1, got {calibration}")
+    if args.verify_samples < 1:
+        raise ConfigError(f"--verify-samples must be at least 1, got {args.verify_samples}")
+    result = export_model_dir(
+        args.model_dir, args.format, args.out, int8=args.int8, calibration_samples=calibration,
+        verify_samples=args.verify_samples, seed=args.seed,
+    )
+    if args.json:
+        print_json(result.to_json())
+        return 0
+    v = result.verification
+    print(f"wrote {result.path} ({result.format}, {result.precision}, {result.size_bytes} bytes, "
+          f"sha256 {result.sha256[:16]}...) in {result.export_seconds:.2f} s; metadata in {result.sidecar}")
+    if v is not None:
+        line = (f"checked in {v.runtime} on {v.samples} inputs ({v.input_source}): max abs diff "
+                f"{v.max_abs_diff:.3g}, top-1 agreement {v.top1_agreement:.3f}")
+        if v.tolerance is not None:
+            line += f" (<= {v.tolerance:g}: {'ok' if v.passed else 'FAILED'})"
+        if v.accuracy_drop is not None:
+            line += (f"; task accuracy {v.accuracy_reference:.4f} (PyTorch) -> {v.accuracy_artifact:.4f} "
+                     f"(export), drop {v.accuracy_drop:+.4f}")
+        print(line)
+    return 0
