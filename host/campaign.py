@@ -390,25 +390,43 @@ def torchscript_bytes(module: torch.nn.Module, input_shape: Sequence[int]) -> by
     return buf.getvalue()
 
 
+RUNTIME_FORMATS = {"torchscript": "torchscript", "torch_export": "torch-export", "onnxruntime": "onnx", "litert": "tflite"}
+RUNTIME_SUFFIX = {"torchscript": ".pt", "torch_export": ".pt2", "onnxruntime": ".onnx", "litert": ".tflite"}
+
+
 class ExtractingBuilder:
     """Extract the subnet from a gated supernet (``host.extraction.extract``) and export it.
 
-    runtime "torchscript" traces with ``torch.jit.trace``. Structural facts come from the compact
-    model's spec: ``param_bytes()`` (float32 parameters and buffers), ``peak_activation_bytes()``, ``macs()``.
+    runtime "torchscript" traces with ``torch.jit.trace`` in memory (fast path); "torch_export",
+    "onnxruntime" and "litert" go through ``host.exports.export_artifact`` (checked against PyTorch on one
+    input). Structural facts come from the compact model's spec: ``param_bytes()`` (float32 parameters
+    and buffers), ``peak_activation_bytes()``, ``macs()``.
     """
 
     def __init__(self, net: torch.nn.Module, runtime: str = "torchscript") -> None:
-        if runtime != "torchscript":
-            raise ConfigError(f"runtime {runtime!r} is not supported by the campaign builder yet; use torchscript")
+        if runtime not in RUNTIME_FORMATS:
+            raise ConfigError(f"unknown runtime {runtime!r}; choose one of {', '.join(RUNTIME_FORMATS)}")
         self.net = net.eval()
         self.runtime = runtime
         self.input_shape = tuple(net.input_shape)
+
+    def _export(self, compact: torch.nn.Module) -> bytes:
+        if self.runtime == "torchscript":
+            return torchscript_bytes(compact, self.input_shape)
+        import tempfile
+
+        from host.exports import export_artifact
+
+        with tempfile.TemporaryDirectory(prefix="nnf-export-") as tmp:
+            out = Path(tmp) / f"model{RUNTIME_SUFFIX[self.runtime]}"
+            export_artifact(compact, RUNTIME_FORMATS[self.runtime], out, verify_samples=2)
+            return out.read_bytes()
 
     def __call__(self, gates: Sequence[torch.Tensor]) -> BuiltArtifact:
         from host.extraction import extract
 
         compact = extract(self.net, list(gates))
-        data = torchscript_bytes(compact, self.input_shape)
+        data = self._export(compact)
         spec = compact.spec
         return BuiltArtifact(
             data=data,
@@ -811,6 +829,7 @@ class AgentMeasurer:
         base = Path(cache_dir) if cache_dir is not None else Path.home() / ".cache" / "nnfactory" / "artifacts"
         self.cache_dir = base
         self._info: dict | None = None
+        self.suffix = ".bin"
 
     def close(self) -> None:
         self.client.close()
@@ -828,7 +847,7 @@ class AgentMeasurer:
     def ensure_artifact(self, sha256: str, data: Callable[[], bytes]) -> int:
         if self.client.has_artifact(sha256):
             return 0
-        path = self.cache_dir / f"{sha256}.pt"
+        path = self.cache_dir / f"{sha256}{self.suffix}"
         if not path.exists() or hashlib.sha256(path.read_bytes()).hexdigest() != sha256:
             blob = data()
             self.cache_dir.mkdir(parents=True, exist_ok=True)
@@ -838,6 +857,7 @@ class AgentMeasurer:
         return int(self.client.upload(path, sha256=sha256).bytes_sent)
 
     def measure(self, sha256: str, runtime: str, input_shape: Sequence[int], settings: MeasureSettings) -> Measurement:
+        self.suffix = RUNTIME_SUFFIX.get(runtime, ".bin")
         from host.client import (
             AgentModelError,
             AgentRequestError,

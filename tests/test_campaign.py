@@ -327,3 +327,31 @@ def test_latency_statistics_of_raw_runs() -> None:
     assert measurement_latency(m, "p10") == pytest.approx(np.percentile(runs, 10))
     with pytest.raises(ConfigError, match="clock"):
         MeasureSettings(clock="tsc")
+
+
+@pytest.mark.parametrize("runtime", ["torchscript", "onnxruntime"])
+def test_extracting_builder_exports_for_the_runtime(runtime: str) -> None:
+    import hashlib
+
+    import torch
+
+    from host.campaign import ExtractingBuilder
+    from host.gates import random_gates
+    from host.supernets import build_supernet
+
+    net = build_supernet("resnet_tiny")
+    layout = net.gate_layout()
+    b = ExtractingBuilder(net, runtime)
+    gates = random_gates(layout, 0.5, generator=torch.Generator().manual_seed(0))
+    built = b(gates)
+    assert built.artifact_sha256 == hashlib.sha256(built.data).hexdigest() and len(built.data) > 1000
+    assert built.param_bytes > 0 and built.peak_activation_bytes > 0 and built.macs > 0
+    if runtime == "onnxruntime":
+        import onnx
+
+        model = onnx.load_from_string(built.data)
+        assert [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim] == [1, *net.input_shape]
+    else:
+        assert built.data[:2] == b"PK"  # TorchScript archives are zip files
+    with pytest.raises(ConfigError, match="unknown runtime"):
+        ExtractingBuilder(net, "tensorrt")
