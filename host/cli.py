@@ -18,6 +18,10 @@ from host.errors import NNFactoryError
 # Order = order in --help. Add a module here when adding a subcommand.
 COMMAND_MODULES: tuple[str, ...] = (
     "host.commands.demo",
+    "host.commands.tasks",
+    "host.commands.train",
+    "host.commands.generate",
+    "host.commands.eval",
     "host.commands.agent",
     "host.commands.export",
     "host.commands.profile",

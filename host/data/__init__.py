@@ -1,0 +1,1 @@
+"""Datasets carried inside the package (no download at run time)."""

@@ -1,0 +1,320 @@
+"""Compositional task spaces: an attribute vocabulary, tasks built from it, and their labelling.
+
+A task is a set of attributes (one per attribute *group*), e.g. ``{"exactly", "two", "0"}`` named
+"exactly two 0". The assembler sees a task only as a multi-hot vector over the whole vocabulary, so a
+combination never trained on ("unseen") still has an encoding built from attributes it has seen.
+
+Spaces are declared in TOML files (``host/tasks/<name>.toml`` ships with the package; any other file
+can be given by path). The file names a *family*, a registered piece of code that knows how to draw
+labelled samples for any task of the space (see :data:`FAMILIES`); declaring a new space in an
+existing family needs no code at all. Tasks come in three splits:
+
+- ``seen``: listed tasks trained on;
+- ``unseen``: listed tasks held out of training, for measuring generalisation;
+- ``extra``: the remaining valid combinations of the grammar (when ``extra_combinations = true``),
+  trained on as a supplement; never one of the unseen tasks.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import tomllib
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from host.errors import ConfigError, suggest
+
+SPACES_DIR = Path(__file__).parent
+SPLITS = ("seen", "unseen", "extra")
+
+
+@dataclass(frozen=True)
+class Task:
+    """One task: a readable name, its attributes (one per group, in group order) and its split."""
+
+    name: str
+    attributes: tuple[str, ...]
+    split: str
+
+
+@dataclass(frozen=True)
+class TaskSpace:
+    """An attribute vocabulary, its tasks and the family that labels them.
+
+    groups: ordered mapping group name -> attribute names; the vocabulary is their concatenation.
+    params: the family's own settings from the TOML file (grid, classes, numbers, ...).
+    """
+
+    name: str
+    description: str
+    family: str
+    groups: dict[str, tuple[str, ...]]
+    tasks: tuple[Task, ...]
+    name_format: str
+    params: dict[str, Any] = field(default_factory=dict)
+
+    # ---- vocabulary ---------------------------------------------------------------------------
+    @property
+    def vocabulary(self) -> tuple[str, ...]:
+        return tuple(a for attrs in self.groups.values() for a in attrs)
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.vocabulary)
+
+    def attribute_index(self, attribute: str) -> int:
+        vocab = self.vocabulary
+        if attribute not in vocab:
+            raise ConfigError(
+                f"unknown attribute {attribute!r} in task space {self.name!r}.{suggest(attribute, vocab)} "
+                f"Attributes: {', '.join(vocab)}"
+            )
+        return vocab.index(attribute)
+
+    # ---- tasks --------------------------------------------------------------------------------
+    def names(self, split: str | None = None) -> list[str]:
+        if split is not None and split not in SPLITS:
+            raise ConfigError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
+        return [t.name for t in self.tasks if split is None or t.split == split]
+
+    def task(self, name: str) -> Task:
+        """Look a task up by name, or build one from attributes written ``"a+b+c"``."""
+        for t in self.tasks:
+            if t.name == name:
+                return t
+        if "+" in name:
+            return self.compose([p.strip() for p in name.split("+")])
+        listed = self.names("seen") + self.names("unseen")
+        raise ConfigError(
+            f"unknown task {name!r} in task space {self.name!r}.{suggest(name, self.names())} "
+            f"List the tasks with `nnf tasks --space {self.name}`, or compose one from attributes as "
+            f"'{'+'.join(g[0] for g in self.groups.values())}'. Some tasks: {', '.join(listed[:6])}, ..."
+        )
+
+    def compose(self, attributes: Sequence[str]) -> Task:
+        """The task made of ``attributes`` (one per group, any order); its listed split if it has one."""
+        by_group: dict[str, str] = {}
+        for attr in attributes:
+            self.attribute_index(attr)  # raises with suggestions
+            group = next(g for g, attrs in self.groups.items() if attr in attrs)
+            if group in by_group:
+                raise ConfigError(
+                    f"task attributes {list(attributes)} give two values for group {group!r} "
+                    f"({by_group[group]!r} and {attr!r}); give exactly one attribute per group"
+                )
+            by_group[group] = attr
+        missing = [g for g in self.groups if g not in by_group]
+        if missing:
+            raise ConfigError(
+                f"task attributes {list(attributes)} lack a value for group(s) {missing}; "
+                f"choose from: " + "; ".join(f"{g}: {', '.join(self.groups[g])}" for g in missing)
+            )
+        attrs = tuple(by_group[g] for g in self.groups)
+        for t in self.tasks:
+            if t.attributes == attrs:
+                return t
+        family = get_family(self.family)
+        family.validate_task(self, attrs)
+        return Task(name=self.name_format.format(**by_group), attributes=attrs, split="composed")
+
+    def encode(self, tasks: Iterable[Task | str]) -> torch.Tensor:
+        """Multi-hot encodings, shape (N, vocab_size)."""
+        rows = []
+        for t in tasks:
+            task = self.task(t) if isinstance(t, str) else t
+            v = torch.zeros(self.vocab_size)
+            for a in task.attributes:
+                v[self.attribute_index(a)] = 1.0
+            rows.append(v)
+        if not rows:
+            return torch.zeros(0, self.vocab_size)
+        return torch.stack(rows)
+
+    # ---- identity -----------------------------------------------------------------------------
+    def to_json(self) -> dict:
+        return {
+            "name": self.name,
+            "description": self.description,
+            "family": self.family,
+            "groups": {g: list(a) for g, a in self.groups.items()},
+            "tasks": [{"name": t.name, "attributes": list(t.attributes), "split": t.split} for t in self.tasks],
+            "name_format": self.name_format,
+            "params": self.params,
+        }
+
+    def fingerprint(self) -> str:
+        """sha256 over the canonical JSON: a checkpoint is only valid for the space it was trained on."""
+        blob = json.dumps(self.to_json(), sort_keys=True, separators=(",", ":")).encode()
+        return hashlib.sha256(blob).hexdigest()
+
+
+# ---- families ---------------------------------------------------------------------------------
+
+
+class Family:
+    """Code that labels the tasks of one kind of space. Subclasses implement the three hooks."""
+
+    name: str = ""
+
+    def check_params(self, space_name: str, groups: dict[str, tuple[str, ...]], params: dict) -> None:
+        raise NotImplementedError
+
+    def validate_task(self, space: TaskSpace, attributes: tuple[str, ...]) -> None:
+        """Raise ConfigError if the attribute combination is not a meaningful task."""
+        raise NotImplementedError
+
+    def is_redundant(self, space: TaskSpace, attributes: tuple[str, ...]) -> bool:
+        """True when the combination means the same as another combination (skipped as extra)."""
+        return False
+
+    def image_shape(self, space: TaskSpace) -> tuple[int, ...]:
+        """Shape (C, H, W) of one input sample."""
+        raise NotImplementedError
+
+    def make_sampler(self, space: TaskSpace, split: str) -> Any:
+        raise NotImplementedError
+
+
+_FAMILIES: dict[str, Callable[[], Family]] = {}
+
+
+def register_family(name: str, factory: Callable[[], Family]) -> None:
+    """Register a labelling family for TOML spaces (``family = "<name>"``)."""
+    _FAMILIES[name] = factory
+
+
+def get_family(name: str) -> Family:
+    _register_builtin_families()
+    if name not in _FAMILIES:
+        raise ConfigError(f"unknown task family {name!r}.{suggest(name, _FAMILIES)} Known: {', '.join(_FAMILIES)}")
+    return _FAMILIES[name]()
+
+
+def _register_builtin_families() -> None:
+    if "digit_grid_count" not in _FAMILIES:
+        from host.tasks.digit_grid import DigitGridCount
+
+        register_family("digit_grid_count", DigitGridCount)
+
+
+# ---- loading ----------------------------------------------------------------------------------
+
+
+def list_spaces() -> list[str]:
+    """Names of the task spaces shipped with the package."""
+    return sorted(p.stem for p in SPACES_DIR.glob("*.toml"))
+
+
+def load_space(name_or_path: str | Path) -> TaskSpace:
+    """Load a shipped space by name (``"numvqa"``) or any space file by path."""
+    text = str(name_or_path)
+    path = Path(text)
+    if not (text.endswith(".toml") or path.is_file()):
+        path = SPACES_DIR / f"{text}.toml"
+        if not path.is_file():
+            raise ConfigError(
+                f"unknown task space {text!r}.{suggest(text, list_spaces())} "
+                f"Shipped spaces: {', '.join(list_spaces())}; or pass a path to a .toml space file"
+            )
+    if not path.is_file():
+        raise ConfigError(f"task space file {path} does not exist")
+    try:
+        data = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"task space file {path} is not valid TOML: {exc}") from exc
+    return space_from_dict(data, source=str(path))
+
+
+def space_from_dict(data: dict, *, source: str = "<dict>") -> TaskSpace:
+    """Build and validate a :class:`TaskSpace` from the parsed TOML structure."""
+
+    def need(key: str) -> Any:
+        if key not in data:
+            raise ConfigError(f"task space {source}: missing top-level key {key!r}")
+        return data[key]
+
+    name = str(need("name"))
+    family = get_family(str(need("family")))
+    raw_groups = need("groups")
+    if not isinstance(raw_groups, dict) or not raw_groups:
+        raise ConfigError(f"task space {source}: [groups] must map group names to attribute lists")
+    groups = {str(g): tuple(str(a) for a in attrs) for g, attrs in raw_groups.items()}
+    seen_attrs: set[str] = set()
+    for g, attrs in groups.items():
+        if not attrs:
+            raise ConfigError(f"task space {source}: group {g!r} has no attributes")
+        for a in attrs:
+            if a in seen_attrs:
+                raise ConfigError(f"task space {source}: attribute {a!r} appears in more than one group")
+            seen_attrs.add(a)
+    name_format = str(data.get("name_format", " ".join("{" + g + "}" for g in groups)))
+    reserved = {"name", "description", "family", "groups", "tasks", "split", "name_format", "extra_combinations"}
+    params = {k: v for k, v in data.items() if k not in reserved}
+    family.check_params(source, groups, params)
+    proto = TaskSpace(name, str(data.get("description", "")), family.name, groups, (), name_format, params)
+
+    listed: list[tuple[str, ...]] = []
+    for i, block in enumerate(need("tasks")):
+        unknown_keys = [k for k in block if k not in groups]
+        if unknown_keys:
+            raise ConfigError(
+                f"task space {source}: [[tasks]] #{i + 1} has key(s) {unknown_keys} that are not groups "
+                f"({', '.join(groups)})"
+            )
+        values = []
+        for g in groups:
+            vals = block.get(g)
+            if not vals:
+                raise ConfigError(f"task space {source}: [[tasks]] #{i + 1} lists no values for group {g!r}")
+            for v in vals:
+                if v not in groups[g]:
+                    raise ConfigError(
+                        f"task space {source}: [[tasks]] #{i + 1}: {v!r} is not an attribute of group "
+                        f"{g!r}.{suggest(str(v), groups[g])}"
+                    )
+            values.append([str(v) for v in vals])
+        for combo in itertools.product(*values):
+            family.validate_task(proto, combo)
+            if combo not in listed:
+                listed.append(combo)
+
+    def task_name(attrs: tuple[str, ...]) -> str:
+        return name_format.format(**dict(zip(groups, attrs, strict=True)))
+
+    names = {task_name(a): a for a in listed}
+    unseen_names = [str(n) for n in data.get("split", {}).get("unseen", [])]
+    for n in unseen_names:
+        if n not in names:
+            raise ConfigError(
+                f"task space {source}: unseen task {n!r} is not among the listed tasks.{suggest(n, names)}"
+            )
+    tasks = [Task(task_name(a), a, "unseen" if task_name(a) in unseen_names else "seen") for a in listed]
+    if data.get("extra_combinations", False):
+        for combo in itertools.product(*groups.values()):
+            if combo in listed:
+                continue
+            try:
+                family.validate_task(proto, combo)
+            except ConfigError:
+                continue
+            if family.is_redundant(proto, combo):
+                continue
+            tasks.append(Task(task_name(combo), combo, "extra"))
+    seen_trained = {a for t in tasks if t.split in ("seen", "extra") for a in t.attributes}
+    for t in tasks:
+        if t.split == "unseen":
+            missing = [a for a in t.attributes if a not in seen_trained]
+            if missing:
+                raise ConfigError(
+                    f"task space {source}: unseen task {t.name!r} uses attribute(s) {missing} that no "
+                    "trained task has; its encoding would be meaningless"
+                )
+    if not any(t.split == "seen" for t in tasks):
+        raise ConfigError(f"task space {source}: no seen (trained) tasks")
+    return TaskSpace(name, proto.description, family.name, groups, tuple(tasks), name_format, params)

@@ -1,0 +1,643 @@
+"""Joint training of a gated supernet and its module assembler (DESIGN.md §3).
+
+Two phases, one optimizer, one step counter:
+
+1. **pre-train** (``pretrain_steps``): the backbone learns what every task of the space is built
+   from. For a ``digit_grid_count`` space that is the number of cells holding each class of digit
+   (a small auxiliary head on the pooled features, dropped afterwards). Each sample runs with random
+   hard gates (keep ratio drawn per sample) so that features survive the removal of modules.
+2. **joint**: mixed, shuffled batches over all training tasks (seen + extra attribute combinations),
+   a limit drawn per sample, the assembler producing each sample's gates from ``<task, limit>``, and
+   ``L = CE + λ·GL`` with ``GL = (ratio − limit)²`` only above the limit. Gates follow Improved
+   SemHash (random half hard with straight-through, half soft). A short curriculum starts the
+   limits high and widens them to ``limit_min``.
+
+Every batch is a pure function of ``(seed, step, rank)``, the learning rate a pure function of the
+step, and a checkpoint holds weights, BN statistics and optimizer state, so ``--resume`` continues
+exactly where the last checkpoint left off. Under ``torchrun`` (``WORLD_SIZE > 1``) the same code
+trains with DistributedDataParallel (gloo on CPU); rank 0 writes checkpoints.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import shutil
+import sys
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from host.assembler import AssemblerConfig, ModuleAssembler, gate_loss, semhash_gates
+from host.checkpoint import RUN_INDEX, Checkpoint, atomic_write_text, read_checkpoint, write_checkpoint
+from host.errors import ConfigError, SpecError
+from host.tasks import TaskSpace, get_family, load_space
+
+TRAIN_CONFIG_VERSION = 1
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a training run (stored in every checkpoint)."""
+
+    space: str = "numvqa"
+    backbone: str = "resnet_numvqa"
+    seed: int = 0
+    steps: int = 6000  # total optimizer steps, pre-training included
+    pretrain_steps: int = 600
+    batch_size: int = 128  # global: split over DDP ranks
+    lr: float = 2e-3
+    pretrain_lr: float = 2e-3
+    warmup_steps: int = 50
+    grad_clip: float = 5.0
+    gate_lambda: float = 100.0
+    limit_min: float = 0.03
+    limit_max: float = 1.0
+    curriculum_steps: int = 300  # joint steps over which limit_min widens from curriculum_limit_start
+    curriculum_limit_start: float = 0.3
+    extra_fraction: float = 0.2  # share of samples from extra attribute combinations
+    pretrain_keep_min: float = 0.2  # pre-training keeps each module with p ~ U[keep_min, 1]
+    hidden: int = 128
+    experts: int = 4
+    limit_dims: int = 16
+    checkpoint_every: int = 100
+    eval_every: int = 250
+    eval_per_task: int = 24
+    eval_limit: float = 0.3
+    keep_checkpoints: int = 2
+
+    def __post_init__(self) -> None:
+        if self.steps < 1 or self.pretrain_steps < 0:
+            raise ConfigError("steps must be >= 1 and pretrain_steps >= 0")
+        if self.batch_size < 2:
+            raise ConfigError("batch_size must be >= 2 (BatchNorm needs more than one sample)")
+        if not 0 < self.limit_min <= self.limit_max <= 1:
+            raise ConfigError("limits need 0 < limit_min <= limit_max <= 1")
+        if not 0 < self.eval_limit <= 1:
+            raise ConfigError(f"eval_limit {self.eval_limit} is outside (0, 1]")
+        if self.checkpoint_every < 1 or self.eval_every < 1 or self.keep_checkpoints < 1:
+            raise ConfigError("checkpoint_every, eval_every and keep_checkpoints must be >= 1")
+        if self.eval_per_task < 2 or self.eval_per_task % 2:
+            raise ConfigError("eval_per_task must be an even number >= 2")
+
+    def to_json(self) -> dict:
+        return {**asdict(self), "version": TRAIN_CONFIG_VERSION}
+
+    @classmethod
+    def from_json(cls, data: dict) -> TrainConfig:
+        if int(data.get("version", 0)) > TRAIN_CONFIG_VERSION:
+            raise SpecError(f"training config version {data.get('version')} is newer than this NN-Factory")
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+
+# ---- models -------------------------------------------------------------------------------------
+
+
+def final_linear(net: nn.Module) -> tuple[str, nn.Linear]:
+    """The supernet's classifier: its last nn.Linear."""
+    found = [(n, m) for n, m in net.named_modules() if isinstance(m, nn.Linear)]
+    if not found:
+        raise ConfigError(f"supernet {type(net).__name__} has no nn.Linear classifier to pre-train through")
+    return found[-1]
+
+
+def build_supernet_for(space: TaskSpace, backbone: str, sampler_shape: tuple[int, ...]) -> nn.Module:
+    from host.supernets import build_supernet, list_configs
+
+    names = list(list_configs())
+    if backbone not in names:
+        from host.errors import suggest
+
+        raise ConfigError(f"unknown backbone {backbone!r}.{suggest(backbone, names)} Known: {', '.join(names)}")
+    net = build_supernet(backbone)
+    if tuple(net.input_shape) != tuple(sampler_shape):
+        c, h, w = sampler_shape
+        try:
+            net = build_supernet(backbone, num_classes=2, in_chans=c, image_size=h)
+        except TypeError as exc:  # pragma: no cover - depends on the registry's signature
+            raise ConfigError(f"backbone {backbone} takes {net.input_shape} inputs, task space gives {sampler_shape}") from exc
+        if tuple(net.input_shape) != tuple(sampler_shape):
+            raise ConfigError(
+                f"backbone {backbone} takes {tuple(net.input_shape)} inputs but task space {space.name} "
+                f"produces {tuple(sampler_shape)} images"
+            )
+    _, head = final_linear(net)
+    if head.out_features != 2:
+        net = build_supernet(backbone, num_classes=2)
+    return net
+
+
+class AuxCountHead(nn.Module):
+    """Pre-training head: per class attribute, the number of cells (0..cells) holding it."""
+
+    def __init__(self, in_features: int, classes: int, cells: int) -> None:
+        super().__init__()
+        self.classes, self.cells = classes, cells
+        self.fc = nn.Linear(in_features, classes * (cells + 1))
+
+    def forward(self, feats: torch.Tensor) -> torch.Tensor:
+        return self.fc(feats).reshape(feats.shape[0], self.classes, self.cells + 1)
+
+
+class PretrainModel(nn.Module):
+    """Supernet with random gates; the auxiliary head reads the classifier's input features."""
+
+    def __init__(self, supernet: nn.Module, aux: AuxCountHead) -> None:
+        super().__init__()
+        self.supernet, self.aux = supernet, aux
+        self._head = final_linear(supernet)[1]
+
+    def forward(self, images: torch.Tensor, gates: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        captured: dict[str, torch.Tensor] = {}
+        handle = self._head.register_forward_hook(lambda _m, inp, _o: captured.__setitem__("x", inp[0]))
+        try:
+            out = self.supernet(images, gates=gates)
+        finally:
+            handle.remove()
+        return self.aux(captured["x"]), out
+
+
+class JointModel(nn.Module):
+    """Assembler + supernet: requests in, answers out (gates via Improved SemHash)."""
+
+    def __init__(self, supernet: nn.Module, assembler: ModuleAssembler) -> None:
+        super().__init__()
+        self.supernet, self.assembler = supernet, assembler
+
+    def forward(
+        self, images: torch.Tensor, tasks: torch.Tensor, limits: torch.Tensor, use_hard: torch.Tensor
+    ) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
+        logits = self.assembler(tasks, limits)
+        gates = [semhash_gates(w, use_hard) for w in logits]
+        return self.supernet(images, gates=gates), gates, logits
+
+
+# ---- helpers ------------------------------------------------------------------------------------
+
+
+def step_generator(seed: int, step: int, rank: int, stream: str = "train") -> torch.Generator:
+    """The RNG of one step on one rank: a pure function of its arguments (exact resume)."""
+    digest = hashlib.sha256(f"{stream}:{seed}:{step}:{rank}".encode()).digest()
+    return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") & ((1 << 63) - 1))
+
+
+def lr_at(cfg: TrainConfig, step: int) -> float:
+    """Warm-up then cosine, restarted at the start of the joint phase."""
+    if step < cfg.pretrain_steps:
+        base, start, length = cfg.pretrain_lr, 0, cfg.pretrain_steps
+    else:
+        base, start, length = cfg.lr, cfg.pretrain_steps, max(1, cfg.steps - cfg.pretrain_steps)
+    s = step - start
+    if s < cfg.warmup_steps:
+        return base * (s + 1) / cfg.warmup_steps
+    frac = min(1.0, (s - cfg.warmup_steps) / max(1, length - cfg.warmup_steps))
+    return base * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * frac)))
+
+
+def _dist_info() -> tuple[int, int]:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    return world, rank
+
+
+@dataclass
+class Models:
+    """What a checkpoint holds: the space, the supernet, the assembler (+ aux head when training)."""
+
+    space: TaskSpace
+    supernet: nn.Module
+    assembler: ModuleAssembler
+    aux: AuxCountHead | None
+    backbone: str
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        out = {f"supernet.{k}": v for k, v in self.supernet.state_dict().items()}
+        out.update({f"assembler.{k}": v for k, v in self.assembler.state_dict().items()})
+        if self.aux is not None:
+            out.update({f"aux.{k}": v for k, v in self.aux.state_dict().items()})
+        return out
+
+    def parameters(self) -> list[nn.Parameter]:
+        mods: list[nn.Module] = [self.supernet, self.assembler] + ([self.aux] if self.aux is not None else [])
+        return [p for m in mods for p in m.parameters()]
+
+    def meta(self) -> dict:
+        layout = self.supernet.gate_layout()
+        return {
+            "space": {"name": self.space.name, "fingerprint": self.space.fingerprint(), "definition": self.space.to_json()},
+            "backbone": self.backbone,
+            "gate_layout": {"fingerprint": layout.fingerprint(), "layout": layout.to_json()},
+            "assembler": self.assembler.config.to_json(),
+        }
+
+
+def build_models(space: TaskSpace, backbone: str, cfg: TrainConfig, *, with_aux: bool = True) -> Models:
+    sampler_shape = get_family(space.family).image_shape(space)
+    net = build_supernet_for(space, backbone, sampler_shape)
+    layout = net.gate_layout()
+    acfg = AssemblerConfig(
+        vocab_size=space.vocab_size,
+        module_counts=tuple(layout.module_counts),
+        hidden=cfg.hidden,
+        experts=cfg.experts,
+        limit_dims=cfg.limit_dims,
+    )
+    assembler = ModuleAssembler(acfg)
+    aux = None
+    if with_aux:
+        head = final_linear(net)[1]
+        classes = len(space.groups.get("class", ())) or 1
+        cells = int(space.params.get("grid", {}).get("rows", 1)) * int(space.params.get("grid", {}).get("cols", 1))
+        aux = AuxCountHead(head.in_features, classes, cells)
+    return Models(space, net, assembler, aux, backbone)
+
+
+def check_compatible(ckpt: Checkpoint, space: TaskSpace, backbone: str) -> None:
+    """Raise SpecError unless the checkpoint was trained for this space and backbone."""
+    sp = ckpt.meta.get("space", {})
+    if sp.get("name") != space.name:
+        raise SpecError(
+            f"checkpoint {ckpt.path} was trained for task space {sp.get('name')!r}, not {space.name!r}; "
+            f"pass --space {sp.get('name')} or another checkpoint"
+        )
+    if sp.get("fingerprint") != space.fingerprint():
+        raise SpecError(
+            f"checkpoint {ckpt.path} was trained on a different definition of task space {space.name!r} "
+            "(tasks or attributes changed); retrain or use the matching space file"
+        )
+    if ckpt.meta.get("backbone") != backbone:
+        raise SpecError(
+            f"checkpoint {ckpt.path} holds backbone {ckpt.meta.get('backbone')!r}, not {backbone!r}; "
+            f"pass --backbone {ckpt.meta.get('backbone')} or another checkpoint"
+        )
+
+
+def load_models(ckpt: Checkpoint, space: TaskSpace | None = None, backbone: str | None = None) -> Models:
+    """Rebuild supernet + assembler from a checkpoint (verifying space, backbone and gate layout)."""
+    if space is None:
+        name = ckpt.meta.get("space", {}).get("name", "")
+        space = load_space(name)
+    backbone = backbone or ckpt.meta.get("backbone", "")
+    check_compatible(ckpt, space, backbone)
+    cfg = TrainConfig.from_json(ckpt.meta.get("train_config", {}))
+    has_aux = any(k.startswith("aux.") for k in ckpt.model)
+    models = build_models(space, backbone, cfg, with_aux=has_aux)
+    layout_fp = models.supernet.gate_layout().fingerprint()
+    if ckpt.meta.get("gate_layout", {}).get("fingerprint") != layout_fp:
+        raise SpecError(
+            f"checkpoint {ckpt.path} was trained on a different gate layout of {backbone!r} than this "
+            "NN-Factory builds; it cannot be used with this version"
+        )
+    acfg = AssemblerConfig.from_json(ckpt.meta["assembler"])
+    if acfg != models.assembler.config:
+        models.assembler = ModuleAssembler(acfg)
+    for name, mod in (("supernet", models.supernet), ("assembler", models.assembler), ("aux", models.aux)):
+        if mod is None:
+            continue
+        try:
+            mod.load_state_dict(ckpt.section(name), strict=True)
+        except RuntimeError as exc:
+            raise SpecError(f"checkpoint {ckpt.path}: {name} tensors do not fit the model: {exc}") from exc
+    return models
+
+
+# ---- evaluation ---------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def evaluate(
+    models: Models,
+    batch: Any,
+    limits: list[float],
+    *,
+    batch_size: int = 256,
+) -> dict[float, dict[str, Any]]:
+    """Hard-gate accuracy per (limit, task) on a fixed labelled set, gates from the assembler.
+
+    Returns {limit: {"per_task": {task_id: acc}, "ratio": {task_id: generated ratio}}}.
+    """
+    net, asm, space = models.supernet, models.assembler, models.space
+    was = net.training, asm.training
+    net.eval()
+    asm.eval()
+    try:
+        task_ids = torch.unique(batch.task_ids)
+        enc = space.encode([space.tasks[i] for i in task_ids.tolist()])
+        row_of = torch.full((len(space.tasks),), -1, dtype=torch.long)
+        row_of[task_ids] = torch.arange(task_ids.shape[0])
+        out: dict[float, dict[str, Any]] = {}
+        for limit in limits:
+            res = asm.generate(enc, torch.full((enc.shape[0],), float(limit), dtype=torch.float64))
+            correct = torch.zeros(task_ids.shape[0])
+            count = torch.zeros(task_ids.shape[0])
+            for s in range(0, batch.labels.shape[0], batch_size):
+                tid = batch.task_ids[s : s + batch_size]
+                rows = row_of[tid]
+                gates = [g[rows] for g in res.gates]
+                pred = net(batch.images[s : s + batch_size], gates=gates).argmax(dim=1)
+                ok = (pred == batch.labels[s : s + batch_size]).float()
+                correct.index_add_(0, rows, ok)
+                count.index_add_(0, rows, torch.ones_like(ok))
+            acc = correct / count.clamp(min=1)
+            out[float(limit)] = {
+                "per_task": {int(t): float(a) for t, a in zip(task_ids.tolist(), acc.tolist(), strict=True)},
+                "ratio": {int(t): float(r) for t, r in zip(task_ids.tolist(), res.ratios.tolist(), strict=True)},
+            }
+        return out
+    finally:
+        net.train(was[0])
+        asm.train(was[1])
+
+
+def split_means(space: TaskSpace, result: dict[str, Any]) -> dict[str, float]:
+    """Mean accuracy and ratio over seen and unseen tasks for one limit's result."""
+    out: dict[str, float] = {}
+    for split in ("seen", "unseen"):
+        ids = [i for i, t in enumerate(space.tasks) if t.split == split and i in result["per_task"]]
+        if ids:
+            out[f"{split}_acc"] = sum(result["per_task"][i] for i in ids) / len(ids)
+            out[f"{split}_ratio"] = sum(result["ratio"][i] for i in ids) / len(ids)
+    return out
+
+
+# ---- the trainer --------------------------------------------------------------------------------
+
+
+class Trainer:
+    """Runs (or resumes) one training run into a run directory."""
+
+    def __init__(self, cfg: TrainConfig, out_dir: Path, *, resume: bool = False, threads: int = 1,
+                 progress: bool = True, init_from: Path | None = None) -> None:
+        self.out = Path(out_dir)
+        self.world, self.rank = _dist_info()
+        if self.world > 1 and not dist.is_initialized():
+            dist.init_process_group("gloo")
+        torch.set_num_threads(max(1, threads))
+        self.progress = progress and self.rank == 0
+        self.state: dict[str, Any] = {"step": 0, "seconds": 0.0, "history": [], "best": None}
+        ckpt = self._prepare_dir(resume)
+        if ckpt is not None and init_from is not None:
+            raise ConfigError(f"{self.out} already holds a run; continue it with --resume, without --init-from")
+        source = ckpt if ckpt is not None else (read_checkpoint(init_from) if init_from is not None else None)
+        if source is not None:
+            ckpt = source
+            saved = TrainConfig.from_json(ckpt.meta["train_config"])
+            if (saved.space, saved.backbone) != (cfg.space, cfg.backbone):
+                raise SpecError(
+                    f"run {self.out} trains {saved.space}/{saved.backbone}, not {cfg.space}/{cfg.backbone}; "
+                    "resume with the same --space and --backbone or choose another --out"
+                )
+            # Only the length of the run may change on resume; everything else comes from the run.
+            saved.steps = cfg.steps
+            cfg = saved
+        self.cfg = cfg
+        if cfg.batch_size % self.world:
+            raise ConfigError(f"batch_size {cfg.batch_size} is not divisible by the {self.world} processes")
+        self.local_batch = cfg.batch_size // self.world
+        self.space = load_space(cfg.space)
+        torch.manual_seed(cfg.seed)
+        self.models = build_models(self.space, cfg.backbone, cfg)
+        fam = get_family(self.space.family)
+        self.sampler = fam.make_sampler(self.space, "train")
+        self.optimizer = torch.optim.Adam(self.models.parameters(), lr=cfg.lr)
+        if ckpt is not None:
+            loaded = load_models(ckpt, self.space, cfg.backbone)
+            self.models.supernet.load_state_dict(loaded.supernet.state_dict())
+            self.models.assembler.load_state_dict(loaded.assembler.state_dict())
+            if loaded.aux is not None and self.models.aux is not None:
+                self.models.aux.load_state_dict(loaded.aux.state_dict())
+            if ckpt.optimizer is not None:
+                self.optimizer.load_state_dict(ckpt.optimizer)
+            elif self.rank == 0:  # --init-from a slim checkpoint: fresh optimizer moments
+                print(f"nnf train: continuing from {ckpt.path} at step {ckpt.meta['train_state']['step']} "
+                      "with fresh optimizer state", file=sys.stderr)
+            self.state = dict(ckpt.meta["train_state"])
+            if ckpt.optimizer is None:
+                self.state["best"] = None  # the source run's checkpoints are not in this run directory
+        self._val = None
+        seen = [i for i, t in enumerate(self.space.tasks) if t.split == "seen"]
+        extra = [i for i, t in enumerate(self.space.tasks) if t.split == "extra"]
+        self.seen_ids = torch.tensor(seen, dtype=torch.long)
+        self.extra_ids = torch.tensor(extra, dtype=torch.long)
+        self.task_enc = self.space.encode(self.space.tasks)
+        self._wrapped: dict[str, nn.Module] = {}
+
+    # -- run directory --------------------------------------------------------------------------
+    def _prepare_dir(self, resume: bool) -> Checkpoint | None:
+        index = self.out / RUN_INDEX
+        if self.rank == 0:
+            if self.out.exists() and not self.out.is_dir():
+                raise ConfigError(f"--out {self.out} exists and is not a directory")
+            self.out.mkdir(parents=True, exist_ok=True)
+            for stale in self.out.glob(".*.tmp"):
+                shutil.rmtree(stale, ignore_errors=True) if stale.is_dir() else stale.unlink(missing_ok=True)
+        if self.world > 1:
+            dist.barrier()
+        if index.is_file():
+            if not resume:
+                raise ConfigError(
+                    f"{self.out} already holds a training run (it has {RUN_INDEX}); pass --resume to "
+                    "continue it or choose another --out"
+                )
+            return read_checkpoint(self._latest_dir(), with_optimizer=True)
+        if not resume:
+            leftovers = [p.name for p in self.out.iterdir() if not p.name.endswith(".log")]
+            if leftovers:
+                raise ConfigError(
+                    f"--out {self.out} is not empty ({', '.join(sorted(leftovers)[:3])}); choose an empty "
+                    "or new directory"
+                )
+        elif self.rank == 0:
+            print(f"nnf train: no checkpoint in {self.out} yet; starting from step 0", file=sys.stderr)
+        return None
+
+    def _latest_dir(self) -> Path:
+        data = json.loads((self.out / RUN_INDEX).read_text())
+        return self.out / data["latest"]
+
+    def _save(self) -> Path | None:
+        if self.rank != 0:
+            return None
+        step = self.state["step"]
+        name = f"step-{step:07d}"
+        path = self.out / name
+        if not path.exists():
+            meta = self.models.meta()
+            meta["train_config"] = self.cfg.to_json()
+            meta["train_state"] = self.state
+            meta["world_size"] = self.world
+            write_checkpoint(path, meta, self.models.tensors(), self.optimizer.state_dict())
+        best = self.state.get("best")
+        index = {"latest": name, "best": best["checkpoint"] if best else None, "step": step}
+        atomic_write_text(self.out / RUN_INDEX, json.dumps(index, indent=1))
+        keep = {name} | ({best["checkpoint"]} if best else set())
+        ckpts = sorted(p for p in self.out.glob("step-*") if p.is_dir())
+        recent = {p.name for p in ckpts[-self.cfg.keep_checkpoints :]}
+        for p in ckpts:
+            if p.name not in keep | recent:
+                shutil.rmtree(p)
+        return path
+
+    # -- one step -------------------------------------------------------------------------------
+    def _module(self, phase: str) -> nn.Module:
+        if phase not in self._wrapped:
+            m = PretrainModel(self.models.supernet, self.models.aux) if phase == "pretrain" else JointModel(
+                self.models.supernet, self.models.assembler
+            )
+            if self.world > 1:
+                m = DistributedDataParallel(m)
+            self._wrapped[phase] = m
+        return self._wrapped[phase]
+
+    def _pretrain_step(self, gen: torch.Generator) -> dict[str, float]:
+        b = self.local_batch
+        pool = torch.cat([self.seen_ids, self.extra_ids])
+        tids = pool[torch.randint(len(pool), (b,), generator=gen)]
+        batch = self.sampler.draw(tids, torch.rand(b, generator=gen) < 0.5, gen)
+        keep = self.cfg.pretrain_keep_min + (1 - self.cfg.pretrain_keep_min) * torch.rand(b, 1, generator=gen)
+        layout = self.models.supernet.gate_layout()
+        gates = [(torch.rand(b, d, generator=gen) < keep).float() for d in layout.module_counts]
+        counts, out = self._module("pretrain")(batch.images, gates)
+        loss = nn.functional.cross_entropy(counts.reshape(-1, counts.shape[-1]), batch.class_counts.reshape(-1))
+        loss = loss + 0.0 * out.sum()  # keeps the classifier in the graph (DDP needs every parameter used)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        nn.utils.clip_grad_norm_(self.models.parameters(), self.cfg.grad_clip)
+        self.optimizer.step()
+        acc = (counts.argmax(-1) == batch.class_counts).float().mean().item()
+        return {"loss": loss.item(), "acc": acc, "act": float(sum(g.sum() for g in gates) / (b * layout.total_modules))}
+
+    def _joint_step(self, gen: torch.Generator, joint_step: int) -> dict[str, float]:
+        cfg, b = self.cfg, self.local_batch
+        tids = self.seen_ids[torch.randint(len(self.seen_ids), (b,), generator=gen)]
+        if len(self.extra_ids):
+            use_extra = torch.rand(b, generator=gen) < cfg.extra_fraction
+            extra = self.extra_ids[torch.randint(len(self.extra_ids), (b,), generator=gen)]
+            tids = torch.where(use_extra, extra, tids)
+        batch = self.sampler.draw(tids, torch.rand(b, generator=gen) < 0.5, gen)
+        frac = min(1.0, joint_step / cfg.curriculum_steps) if cfg.curriculum_steps > 0 else 1.0
+        lo = max(cfg.limit_min, cfg.curriculum_limit_start + (cfg.limit_min - cfg.curriculum_limit_start) * frac)
+        lo = min(lo, cfg.limit_max)
+        limits = lo + (cfg.limit_max - lo) * torch.rand(b, generator=gen)
+        use_hard = torch.rand(b, generator=gen) < 0.5
+        out, gates, logits = self._module("joint")(batch.images, self.task_enc[tids], limits, use_hard)
+        ce = nn.functional.cross_entropy(out, batch.labels)
+        gl = gate_loss(gates, limits)
+        loss = ce + cfg.gate_lambda * gl
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        nn.utils.clip_grad_norm_(self.models.parameters(), cfg.grad_clip)
+        self.optimizer.step()
+        with torch.no_grad():
+            hard_ratio = torch.cat([w > 0 for w in logits], dim=1).float().mean(dim=1)
+        return {
+            "loss": loss.item(),
+            "ce": ce.item(),
+            "gl": gl.item(),
+            "acc": (out.argmax(1) == batch.labels).float().mean().item(),
+            "act": hard_ratio.mean().item(),
+            "lim": limits.mean().item(),
+        }
+
+    # -- validation -----------------------------------------------------------------------------
+    def validate(self) -> dict[str, float]:
+        if self._val is None:
+            fam = get_family(self.space.family)
+            vs = fam.make_sampler(self.space, "val")
+            ids = torch.tensor([i for i, t in enumerate(self.space.tasks) if t.split in ("seen", "unseen")])
+            self._val = vs.balanced(ids, self.cfg.eval_per_task, seed=self.cfg.seed + 7919)
+        res = evaluate(self.models, self._val, [self.cfg.eval_limit])[float(self.cfg.eval_limit)]
+        return split_means(self.space, res)
+
+    # -- the loop -------------------------------------------------------------------------------
+    def run(self, *, stop_after: int | None = None) -> dict[str, Any]:
+        """Train until ``cfg.steps`` (or ``stop_after`` more steps). Returns a summary dict."""
+        from tqdm import tqdm
+
+        cfg = self.cfg
+        start_step = self.state["step"]
+        end = cfg.steps if stop_after is None else min(cfg.steps, start_step + stop_after)
+        bar = tqdm(
+            total=cfg.steps, initial=start_step, disable=not self.progress, dynamic_ncols=True,
+            mininterval=1.0 if sys.stderr.isatty() else 30.0, desc="train",
+        )
+        self.models.supernet.train()
+        self.models.assembler.train()
+        last = {}
+        t_mark = time.perf_counter()
+        imgs = 0
+        try:
+            while self.state["step"] < end:
+                step = self.state["step"]
+                phase = "pretrain" if step < cfg.pretrain_steps else "joint"
+                for group in self.optimizer.param_groups:
+                    group["lr"] = lr_at(cfg, step)
+                gen = step_generator(cfg.seed, step, self.rank)
+                t0 = time.perf_counter()
+                if phase == "pretrain":
+                    last = self._pretrain_step(gen)
+                else:
+                    last = self._joint_step(gen, step - cfg.pretrain_steps)
+                self.state["seconds"] += time.perf_counter() - t0
+                imgs += cfg.batch_size
+                self.state["step"] = step + 1
+                self.state["phase"] = phase
+                self.state["last"] = {k: round(v, 5) for k, v in last.items()}
+                now = step + 1
+                if phase == "joint" and (now % cfg.eval_every == 0 or now == cfg.steps):
+                    if self.rank == 0:
+                        metrics = self.validate()
+                        rec = {"step": now, **{k: round(v, 5) for k, v in metrics.items()}}
+                        self.state["history"].append(rec)
+                        best = self.state.get("best")
+                        if best is None or metrics.get("seen_acc", 0.0) >= best["seen_acc"]:
+                            self.state["best"] = {"step": now, "seen_acc": metrics.get("seen_acc", 0.0),
+                                                  "checkpoint": f"step-{now:07d}"}
+                            self._save()  # the best must exist on disk
+                        if self.progress:
+                            tqdm.write(f"step {now}: validation at limit {cfg.eval_limit}: {json.dumps(rec)}")
+                    if self.world > 1:
+                        dist.barrier()
+                if now % cfg.checkpoint_every == 0 or now == end:
+                    self._save()
+                    if self.world > 1:
+                        dist.barrier()
+                dt = time.perf_counter() - t_mark
+                bar.set_postfix(phase=phase, loss=f"{last['loss']:.3f}", acc=f"{last['acc']:.3f}",
+                                act=f"{last['act']:.3f}", img_s=f"{imgs * 1.0 / max(dt, 1e-9):.0f}", refresh=False)
+                bar.update(1)
+        finally:
+            bar.close()
+        summary = {
+            "out": str(self.out),
+            "step": self.state["step"],
+            "steps": cfg.steps,
+            "phase": self.state.get("phase"),
+            "seconds_trained": round(self.state["seconds"], 2),
+            "world_size": self.world,
+            "last": self.state.get("last", {}),
+            "best": self.state.get("best"),
+            "history_tail": self.state["history"][-3:],
+        }
+        if self.world > 1:
+            summary["ranks_in_sync"] = self._ranks_in_sync()
+        return summary
+
+    def _ranks_in_sync(self) -> bool:
+        flat = torch.cat([p.detach().flatten() for p in self.models.parameters()])
+        gathered = [torch.zeros_like(flat) for _ in range(self.world)]
+        dist.all_gather(gathered, flat)
+        return all(torch.equal(gathered[0], g) for g in gathered[1:])
+
+    def close(self) -> None:
+        if self.world > 1 and dist.is_initialized():
+            dist.destroy_process_group()

@@ -1,0 +1,156 @@
+"""Joint training: exact resume (also after kill -9), DDP with 2 CPU processes, checkpoints, bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from host.checkpoint import read_checkpoint
+from host.errors import ArtifactError, ConfigError, SpecError
+from host.training import TrainConfig, Trainer, lr_at
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = dict(steps=6, pretrain_steps=3, batch_size=8, checkpoint_every=2, eval_every=100, eval_per_task=2,
+            curriculum_steps=2, warmup_steps=2)
+
+
+def _final_tensors(run: Path) -> dict[str, torch.Tensor]:
+    latest = json.loads((run / "latest.json").read_text())["latest"]
+    return load_file(str(run / latest / "model.safetensors"))
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+
+
+def test_resume_is_exact(tmp_path):
+    full = Trainer(TrainConfig(**TINY), tmp_path / "full", progress=False)
+    summary = full.run()
+    assert summary["step"] == 6 and summary["phase"] == "joint"
+    part = Trainer(TrainConfig(**TINY), tmp_path / "part", progress=False)
+    part.run(stop_after=4)  # "interrupted" after step 4 (a checkpoint step)
+    resumed = Trainer(TrainConfig(**TINY), tmp_path / "part", resume=True, progress=False)
+    assert resumed.state["step"] == 4
+    resumed.run()
+    a, b = _final_tensors(tmp_path / "full"), _final_tensors(tmp_path / "part")
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    # Optimizer state went through safetensors and back.
+    ck = read_checkpoint(tmp_path / "part" / "step-0000006", with_optimizer=True)
+    assert ck.optimizer["state"] and all("exp_avg" in s for s in ck.optimizer["state"].values())
+    assert ck.meta["train_state"]["phase"] == "joint"
+
+
+def test_kill_9_loses_at_most_steps_since_checkpoint(tmp_path):
+    run = tmp_path / "run"
+    args = [sys.executable, "-m", "host", "train", "--out", str(run), "--steps", "400", "--pretrain-steps", "200",
+            "--batch-size", "4", "--checkpoint-every", "2", "--eval-every", "1000", "--eval-per-task", "2",
+            "--no-progress"]
+    log = tmp_path / "train.log"
+    with log.open("w") as err:
+        proc = subprocess.Popen(args, cwd=ROOT, env=_env(), stdout=subprocess.DEVNULL, stderr=err)
+    try:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline:
+            idx = run / "latest.json"
+            if idx.is_file() and json.loads(idx.read_text())["step"] >= 4:
+                break
+            assert proc.poll() is None, log.read_text()
+            time.sleep(0.2)
+        else:
+            pytest.fail("training never reached step 4")
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    # Whatever was on disk at the kill is a complete checkpoint; resuming continues from it.
+    step = json.loads((run / "latest.json").read_text())["step"]
+    ck = read_checkpoint(run, with_optimizer=True)
+    assert ck.meta["train_state"]["step"] == step and step % 2 == 0
+    t = Trainer(TrainConfig(steps=400), run, resume=True, progress=False)
+    assert t.state["step"] == step and t.cfg.batch_size == 4
+    t.run(stop_after=2)
+    assert t.state["step"] == step + 2
+
+
+def test_ddp_two_cpu_processes(tmp_path):
+    run = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "host", "train", "--out", str(run), "--steps", "4", "--pretrain-steps", "2", "--batch-size", "8",
+           "--checkpoint-every", "2", "--eval-every", "100", "--eval-per-task", "2", "--no-progress", "--json"]
+    proc = subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert summary["world_size"] == 2 and summary["step"] == 4
+    assert summary["ranks_in_sync"] is True
+    ck = read_checkpoint(run)
+    assert ck.meta["world_size"] == 2 and ck.meta["train_state"]["step"] == 4
+
+
+def test_lr_schedule_and_config_checks():
+    cfg = TrainConfig(steps=100, pretrain_steps=20, warmup_steps=5, lr=1e-3, pretrain_lr=2e-3)
+    assert lr_at(cfg, 0) == pytest.approx(2e-3 / 5)
+    assert lr_at(cfg, 20) == pytest.approx(1e-3 / 5)  # joint phase restarts the warm-up
+    assert lr_at(cfg, 99) < lr_at(cfg, 30)
+    with pytest.raises(ConfigError):
+        TrainConfig(batch_size=1)
+    with pytest.raises(ConfigError):
+        TrainConfig(limit_min=0.0)
+
+
+def test_bad_run_directories_and_checkpoints(tmp_path):
+    run = tmp_path / "r"
+    Trainer(TrainConfig(**{**TINY, "steps": 2, "pretrain_steps": 2}), run, progress=False).run()
+    with pytest.raises(ConfigError, match="already holds a training run.*--resume"):
+        Trainer(TrainConfig(**TINY), run, progress=False)
+    with pytest.raises(SpecError, match="trains numvqa/resnet_numvqa, not numvqa/resnet_tiny"):
+        Trainer(TrainConfig(**{**TINY, "backbone": "resnet_tiny"}), run, resume=True, progress=False)
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "notes.txt").write_text("mine")
+    with pytest.raises(ConfigError, match="not empty"):
+        Trainer(TrainConfig(**TINY), other, progress=False)
+    with pytest.raises(SpecError, match="neither a checkpoint"):
+        read_checkpoint(other)
+    # A corrupt tensor file is detected by its checksum.
+    ck_dir = run / json.loads((run / "latest.json").read_text())["latest"]
+    blob = bytearray((ck_dir / "model.safetensors").read_bytes())
+    blob[-5] ^= 0xFF
+    (ck_dir / "model.safetensors").write_bytes(bytes(blob))
+    with pytest.raises(ArtifactError, match="truncated or corrupt"):
+        read_checkpoint(run)
+    (ck_dir / "checkpoint.json").write_text("{not json")
+    with pytest.raises(SpecError, match="not valid JSON"):
+        read_checkpoint(ck_dir)
+
+
+def test_slim_export_and_init_from(tmp_path):
+    from host.checkpoint import export_slim
+
+    run = tmp_path / "run"
+    Trainer(TrainConfig(**{**TINY, "steps": 4}), run, progress=False).run()
+    slim = export_slim(run, tmp_path / "ship" / "numvqa_resnet")
+    ck = read_checkpoint(slim)
+    assert ck.optimizer is None and not any(k.startswith("aux.") for k in ck.model)
+    assert not (slim / "optimizer.safetensors").exists()
+    with pytest.raises(SpecError, match="no optimizer.safetensors"):
+        read_checkpoint(slim, with_optimizer=True)
+    cont = Trainer(TrainConfig(**{**TINY, "steps": 6}), tmp_path / "cont", init_from=slim, progress=False)
+    assert cont.state["step"] == 4
+    before = {k: v.clone() for k, v in cont.models.assembler.state_dict().items()}
+    assert all(torch.equal(before[k], v) for k, v in ck.section("assembler").items())
+    cont.run()
+    assert cont.state["step"] == 6
+    # exporting again replaces the shipped copy atomically
+    export_slim(tmp_path / "cont", slim)
+    assert read_checkpoint(slim).meta["train_state"]["step"] == 6
