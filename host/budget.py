@@ -74,6 +74,9 @@ def generate_for_device(
 
         agent_measurer = AgentMeasurer(agent, token=token)
         runtime = predictor.runtime if predictor is not None else "torchscript"
+        if measure_settings is None and predictor is not None and isinstance(predictor.entry.get("measure"), dict):
+            known = MeasureSettings.__dataclass_fields__
+            measure_settings = MeasureSettings(**{k: v for k, v in predictor.entry["measure"].items() if k in known})
         live_measurer = LiveDeviceMeasurer(ExtractingBuilder(net, runtime), agent_measurer, net.input_shape,
                                            measure_settings or MeasureSettings(), stat=stat)
     try:
