@@ -32,6 +32,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--stat", default="p10", choices=["median", "min", "p10", "p25", "mean"],
                    help="statistic of each subnet's timed runs taken as its latency (default p10: robust to "
                         "other work preempting the measurement; median for an otherwise idle device)")
+    p.add_argument("--name", default=None,
+                   help="device id to write the profile under (default: --device), e.g. a name for the hardware")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=run)
 
@@ -73,10 +75,11 @@ def run(args: argparse.Namespace) -> int:
         entry = fit_store(store, test=args.test, correct_drift=args.drift_correct, passes=args.passes,
                           train_limit=args.train_limit, variant=args.variant, stat=args.stat)
         info = store.get_meta("device_info") or {}
-    out_path = write_profile_entry(device, info, entry, Path(args.profiles_dir) if args.profiles_dir else None)
+    name = safe_device_id(args.name) if args.name else device
+    out_path = write_profile_entry(name, info, entry, Path(args.profiles_dir) if args.profiles_dir else None)
     acc = entry["accuracy"]
     if args.json:
-        print_json({"device": device, "profile": str(out_path), "config": entry["config"], "runtime": entry["runtime"],
+        print_json({"device": name, "profile": str(out_path), "config": entry["config"], "runtime": entry["runtime"],
                     "samples": entry["samples"], "accuracy": acc, "campaign": entry["campaign"]})
         return 0
     print(f"device {device}: {entry['config']}/{entry['runtime']} fitted on {entry['samples']['train']} subnets, "
