@@ -105,7 +105,7 @@ def _run_device(args: argparse.Namespace, factory, load_s: float) -> int:  # noq
         m = report["measured"]
         print(f"measured          {m['latency_ms']:.3f} ms, {m['memory_mb']:.2f} MB on {m['agent']} "
               f"({m['measurements']} measurement(s); fits: {m['fits']})")
-    print(f"params / MACs     {report['params']:,} / {report['macs']:,}")
+    print(f"param bytes       {report['param_bytes']:,}  (peak activation {report['peak_activation_bytes']:,} bytes)")
     print(f"seconds           {report['seconds']:.3f}  (+ {load_s:.2f} s loading the checkpoint)")
     print(f"written to        {report['out']}")
     return 0
