@@ -419,6 +419,9 @@ class ProfilingAgentServicer(pb_grpc.ProfilingAgentServicer):
             if n > MAX_INPUT_ELEMENTS:
                 raise bad(f"inputs[{i}] has {n} elements: at most {MAX_INPUT_ELEMENTS}")
             inputs.append({"name": t.name, "shape": list(t.shape), "dtype": dtype})
+        if runtime == runtimes.RUNTIME_TORCHSCRIPT and not inputs:
+            raise bad("TorchScript artifact does not record its input shapes: pass input shapes in the request "
+                      "(nnf profile-model: --input-shape)")
         options = dict(req.options)
         unknown = sorted(set(options) - set(binfo.options))
         if unknown:
@@ -451,6 +454,8 @@ class ProfilingAgentServicer(pb_grpc.ProfilingAgentServicer):
                                      f"deadline of {budget_s:.3g} s passed while another agent on this device was "
                                      f"measuring (device lock {self.device_lock.path})")
             try:
+                if not context.is_active():  # the client gave up while queued: do not measure for nobody
+                    raise ProfileFailure(grpc.StatusCode.CANCELLED, "cancelled", "the client cancelled the request")
                 queue_wait = time.monotonic() - t_start
                 run_left = budget_s - queue_wait
                 started = time.time_ns()
@@ -578,13 +583,14 @@ def create_server(
     max_queue: int = 16,
     max_workers: int = 32,
     worker_env: dict[str, str] | None = None,
-    device_lock: str | Path | None = "default",
+    device_lock: str | Path | None = None,
     worker_nice: int | None = None,
 ) -> tuple[grpc.Server, int]:
     """Build and start an agent server bound to ``addr`` (``HOST:PORT``; port 0 = any free port).
 
     ``device_lock``: file whose ``flock`` serialises measurements of all agents on this device
-    ("default": ``$TMPDIR/nnf-agent-device-<uid>.lock``; None: only this agent's own queue).
+    ("default": ``$TMPDIR/nnf-agent-device-<uid>.lock``, what ``nnf-agent serve`` uses; None, the default
+    here so embedded/test servers stay hermetic: only this agent's own queue).
     ``worker_nice``: nice value for measurement workers (e.g. -10: other processes on a shared machine
     interrupt timed runs less; needs root/CAP_SYS_NICE, else the worker reports what it got); None = inherit.
 

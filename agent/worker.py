@@ -125,7 +125,8 @@ def timed_loop(run: Any, warmup: int, repeats: int, min_time_s: float, max_repea
     gc.collect()
     gc.disable()
     wait0 = _schedstat_wait_ns()
-    ru0 = resource.getrusage(resource.RUSAGE_THREAD).ru_nivcsw
+    who = getattr(resource, "RUSAGE_THREAD", resource.RUSAGE_SELF)  # RUSAGE_THREAD is Linux-only
+    ru0 = resource.getrusage(who).ru_nivcsw
     try:
         start = clock()
         end_min = start + int(min_time_s * 1e9)
@@ -147,7 +148,7 @@ def timed_loop(run: Any, warmup: int, repeats: int, min_time_s: float, max_repea
     finally:
         gc.enable()
     wait1 = _schedstat_wait_ns()
-    ru1 = resource.getrusage(resource.RUSAGE_THREAD).ru_nivcsw
+    ru1 = resource.getrusage(who).ru_nivcsw
     waited = (wait1 - wait0) / total_ns if wait0 is not None and wait1 is not None and total_ns > 0 else 0.0
     return Timings(samples, cpu_samples, total_ns / 1e9, waited, ru1 - ru0)
 

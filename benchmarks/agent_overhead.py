@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import gc
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -158,6 +159,7 @@ def main() -> int:
     try:
         with AgentClient(addr) as client:
             onnx_path = paths["onnxruntime"]
+            onnx_size = onnx_path.stat().st_size
             rates = []
             for _ in range(3):
                 client.delete_artifacts(everything=True)
@@ -196,6 +198,7 @@ def main() -> int:
     finally:
         proc.terminate()
         proc.wait(30)
+        shutil.rmtree(tmp, ignore_errors=True)
 
     result: dict = {"runtimes": {}, "upload_mb_per_s": round(statistics.median(rates), 2),
                     "model": args.model, "cpu": cpu, "reps": args.reps, "nice": args.nice,
@@ -220,7 +223,7 @@ def main() -> int:
         print(f"{r:12s} {am / 1e3:9.2f} {im / 1e3:10.2f} {row['overhead_ratio']:9.3f} {row['repeat_spread']:7.3f} "
               f"{row['inprocess_repeat_spread']:14.3f} | {row['cpu_overhead_ratio']:12.3f} "
               f"{row['cpu_repeat_spread']:10.3f} {statistics.median(waits[r]):9.0%}")
-    print(f"upload: {result['upload_mb_per_s']:.1f} MiB/s ({onnx_path.stat().st_size / 2**20:.1f} MiB ONNX artifact)")
+    print(f"upload: {result['upload_mb_per_s']:.1f} MiB/s ({onnx_size / 2**20:.1f} MiB ONNX artifact)")
     _util.emit(result, args.json)
     return 0
 

@@ -22,8 +22,8 @@ COMMAND_MODULES: tuple[str, ...] = (
     "host.commands.train",
     "host.commands.generate",
     "host.commands.eval",
-    "host.commands.agent",
     "host.commands.export",
+    "host.commands.agent",
     "host.commands.profile",
     "host.commands.fit",
 )

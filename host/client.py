@@ -331,7 +331,11 @@ class ProfileRequest:
 
 # ------------------------------------------------------------------------------------------ client
 class AgentClient:
-    """Talks to one agent at ``address`` (``HOST:PORT``). Use as a context manager or call ``close()``."""
+    """Talks to one agent at ``address`` (``HOST:PORT``). Use as a context manager or call ``close()``.
+
+    ``compression='gzip'`` compresses every message sent (artifacts whose weights are constant shrink to a
+    few KB); the agent decompresses transparently, and its size caps apply to the decompressed bytes.
+    """
 
     def __init__(
         self,
@@ -346,6 +350,7 @@ class AgentClient:
         max_backoff_s: float = 5.0,
         chunk_bytes: int = DEFAULT_CHUNK_BYTES,
         seed: int | None = None,
+        compression: str | None = None,
     ) -> None:
         if retries < 0:
             raise ConfigError(f"retries must be >= 0 (got {retries})")
@@ -359,11 +364,15 @@ class AgentClient:
         self._rng = random.Random(seed)
         self._metadata: tuple[tuple[str, str], ...] = (("authorization", f"Bearer {token}"),) if token else ()
         options = [("grpc.max_receive_message_length", 64 * 1024 * 1024)]
+        comp = {None: None, "none": None, "gzip": grpc.Compression.Gzip, "deflate": grpc.Compression.Deflate}
+        if compression not in comp:
+            raise ConfigError(f"compression {compression!r}: use None, 'gzip' or 'deflate'")
         if tls_root_cert is not None:
             root = tls_root_cert if isinstance(tls_root_cert, bytes) else Path(tls_root_cert).read_bytes()
-            self._channel = grpc.secure_channel(address, grpc.ssl_channel_credentials(root), options=options)
+            self._channel = grpc.secure_channel(address, grpc.ssl_channel_credentials(root), options=options,
+                                                compression=comp[compression])
         else:
-            self._channel = grpc.insecure_channel(address, options=options)
+            self._channel = grpc.insecure_channel(address, options=options, compression=comp[compression])
         self._stub = pb_grpc.ProfilingAgentStub(self._channel)
         self._health = health_pb2_grpc.HealthStub(self._channel)
 

@@ -123,6 +123,14 @@ def test_upload_resumes_partial(agent_server: str, tmp_path: Path) -> None:
         c.delete_artifacts([part.sha256])
 
 
+def test_gzip_upload(agent_server: str) -> None:
+    blob = bytes(3_000_000)  # constant bytes: compress to almost nothing
+    with AgentClient(agent_server, compression="gzip") as c:
+        up = c.upload(blob)
+        assert up.bytes_sent == len(blob) and c.artifact_status(up.sha256).size_bytes == len(blob)
+        c.delete_artifacts([up.sha256])
+
+
 def test_upload_with_wrong_hash_is_rejected(agent_server: str, client: AgentClient) -> None:
     data = b"corrupted in transit" * 100
     wrong = hashlib.sha256(b"something else").hexdigest()

@@ -357,3 +357,23 @@ def test_cli_rejects_a_dir_that_is_not_a_compact_model(tmp_path: Path, capsys) -
     err = capsys.readouterr().err
     assert "not an NN-Factory compact-model spec" in err
     assert not (tmp_path / "model.pt").exists()
+
+
+def test_generate_hooks_export_the_generated_dir(tmp_path: Path) -> None:
+    """The flags `nnf generate` borrows (--format/--int8/--calibration) and the export it runs afterwards."""
+    import argparse
+
+    from host.artifact import save_compact
+    from host.commands.export import add_format_arguments, export_after_generate
+
+    parser = argparse.ArgumentParser()
+    add_format_arguments(parser)
+    model_dir = save_compact(compact_model("vit_tiny"), tmp_path / "gen")
+    assert export_after_generate(parser.parse_args([]), model_dir) is None
+    out = export_after_generate(parser.parse_args(["--format", "torchscript"]), model_dir)
+    assert out["path"] == str(model_dir / "model.pt") and out["verification"]["passed"]
+    assert (model_dir / "model.pt.json").is_file()
+    with pytest.raises(ConfigError, match="need --format"):
+        export_after_generate(parser.parse_args(["--int8"]), model_dir)
+    with pytest.raises(ConfigError, match="int8 quantisation is not offered for format 'torchscript'"):
+        export_after_generate(parser.parse_args(["--format", "torchscript", "--int8"]), model_dir)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from host.errors import ConfigError
 
@@ -65,3 +66,37 @@ def run(args: argparse.Namespace) -> int:
                      f"(export), drop {v.accuracy_drop:+.4f}")
         print(line)
     return 0
+
+
+# ---- hooks for `nnf generate --format` (generate writes MODEL_DIR, then calls these) ---------------------
+
+
+def add_format_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add ``--format`` / ``--int8`` / ``--calibration`` to another command (``nnf generate``)."""
+    from host.exports.formats import FORMATS
+
+    parser.add_argument("--format", default=None, choices=list(FORMATS),
+                        help="also export the generated model to OUT/model.SUFFIX in this format (checked in its "
+                             "runtime; see `nnf export --help`)")
+    parser.add_argument("--int8", action="store_true", help="with --format onnx|tflite: int8 post-training quantisation")
+    parser.add_argument("--calibration", type=int, default=None, metavar="N",
+                        help="calibration samples for --int8 (default 64, from the task space's val split)")
+
+
+def export_after_generate(args: argparse.Namespace, model_dir: str | Path) -> dict | None:
+    """Export ``model_dir`` as asked by :func:`add_format_arguments`'s flags; None without ``--format``."""
+    from host.exports.model_dir import export_model_dir
+
+    fmt = getattr(args, "format", None)
+    int8 = bool(getattr(args, "int8", False))
+    calibration = getattr(args, "calibration", None)
+    if fmt is None:
+        if int8 or calibration is not None:
+            raise ConfigError("--int8/--calibration need --format onnx or --format tflite")
+        return None
+    if calibration is not None and not int8:
+        raise ConfigError("--calibration only applies with --int8 (float32 exports need no calibration)")
+    n = 64 if calibration is None else calibration
+    if n < 1:
+        raise ConfigError(f"--calibration must be at least 1, got {n}")
+    return export_model_dir(model_dir, fmt, int8=int8, calibration_samples=n).to_json()

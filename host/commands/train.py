@@ -19,7 +19,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--space", default=d.space, help="task space name or .toml path (default: %(default)s)")
     p.add_argument("--backbone", default=d.backbone, help="supernet config (default: %(default)s)")
     p.add_argument("--out", required=True, type=Path, help="run directory (checkpoints, latest.json)")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint (its saved settings apply; only --steps may change)")
     p.add_argument("--init-from", type=Path, default=None,
                    help="start a new run in --out from a checkpoint without optimizer state (e.g. the shipped "
                         "one): same config and step, fresh optimizer moments")

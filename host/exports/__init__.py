@@ -9,7 +9,14 @@ it came from in a sidecar JSON (``FILE.json``). See ``docs/exports.md``.
     runner = load_runner("model.tflite")                             # ai_edge_litert Interpreter
 """
 
-from host.exports.export import ExportResult, default_out, export_artifact, sidecar_path, source_spec
+from host.exports.export import (
+    ExportResult,
+    default_out,
+    export_artifact,
+    read_sidecar,
+    sidecar_path,
+    source_spec,
+)
 from host.exports.formats import (
     FORMATS,
     ONNX_OPSET,
@@ -40,6 +47,7 @@ __all__ = [
     "gaussian_sampler",
     "get_format",
     "load_runner",
+    "read_sidecar",
     "sidecar_path",
     "source_spec",
     "verify_export",

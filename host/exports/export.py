@@ -78,6 +78,38 @@ def sidecar_path(artifact: str | Path) -> Path:
     return p.with_name(p.name + ".json")
 
 
+def read_sidecar(artifact: str | Path, *, check_hash: bool = True) -> dict[str, Any]:
+    """The sidecar of ``artifact``, checked: right schema, and (``check_hash``) the artifact's sha256.
+
+    Consumers (deploy, profiling campaigns) take input shapes/dtypes from ``["inputs"]``.
+    """
+    import json
+
+    p = Path(artifact)
+    side = sidecar_path(p)
+    if not side.is_file():
+        raise ArtifactError(f"{str(side)!r} is missing: {str(p)!r} was not written by `nnf export`")
+    try:
+        data = json.loads(side.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ArtifactError(f"{str(side)!r} is not valid JSON ({exc}); re-export the model") from exc
+    if not isinstance(data, dict) or data.get("schema") != SIDECAR_SCHEMA:
+        raise ArtifactError(f"{str(side)!r} is not an NN-Factory export sidecar (schema {SIDECAR_SCHEMA!r})")
+    if int(data.get("version", 0)) > SIDECAR_VERSION:
+        raise ArtifactError(
+            f"{str(side)!r} has sidecar version {data.get('version')}, newer than this NN-Factory reads "
+            f"({SIDECAR_VERSION}); upgrade nn-factory"
+        )
+    if check_hash:
+        if not p.is_file():
+            raise ArtifactError(f"{str(p)!r} does not exist (its sidecar does)")
+        if sha256_file(p) != data.get("sha256"):
+            raise ArtifactError(
+                f"{str(p)!r} does not match the sha256 in its sidecar: it was changed or truncated after export"
+            )
+    return data
+
+
 def default_out(model_dir: str | Path, fmt: str, int8: bool = False) -> Path:
     """Default artifact path inside a model dir: ``model.pt`` / ``model.int8.tflite`` ..."""
     return Path(model_dir) / ("model" + (".int8" if int8 else "") + get_format(fmt).suffix)
