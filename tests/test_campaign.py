@@ -241,7 +241,7 @@ def _stop(proc: subprocess.Popen, *, kill: bool = False) -> None:
 def _profile_cmd(agent: str, root: Path) -> list[str]:
     return [sys.executable, "-m", "host", "profile", "--device", "cpu-test", "--agent", agent, "--backbone", "resnet_tiny",
             "--samples", "5", "--reference-every", "0", "--warmup", "1", "--repeats", "3", "--min-time-s", "0",
-            "--campaigns-dir", str(root), "--json"]
+            "--weights", "constant", "--compression", "gzip", "--campaigns-dir", str(root), "--json"]
 
 
 @pytest.mark.slow
@@ -283,6 +283,8 @@ def test_real_agent_killed_mid_campaign_then_resume_and_fit(tmp_path: Path) -> N
         summary = _json.loads(done.stdout.strip().splitlines()[-1])["devices"][0]
         assert summary["already_done"] == before and summary["measured_now"] == 5 - before
         assert summary["host_seconds_per_subnet"] > 0 and summary["bytes_sent_per_sample"] > 0
+        # constant weights + gzip: the wire carries a small fraction of the artifact
+        assert 0 < summary["wire_bytes_per_sample"] < summary["bytes_sent_per_sample"] / 3
     finally:
         _stop(agent2)
     with CampaignStore(store_path) as store:
@@ -357,3 +359,43 @@ def test_extracting_builder_exports_for_the_runtime(runtime: str) -> None:
         assert built.data[:2] == b"PK"  # TorchScript archives are zip files
     with pytest.raises(ConfigError, match="unknown runtime"):
         ExtractingBuilder(net, "tensorrt")
+
+
+def test_constant_weights_artifacts_compress_and_keep_the_architecture() -> None:
+    import io
+    import warnings
+    import zlib
+
+    import torch
+
+    from host.campaign import ExtractingBuilder
+    from host.gates import random_gates
+    from host.supernets import build_supernet
+
+    net = build_supernet("resnet_tiny")
+    gates = random_gates(net.gate_layout(), 0.6, generator=torch.Generator().manual_seed(2))
+    real = ExtractingBuilder(net)(gates)
+    const = ExtractingBuilder(net, constant_weights=True)(gates)
+    assert (real.param_bytes, real.peak_activation_bytes) == (const.param_bytes, const.peak_activation_bytes)
+    # resnet_tiny has only 195 KB of weights next to ~50 KB of compressed TorchScript code and debug info
+    assert len(zlib.compress(const.data)) < len(zlib.compress(real.data)) / 3
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        a = torch.jit.load(io.BytesIO(real.data))
+        b = torch.jit.load(io.BytesIO(const.data))
+    shapes = lambda m: [tuple(p.shape) for p in m.parameters()]  # noqa: E731
+    assert shapes(a) == shapes(b) and all(float(p.detach().abs().sum()) == 0 for n, p in b.named_parameters() if "weight" in n and p.dim() > 1)
+    with pytest.raises(ConfigError, match="weights"):
+        _plan(weights="random")
+
+
+def test_old_store_gains_new_columns(tmp_path: Path) -> None:
+    db = tmp_path / "old.sqlite"
+    c = sqlite3.connect(str(db))
+    c.execute("CREATE TABLE measurements (kind TEXT NOT NULL, pass INTEGER NOT NULL, idx INTEGER NOT NULL, "
+              "seq INTEGER NOT NULL, counts TEXT, PRIMARY KEY (kind, pass, idx, seq))")
+    c.commit()
+    c.close()
+    store = CampaignStore(db)
+    cols = {r[1] for r in store.conn.execute("PRAGMA table_info(measurements)")}
+    assert {"samples_us", "wire_bytes"} <= cols
