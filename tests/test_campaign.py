@@ -399,3 +399,24 @@ def test_old_store_gains_new_columns(tmp_path: Path) -> None:
     store = CampaignStore(db)
     cols = {r[1] for r in store.conn.execute("PRAGMA table_info(measurements)")}
     assert {"samples_us", "wire_bytes"} <= cols
+
+
+def test_separate_heldout_campaign_with_three_passes(tmp_path: Path) -> None:
+    from host.device_profile import heldout_arrays
+
+    main_store = CampaignStore(tmp_path / "main.sqlite")
+    CampaignRunner(_plan(samples=30, reference_every=0), LAYOUT, FakeBuilder(), progress=False).run(
+        [DeviceTarget("fake", FakeDevice(noise=0.05, seed=3), main_store)])
+    test_store = CampaignStore(tmp_path / "test.sqlite")
+    CampaignRunner(_plan(samples=8, passes=3, reference_every=0), LAYOUT, FakeBuilder(), progress=False).run(
+        [DeviceTarget("fake", FakeDevice(noise=0.05, seed=4), test_store)])
+    main, test = load_samples(main_store), load_samples(test_store)
+    assert test.latency_by_pass.shape == (8, 3)
+    counts, lat, *_, train, held = heldout_arrays(main, test)
+    assert len(train) == 22 and len(held) == 8  # indices 0..7 are held out, never trained on
+    np.testing.assert_array_equal(counts[held], test.counts)
+    np.testing.assert_allclose(lat[held], np.median(test.latency_by_pass, axis=1))  # truth = median of three
+    other = load_samples(CampaignStore(tmp_path / "main.sqlite"))
+    other.counts = other.counts + 1  # a "test campaign" with other gates for the same indices is refused
+    with pytest.raises(Exception, match="same --seed"):
+        heldout_arrays(main, other)
