@@ -27,8 +27,13 @@ from host.search import Budget, GateAssembler, SearchResult, algorithm1, batched
 
 
 def factory_assembler(factory: Any) -> GateAssembler:
-    """Adapt a ModelFactory to the search's ``(task, limits) -> batched hard gates`` protocol."""
+    """Adapt a ModelFactory to the search's ``(task, limits) -> batched hard gates`` protocol.
 
+    With a ``host.assembler.ModuleAssembler`` inside, the task is encoded once and expanded over the
+    limits, the logits come from one forward, and the assembler's own ``trim_to_limit`` runs only on the
+    rows whose hard gates exceed their limit (the trim is row-wise, so the gates are identical to
+    ``factory.gates``; checked in tests). Otherwise ``factory.gates`` is called as is.
+    """
     assembler = getattr(getattr(factory, "models", None), "assembler", None)
     space = getattr(factory, "space", None)
     direct = hasattr(assembler, "generate") and hasattr(space, "encode") and hasattr(space, "task")
@@ -37,11 +42,28 @@ def factory_assembler(factory: Any) -> GateAssembler:
     def assemble(task: str, limits: torch.Tensor) -> list[torch.Tensor]:
         if not direct:
             return list(factory.gates([task] * int(limits.shape[0]), limits).gates)
-        # one request encoding per task, expanded over the limits (the batch shares its task)
+        from host.assembler import check_limits, max_active, trim_to_limit
+
+        limits = limits.float().reshape(-1)
+        check_limits(limits)
         if task not in encoded:
             encoded[task] = space.encode([space.task(task)])
         enc = encoded[task].expand(int(limits.shape[0]), -1)
-        return list(assembler.generate(enc, limits.float()).gates)
+        was_training = assembler.training
+        assembler.eval()
+        try:
+            with torch.no_grad():
+                logits = assembler(enc, limits)
+        finally:
+            assembler.train(was_training)
+        sizes = [x.shape[1] for x in logits]
+        hard = torch.cat(logits, dim=1) > 0
+        need = hard.sum(dim=1) > max_active(limits, hard.shape[1])
+        gates = hard.float()
+        if bool(need.any()):
+            trimmed, _ = trim_to_limit([x[need] for x in logits], limits[need])
+            gates[need] = torch.cat(trimmed, dim=1)
+        return list(torch.split(gates, sizes, dim=1))
 
     return assemble
 

@@ -303,3 +303,19 @@ def test_cli_generate_live_on_a_real_agent(numvqa_run, tmp_path, capsys) -> None
         agent.terminate()
         agent.wait(timeout=30)
         agent.stdout.close()
+
+
+def test_factory_assembler_matches_factory_gates(numvqa_run) -> None:
+    from host.budget import factory_assembler
+    from host.generate import ModelFactory
+
+    run, _, _ = numvqa_run
+    factory = ModelFactory.load(space="numvqa", checkpoint=run)
+    assemble = factory_assembler(factory)
+    grid = limit_grid(0.01)
+    for task in factory.space.names("seen")[:3] + factory.space.names("unseen")[:1]:
+        fast = assemble(task, grid)
+        ref = factory.gates([task] * len(grid), grid).gates
+        assert all(torch.equal(a, b) for a, b in zip(fast, ref, strict=True))
+        one = assemble(task, grid[17:18])
+        assert all(torch.equal(a[0], b[17]) for a, b in zip(one, ref, strict=True))
