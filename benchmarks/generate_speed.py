@@ -3,11 +3,12 @@
     python benchmarks/generate_speed.py [--device local-cpu] [--space numvqa] [--checkpoint DIR]
         [--tasks 5] [--budgets 4] [--live 3] [--agent HOST:PORT] [--json]
 
-Scenarios = tasks × latency budgets (≥ 20 by default: 5 × 4), each with a memory budget too. Budgets are
-spread between the device profile's predicted latency of the 5 % and 100 % subnets, so every scenario
-has an answer inside the grid. Per scenario, side by side in one run:
+Scenarios = tasks × latency budgets (≥ 20 by default: 5 × 4), each with a memory budget too. Per task, the
+budgets are spread over the predicted latency range of that task's generated subnets (limits 1 %..100 %),
+so every scenario has an answer inside the grid. Per scenario, side by side in one run:
 
-* median_s: whole generation (batched search + extraction of the compact model);
+* median_s: whole generation (batched search + extraction of the compact model + report; the generator and
+  the device profile are loaded once, as a generation service would);
 * search_median_s: the batched search alone (one assembler forward over 100 limits + vectorised prediction);
 * alg1_search_median_s: Algorithm 1 (limit 1 %, 2 %, ..., one assembler call and one prediction per limit);
 * speedup = Algorithm 1 search time / batched search time (median over scenarios);
@@ -38,9 +39,8 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 
 def load_factory(space: str, checkpoint: str | None):
-    from host.generate import ModelFactory
-
     from host.errors import NNFactoryError
+    from host.generate import ModelFactory
 
     try:
         return ModelFactory.load(space=space, checkpoint=Path(checkpoint) if checkpoint else None), "checkpoint"
@@ -81,20 +81,25 @@ def main() -> int:
     root = Path(args.profiles_dir) if args.profiles_dir else None
     pred = load_predictor(args.device, layout, root=root)
     assemble = factory_assembler(factory)
-    names = factory.space.names("seen")[: max(1, args.tasks - 1)] + factory.space.names("unseen")[:1]
+    seen, unseen = factory.space.names("seen"), factory.space.names("unseen")
+    n_seen = max(1, args.tasks - 1)
+    names = [seen[int(i)] for i in np.linspace(0, len(seen) - 1, n_seen)] + unseen[:1]
     names = names[: args.tasks]
-    full = np.array([layout.module_counts], dtype=float)
-    lat_full, mem_full = pred.predict_counts(full)
-    lat_lo, mem_lo = pred.predict_counts(np.round(full * 0.05))
-    fracs = np.linspace(0.15, 0.85, args.budgets)
-    budgets = [Budget(latency_ms=float((lat_lo + f * (lat_full - lat_lo))[0] / 1000),
-                      memory_mb=float((mem_lo + 0.95 * (mem_full - mem_lo))[0] / 1e6)) for f in fracs]
+    from host.search import limit_grid
+
+    def budgets_for(task: str) -> list[Budget]:
+        # spread budgets over what this task's generated subnets can reach (1 % .. 100 % limits)
+        lat, mem = pred(assemble(task, limit_grid()))
+        fracs = np.linspace(0.15, 0.85, args.budgets)
+        return [Budget(latency_ms=float(lat.min() + f * (lat.max() - lat.min())) / 1000,
+                       memory_mb=float(mem.min() + 0.9 * (mem.max() - mem.min())) / 1e6) for f in fracs]
+
     # warm up (first assembler call, first extraction)
-    generate_for_device(factory, names[0], args.device, budgets[0], profiles_root=root)
+    generate_for_device(factory, names[0], args.device, budgets_for(names[0])[0], predictor=pred)
 
     rows = []
     for task in names:
-        for b in budgets:
+        for b in budgets_for(task):
             t_b, t_a, t_full = [], [], []
             for _ in range(args.repeats):
                 t0 = time.perf_counter()
@@ -104,7 +109,7 @@ def main() -> int:
                 ra = algorithm1(assemble, task, pred, b, device=args.device)
                 t_a.append(time.perf_counter() - t0)
                 t0 = time.perf_counter()
-                _, rep = generate_for_device(factory, task, args.device, b, profiles_root=root)
+                _, rep = generate_for_device(factory, task, args.device, b, predictor=pred)
                 t_full.append(time.perf_counter() - t0)
             same = rb.grid_index == ra.grid_index and all(torch.equal(x, y) for x, y in zip(rb.gates, ra.gates, strict=True))
             rows.append({"task": task, "latency_ms": b.latency_ms, "memory_mb": b.memory_mb, "limit": rb.limit,

@@ -106,23 +106,30 @@ def measure(args: argparse.Namespace, store_path: Path) -> None:
 
 def evaluate(args: argparse.Namespace, store_path: Path) -> dict:
     from host.campaign import CampaignStore, load_samples
-    from host.device_profile import fit_models, split_indices
+    from host.device_profile import fit_models, heldout_arrays
 
     with CampaignStore(store_path) as store:
         layout = store.layout()
         rows = store.rows("sample") + store.rows("ref")
         info = store.get_meta("device_info") or {}
         data = {stat: load_samples(store, stat=stat) for stat in sorted({args.stat, "median"})}
+    tdata = {}
+    if args.test_store:
+        with CampaignStore(args.test_store) as ts:
+            tdata = {stat: load_samples(ts, stat=stat) for stat in data}
+            test_passes = ts.plan().passes
+    arrays = {stat: heldout_arrays(data[stat], tdata.get(stat), n_test=args.test) for stat in data}
     d = data[args.stat]
     n_all = len(d.indices)
-    train, test = split_indices(n_all, args.test)
+    *_, train, test = arrays[args.stat]
     sizes = [n for n in args.sizes if n <= len(train)]
     if not sizes or sizes[-1] < len(train) and len(train) not in args.sizes:
         sizes.append(len(train))  # also report the largest fit the store allows
     out: dict = {"samples": {}, "baseline_linear": {}, "median_statistic": {}}
     for n in sizes:
         tr = train[:n]
-        _, _, acc = fit_models(layout, d.counts, d.latency_us, d.param_bytes, d.peak_activation_bytes, d.peak_bytes, tr, test)
+        c, lat, pb, act, peak, _, _ = arrays[args.stat]
+        _, _, acc = fit_models(layout, c, lat, pb, act, peak, tr, test)
         imp, lin, mem = acc["latency"]["improved"], acc["latency"]["linear"], acc["memory"]
         out["samples"][str(n)] = {"latency_within_10pct": imp["within_10pct"], "latency_within_5pct": imp["within_5pct"],
                                   "latency_mape": imp["mape"], "memory_within_5pct": mem["within_5pct"],
@@ -130,9 +137,8 @@ def evaluate(args: argparse.Namespace, store_path: Path) -> dict:
         out["baseline_linear"][str(n)] = {"latency_within_10pct": lin["within_10pct"],
                                           "latency_within_5pct": lin["within_5pct"], "latency_mape": lin["mape"]}
         if args.stat != "median":
-            dm = data["median"]
-            _, _, accm = fit_models(layout, dm.counts, dm.latency_us, dm.param_bytes, dm.peak_activation_bytes,
-                                    dm.peak_bytes, tr, test)
+            c, lat, pb, act, peak, _, _ = arrays["median"]
+            _, _, accm = fit_models(layout, c, lat, pb, act, peak, tr, test)
             out["median_statistic"][str(n)] = {
                 v: {"latency_within_10pct": a["within_10pct"], "latency_mape": a["mape"]}
                 for v, a in accm["latency"].items()
@@ -143,6 +149,8 @@ def evaluate(args: argparse.Namespace, store_path: Path) -> dict:
         "backbone": args.backbone,
         "statistic": args.stat,
         "test_subnets": int(len(test)),
+        "test_truth": (f"median of {test_passes} passes (separate campaign {args.test_store})" if args.test_store
+                       else "one pass (last subnets by index of the campaign)"),
         "samples_measured": n_all,
         "profile_seconds_per_subnet": float(np.mean([r["profile_seconds"] for r in rows])),
         "host_seconds_per_subnet": float(np.mean([r["host_seconds"] for r in rows])),
@@ -152,6 +160,34 @@ def evaluate(args: argparse.Namespace, store_path: Path) -> dict:
         "latency_ms_range": [float(d.latency_us.min() / 1000), float(d.latency_us.max() / 1000)],
     })
     return out
+
+
+def time_host_work(args: argparse.Namespace, n: int) -> dict:
+    """Host work per subnet with the current builder, in isolation: gates + extraction + export + store commit."""
+    import torch
+
+    from host.campaign import CampaignStore, ExtractingBuilder, Job, sample_gates
+    from host.supernets import build_supernet
+
+    torch.manual_seed(args.seed)
+    torch.set_num_threads(1)
+    net = build_supernet(args.backbone)
+    layout = net.gate_layout()
+    with CampaignStore(args.store_path) as src:
+        plan = src.plan()
+    builder = ExtractingBuilder(net, "torchscript", constant_weights=args.constant_weights)
+    times = []
+    with tempfile.TemporaryDirectory() as tmp, CampaignStore(Path(tmp) / "t.sqlite") as store:
+        for i in range(n + 2):
+            t0 = time.perf_counter()
+            gates = sample_gates(plan, layout, i)
+            built = builder(gates)
+            store.record(Job("sample", 0, i, i), {"counts": json.dumps([int(g.sum()) for g in gates]), "gates_sha256": "x",
+                                                  "latency_median_us": 1.0, "measured_unix": time.time(),
+                                                  "artifact_sha256": built.artifact_sha256})
+            if i >= 2:  # the first two pay one-time costs (imports, allocator warm-up)
+                times.append(time.perf_counter() - t0)
+    return {"mean": float(np.mean(times)), "median": float(np.median(times)), "n": n}
 
 
 def plot(result: dict, path: Path) -> None:
@@ -188,10 +224,15 @@ def main() -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--clock", default="wall", choices=["wall", "thread_cpu"], help="agent timing clock (see nnf profile)")
     p.add_argument("--reference-every", type=int, default=50)
+    p.add_argument("--test-store", default=None,
+                   help="held-out subnets from this campaign (same seed; e.g. --passes 3: median-of-three truth)")
     p.add_argument("--store", default=None, help="campaign store (default: nnf-campaigns/local-cpu/<backbone>-torchscript.sqlite)")
     p.add_argument("--agent", default=None, help="use this agent instead of starting a local one")
     p.add_argument("--no-measure", action="store_true", help="fit what the store holds; measure nothing")
     p.add_argument("--max-minutes", type=float, default=None, help="stop measuring after this long (resumable)")
+    p.add_argument("--host-timing", type=int, default=20,
+                   help="also time the current builder's host work on this many subnets in isolation (0 = skip)")
+    p.add_argument("--constant-weights", action="store_true", help="(host timing) build constant-weight artifacts")
     p.add_argument("--png", default=str(ROOT / "benchmarks" / "results" / "predictor_accuracy.png"))
     p.add_argument("--json", action="store_true")
     args = p.parse_args()
@@ -200,6 +241,10 @@ def main() -> int:
     if not args.no_measure:
         measure(args, store)
     result = evaluate(args, store)
+    args.store_path = store
+    if args.host_timing > 0:
+        iso = time_host_work(args, args.host_timing)
+        result["host_seconds_per_subnet_isolated"] = iso["mean"]
     plot(result, Path(args.png))
     result["png"] = str(args.png)
     print(f"{'n':>6} | {'lat ±10% imp':>12} {'lat ±10% lin':>12} {'MAPE imp':>9} {'MAPE lin':>9} | {'mem ±5%':>8}")
@@ -207,6 +252,8 @@ def main() -> int:
         b = result["baseline_linear"][n]
         print(f"{n:>6} | {r['latency_within_10pct']:12.3f} {b['latency_within_10pct']:12.3f} {r['latency_mape']:9.4f} "
               f"{b['latency_mape']:9.4f} | {r['memory_within_5pct']:8.3f}")
+    if "host_seconds_per_subnet_isolated" in result:
+        print(f"host s/subnet with the current builder, in isolation: {result['host_seconds_per_subnet_isolated']:.3f}")
     print(f"profile s/subnet {result['profile_seconds_per_subnet']:.2f}  host s/subnet {result['host_seconds_per_subnet']:.3f}  "
           f"bytes/sample {result['bytes_per_sample']:,.0f}  ({result['samples_measured']} subnets measured, "
           f"{result['test_subnets']} held out, statistic {result['statistic']})")

@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from host.errors import ConfigError, SearchError
@@ -26,10 +27,43 @@ from host.search import Budget, GateAssembler, SearchResult, algorithm1, batched
 
 
 def factory_assembler(factory: Any) -> GateAssembler:
-    """Adapt a ModelFactory to the search's ``(task, limits) -> batched hard gates`` protocol."""
+    """Adapt a ModelFactory to the search's ``(task, limits) -> batched hard gates`` protocol.
+
+    With a ``host.assembler.ModuleAssembler`` inside, the task is encoded once and expanded over the
+    limits, the logits come from one forward, and the assembler's own ``trim_to_limit`` runs only on the
+    rows whose hard gates exceed their limit (the trim is row-wise, so the gates are identical to
+    ``factory.gates``; checked in tests). Otherwise ``factory.gates`` is called as is.
+    """
+    assembler = getattr(getattr(factory, "models", None), "assembler", None)
+    space = getattr(factory, "space", None)
+    direct = hasattr(assembler, "generate") and hasattr(space, "encode") and hasattr(space, "task")
+    encoded: dict[str, torch.Tensor] = {}
 
     def assemble(task: str, limits: torch.Tensor) -> list[torch.Tensor]:
-        return list(factory.gates([task] * int(limits.shape[0]), limits).gates)
+        if not direct:
+            return list(factory.gates([task] * int(limits.shape[0]), limits).gates)
+        from host.assembler import check_limits, max_active, trim_to_limit
+
+        limits = limits.float().reshape(-1)
+        check_limits(limits)
+        if task not in encoded:
+            encoded[task] = space.encode([space.task(task)])
+        enc = encoded[task].expand(int(limits.shape[0]), -1)
+        was_training = assembler.training
+        assembler.eval()
+        try:
+            with torch.no_grad():
+                logits = assembler(enc, limits)
+        finally:
+            assembler.train(was_training)
+        sizes = [x.shape[1] for x in logits]
+        hard = torch.cat(logits, dim=1) > 0
+        need = hard.sum(dim=1) > max_active(limits, hard.shape[1])
+        gates = hard.float()
+        if bool(need.any()):
+            trimmed, _ = trim_to_limit([x[need] for x in logits], limits[need])
+            gates[need] = torch.cat(trimmed, dim=1)
+        return list(torch.split(gates, sizes, dim=1))
 
     return assemble
 
@@ -48,8 +82,13 @@ def generate_for_device(
     profiles_root: Path | None = None,
     step: float = 0.01,
     measure_settings: Any = None,
+    predictor: Any = None,
 ) -> tuple[Any, dict]:
-    """Search, extract and (optionally) save; returns (compact model, report dict)."""
+    """Search, extract and (optionally) save; returns (compact model, report dict).
+
+    predictor: an already loaded ``DevicePredictor`` (a long-running service loads it once); default: load
+    the device's profile for this supernet.
+    """
     from host.device_profile import load_predictor
     from host.extraction import extract
 
@@ -58,12 +97,12 @@ def generate_for_device(
     layout = net.gate_layout()
     task_name = factory.space.task(task).name if hasattr(factory, "space") else task
     assemble = factory_assembler(factory)
-    predictor = None
-    try:
-        predictor = load_predictor(device, layout, root=profiles_root)
-    except ConfigError:
-        if not live:
-            raise
+    if predictor is None:
+        try:
+            predictor = load_predictor(device, layout, root=profiles_root)
+        except ConfigError:
+            if not live:
+                raise
     stat = predictor.entry.get("latency_statistic", "p10") if predictor is not None else "p10"
     live_measurer = None
     agent_measurer = None
@@ -74,6 +113,9 @@ def generate_for_device(
 
         agent_measurer = AgentMeasurer(agent, token=token)
         runtime = predictor.runtime if predictor is not None else "torchscript"
+        if measure_settings is None and predictor is not None and isinstance(predictor.entry.get("measure"), dict):
+            known = MeasureSettings.__dataclass_fields__
+            measure_settings = MeasureSettings(**{k: v for k, v in predictor.entry["measure"].items() if k in known})
         live_measurer = LiveDeviceMeasurer(ExtractingBuilder(net, runtime), agent_measurer, net.input_shape,
                                            measure_settings or MeasureSettings(), stat=stat)
     try:
@@ -108,12 +150,17 @@ def generate_for_device(
             "search": result.summary(),
             "limit": round(result.limit, 6),
             "activation_ratio": round(result.activation_ratio, 6),
-            "params": compact.spec.params(),
-            "macs": compact.spec.macs(),
             "seconds_search": round(t_search - t0, 4),
             "seconds_extract": round(t_extract - t_search, 4),
             "out": str(out_dir) if out_dir is not None else None,
         }
+        counts = np.array([[int(g.sum().item()) for g in result.gates]])
+        if predictor is not None:  # exact structural figures without building the spec on the meta device
+            report["param_bytes"] = int(round(float(predictor.structure.param_bytes(counts)[0])))
+            report["peak_activation_bytes"] = int(round(float(predictor.structure.peak_activation_bytes(counts)[0])))
+        else:
+            report["param_bytes"] = compact.spec.param_bytes()
+            report["peak_activation_bytes"] = compact.spec.peak_activation_bytes()
         if predictor is not None:
             lat, mem = predictor(_batch(result.gates))
             report["predicted"] = {"latency_ms": round(float(lat[0]) / 1000, 4), "memory_mb": round(float(mem[0]) / 1e6, 4),

@@ -93,8 +93,13 @@ class CampaignPlan:
     passes: int = 1
     reference_every: int = 50
     measure: MeasureSettings = field(default_factory=MeasureSettings)
+    # "real": the supernet's weights; "constant": every weight zero (BN variance one). Latency and memory do
+    # not depend on weight values, and constant artifacts compress to a few KB on the wire.
+    weights: str = "real"
 
     def __post_init__(self) -> None:
+        if self.weights not in ("real", "constant"):
+            raise ConfigError(f"weights must be 'real' or 'constant', got {self.weights!r}")
         if self.samples < 1:
             raise ConfigError(f"--samples must be >= 1, got {self.samples}")
         if not 0 <= self.ratio_min <= self.ratio_max <= 1:
@@ -176,7 +181,7 @@ CREATE TABLE IF NOT EXISTS measurements (
     latency_std_us REAL, runs INTEGER,
     peak_bytes INTEGER, peak_method TEXT,
     param_bytes INTEGER, peak_activation_bytes INTEGER, macs INTEGER,
-    artifact_sha256 TEXT, artifact_bytes INTEGER, bytes_sent INTEGER,
+    artifact_sha256 TEXT, artifact_bytes INTEGER, bytes_sent INTEGER, wire_bytes INTEGER,
     host_seconds REAL, profile_seconds REAL, measured_unix REAL NOT NULL, context TEXT, samples_us TEXT,
     PRIMARY KEY (kind, pass, idx, seq)
 );
@@ -208,6 +213,10 @@ class CampaignStore:
                 for stmt in _SCHEMA.strip().split(";"):
                     if stmt.strip():
                         self.conn.execute(stmt)
+            have = {r[1] for r in self.conn.execute("PRAGMA table_info(measurements)")}
+            for col, kind in (("samples_us", "TEXT"), ("wire_bytes", "INTEGER")):  # nullable columns added later
+                if col not in have:
+                    self.conn.execute(f"ALTER TABLE measurements ADD COLUMN {col} {kind}")
             version = self.get_meta("schema_version")
             if version is None:
                 self.set_meta("schema_version", STORE_SCHEMA_VERSION)
@@ -355,7 +364,7 @@ class BuiltArtifact:
     artifact_sha256: str
     param_bytes: int
     peak_activation_bytes: int
-    macs: int
+    macs: int | None
 
     def facts(self) -> dict:
         return {
@@ -390,33 +399,80 @@ def torchscript_bytes(module: torch.nn.Module, input_shape: Sequence[int]) -> by
     return buf.getvalue()
 
 
+RUNTIME_FORMATS = {"torchscript": "torchscript", "torch_export": "torch-export", "onnxruntime": "onnx", "litert": "tflite"}
+RUNTIME_SUFFIX = {"torchscript": ".pt", "torch_export": ".pt2", "onnxruntime": ".onnx", "litert": ".tflite"}
+
+
 class ExtractingBuilder:
     """Extract the subnet from a gated supernet (``host.extraction.extract``) and export it.
 
-    runtime "torchscript" traces with ``torch.jit.trace``. Structural facts come from the compact
-    model's spec: ``param_bytes()`` (float32 parameters and buffers), ``peak_activation_bytes()``, ``macs()``.
+    runtime "torchscript" traces with ``torch.jit.trace`` in memory (fast path); "torch_export",
+    "onnxruntime" and "litert" go through ``host.exports.export_artifact`` (checked against PyTorch on one
+    input). Structural facts (``param_bytes`` of float32 parameters and buffers, ``peak_activation_bytes``)
+    come from the exact structure model (``host.predictor.StructureModel``, calibrated once and checked
+    against real specs), which saves building each compact spec on the meta device (~50-200 ms);
+    ``exact_costs=True`` reads them from each spec instead (and ``macs`` too).
     """
 
-    def __init__(self, net: torch.nn.Module, runtime: str = "torchscript") -> None:
-        if runtime != "torchscript":
-            raise ConfigError(f"runtime {runtime!r} is not supported by the campaign builder yet; use torchscript")
+    def __init__(self, net: torch.nn.Module, runtime: str = "torchscript", *, exact_costs: bool = False,
+                 constant_weights: bool = False) -> None:
+        if runtime not in RUNTIME_FORMATS:
+            raise ConfigError(f"unknown runtime {runtime!r}; choose one of {', '.join(RUNTIME_FORMATS)}")
         self.net = net.eval()
         self.runtime = runtime
         self.input_shape = tuple(net.input_shape)
+        self.constant_weights = constant_weights
+        self.structure = None
+        if not exact_costs:
+            from host.predictor import StructureModel
+
+            model = StructureModel.calibrate(net)
+            if model.max_rel_error < 1e-9:  # exact for every registered backbone; otherwise use the specs
+                self.structure = model
+
+    def _export(self, compact: torch.nn.Module) -> bytes:
+        if self.runtime == "torchscript":
+            return torchscript_bytes(compact, self.input_shape)
+        import tempfile
+
+        from host.exports import export_artifact
+
+        with tempfile.TemporaryDirectory(prefix="nnf-export-") as tmp:
+            out = Path(tmp) / f"model{RUNTIME_SUFFIX[self.runtime]}"
+            export_artifact(compact, RUNTIME_FORMATS[self.runtime], out, verify_samples=2)
+            return out.read_bytes()
 
     def __call__(self, gates: Sequence[torch.Tensor]) -> BuiltArtifact:
         from host.extraction import extract
 
         compact = extract(self.net, list(gates))
-        data = torchscript_bytes(compact, self.input_shape)
-        spec = compact.spec
+        if self.constant_weights:
+            _constant_weights(compact)
+        data = self._export(compact)
+        if self.structure is not None:
+            counts = np.array([[int(g.sum().item()) for g in gates]])
+            param_bytes = int(round(float(self.structure.param_bytes(counts)[0])))
+            peak = int(round(float(self.structure.peak_activation_bytes(counts)[0])))
+            macs = None
+        else:
+            spec = compact.spec
+            param_bytes, peak, macs = int(spec.param_bytes()), int(spec.peak_activation_bytes()), int(spec.macs())
         return BuiltArtifact(
             data=data,
             artifact_sha256=hashlib.sha256(data).hexdigest(),
-            param_bytes=int(spec.param_bytes()),
-            peak_activation_bytes=int(spec.peak_activation_bytes()),
-            macs=int(spec.macs()),
+            param_bytes=param_bytes,
+            peak_activation_bytes=peak,
+            macs=macs,
         )
+
+
+def _constant_weights(module: torch.nn.Module) -> None:
+    """Zero every floating tensor (BatchNorm running variance one): same architecture, same cost, and the
+    exported file is mostly zeros (a few KB after gzip). Latency does not depend on weight values."""
+    with torch.no_grad():
+        for name, t in list(module.named_parameters()) + list(module.named_buffers()):
+            if t.dtype.is_floating_point:
+                t.fill_(1.0 if name.endswith("running_var") else 0.0)
 
 
 # ---- measuring ----------------------------------------------------------------------------------
@@ -473,6 +529,7 @@ class DeviceSummary:
     host_seconds_per_subnet: float
     profile_seconds_per_subnet: float
     bytes_sent_per_sample: float
+    wire_bytes_per_sample: float
     artifact_bytes_mean: float
     latency_median_us: float
     drift: dict
@@ -677,6 +734,7 @@ class CampaignRunner:
                     "artifact_sha256": facts["artifact_sha256"],
                     "artifact_bytes": facts["artifact_bytes"],
                     "bytes_sent": int(sent),
+                    "wire_bytes": int(getattr(t.measurer, "last_wire_bytes", sent)) if sent else 0,
                     "host_seconds": 0.0,
                     "profile_seconds": profile_seconds,
                     "measured_unix": time.time(),
@@ -719,6 +777,8 @@ class CampaignRunner:
             host_seconds_per_subnet=float(np.mean(host_s)) if host_s else float("nan"),
             profile_seconds_per_subnet=float(np.mean(prof_s)) if prof_s else float("nan"),
             bytes_sent_per_sample=float(np.mean(sent)) if sent else 0.0,
+            wire_bytes_per_sample=float(np.mean([r["wire_bytes"] if r.get("wire_bytes") is not None else r["bytes_sent"]
+                                                 for r in rows])) if rows else 0.0,
             artifact_bytes_mean=float(np.mean([r["artifact_bytes"] for r in rows])) if rows else 0.0,
             latency_median_us=float(np.median(lat)) if lat else float("nan"),
             drift=drift,
@@ -802,15 +862,18 @@ class AgentMeasurer:
     """
 
     def __init__(self, address: str, *, token: str | None = None, device: str = "cpu",
-                 cache_dir: str | Path | None = None, timeout_s: float = 30.0) -> None:
+                 cache_dir: str | Path | None = None, timeout_s: float = 30.0, compression: str | None = None) -> None:
         from host.client import AgentClient
 
         self.address = address
         self.device = device
-        self.client = AgentClient(address, token=token, timeout_s=timeout_s)
+        self.compression = compression
+        self.client = AgentClient(address, token=token, timeout_s=timeout_s, compression=compression)
+        self.last_wire_bytes = 0
         base = Path(cache_dir) if cache_dir is not None else Path.home() / ".cache" / "nnfactory" / "artifacts"
         self.cache_dir = base
         self._info: dict | None = None
+        self.suffix = ".bin"
 
     def close(self) -> None:
         self.client.close()
@@ -828,16 +891,19 @@ class AgentMeasurer:
     def ensure_artifact(self, sha256: str, data: Callable[[], bytes]) -> int:
         if self.client.has_artifact(sha256):
             return 0
-        path = self.cache_dir / f"{sha256}.pt"
+        path = self.cache_dir / f"{sha256}{self.suffix}"
         if not path.exists() or hashlib.sha256(path.read_bytes()).hexdigest() != sha256:
             blob = data()
             self.cache_dir.mkdir(parents=True, exist_ok=True)
             tmp = path.with_suffix(f".tmp{threading.get_ident()}")
             tmp.write_bytes(blob)
             tmp.replace(path)
-        return int(self.client.upload(path, sha256=sha256).bytes_sent)
+        sent = int(self.client.upload(path, sha256=sha256).bytes_sent)
+        self.last_wire_bytes = _wire_bytes(path, sent, self.compression, self.client.chunk_bytes)
+        return sent
 
     def measure(self, sha256: str, runtime: str, input_shape: Sequence[int], settings: MeasureSettings) -> Measurement:
+        self.suffix = RUNTIME_SUFFIX.get(runtime, ".bin")
         from host.client import (
             AgentModelError,
             AgentRequestError,
@@ -869,6 +935,17 @@ class AgentMeasurer:
             peak_bytes=int(r.peak_bytes), peak_method=r.peak_method, context=ctx,
             samples_us=[ns / 1000.0 for ns in r.samples_ns],
         )
+
+
+def _wire_bytes(path: Path, sent: int, compression: str | None, chunk_bytes: int) -> int:
+    """Payload bytes on the wire: ``sent`` uncompressed, else the per-message compressed size (gRPC
+    compresses each upload chunk message on its own, so each chunk is compressed separately here)."""
+    if not compression or compression == "none" or sent == 0:
+        return sent
+    import zlib
+
+    data = path.read_bytes()[-sent:]
+    return sum(len(zlib.compress(data[i : i + chunk_bytes], 6)) for i in range(0, len(data), chunk_bytes))
 
 
 def _jsonable(obj: Any) -> Any:

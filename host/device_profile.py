@@ -224,10 +224,41 @@ def fit_models(
     return models, mem_model, acc
 
 
+def heldout_arrays(main, test=None, *, n_test: int = 100, train_limit: int | None = None) -> tuple:
+    """Arrays + (train, held) index vectors for fitting and held-out evaluation.
+
+    ``main``/``test``: :class:`host.campaign.CampaignData`. Without ``test``, the last ``n_test`` samples of
+    ``main`` (by index) are held out. With ``test`` (a separate campaign of the same plan seed, e.g.
+    measured with three passes so the held-out truth is the median of three), every subnet of ``test`` is
+    held out and the subnets with the same indices are dropped from ``main``'s training set.
+    """
+    if test is None:
+        train, held = split_indices(len(main.indices), n_test)
+        if train_limit is not None:
+            train = train[:train_limit]
+        return main.counts, main.latency_us, main.param_bytes, main.peak_activation_bytes, main.peak_bytes, train, held
+    keep = np.flatnonzero(~np.isin(main.indices, test.indices))
+    both = np.isin(main.indices, test.indices)
+    if both.any():  # same index = same gates: the stores must agree on what those subnets are
+        pos = {int(i): k for k, i in enumerate(test.indices)}
+        mine = main.counts[both]
+        theirs = test.counts[[pos[int(i)] for i in main.indices[both]]]
+        if not np.array_equal(mine, theirs):
+            raise SpecError("the test campaign drew different subnets for the same indices: use the same --seed")
+    if train_limit is not None:
+        keep = keep[:train_limit]
+    cat = lambda a, b: np.concatenate([a[keep], b])  # noqa: E731
+    n = len(keep)
+    return (cat(main.counts, test.counts), cat(main.latency_us, test.latency_us), cat(main.param_bytes, test.param_bytes),
+            cat(main.peak_activation_bytes, test.peak_activation_bytes), cat(main.peak_bytes, test.peak_bytes),
+            np.arange(n), np.arange(n, n + len(test.indices)))
+
+
 def fit_store(
     store,
     *,
     test: int = 100,
+    test_store=None,
     correct_drift: bool = False,
     passes: int | None = None,
     train_limit: int | None = None,
@@ -255,12 +286,14 @@ def fit_store(
             "NN-Factory builds; re-profile the supernet"
         )
     data = load_samples(store, correct_drift=correct_drift, passes=passes, stat=stat)
-    train, held = split_indices(len(data.indices), test)
-    if train_limit is not None:
-        train = train[:train_limit]
-    models, mem, acc = fit_models(
-        layout, data.counts, data.latency_us, data.param_bytes, data.peak_activation_bytes, data.peak_bytes, train, held
-    )
+    test_data = None
+    if test_store is not None:
+        tplan = test_store.plan()
+        if tplan.layout_fingerprint != plan.layout_fingerprint or tplan.seed != plan.seed:
+            raise SpecError(f"test campaign {test_store.path} is for another supernet or seed than {store.path}")
+        test_data = load_samples(test_store, correct_drift=correct_drift, stat=stat)
+    counts, lat, pbytes, act, peak, train, held = heldout_arrays(data, test_data, n_test=test, train_limit=train_limit)
+    models, mem, acc = fit_models(layout, counts, lat, pbytes, act, peak, train, held)
     if mem is None:
         raise SpecError(f"campaign store {store.path} has no memory measurements; the agent reported no peak_bytes")
     structure = StructureModel.calibrate(net)
@@ -282,6 +315,8 @@ def fit_store(
             "store": str(store.path),
             "samples_planned": plan.samples,
             "samples_measured": int(len(data.indices)),
+            "test_store": str(test_store.path) if test_store is not None else None,
+            "test_passes": int(test_data.latency_by_pass.shape[1]) if test_data is not None else None,
             "passes_used": int(data.latency_by_pass.shape[1]),
             "seed": plan.seed,
             "drift_corrected": data.drift_corrected,

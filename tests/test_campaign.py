@@ -241,7 +241,7 @@ def _stop(proc: subprocess.Popen, *, kill: bool = False) -> None:
 def _profile_cmd(agent: str, root: Path) -> list[str]:
     return [sys.executable, "-m", "host", "profile", "--device", "cpu-test", "--agent", agent, "--backbone", "resnet_tiny",
             "--samples", "5", "--reference-every", "0", "--warmup", "1", "--repeats", "3", "--min-time-s", "0",
-            "--campaigns-dir", str(root), "--json"]
+            "--weights", "constant", "--compression", "gzip", "--campaigns-dir", str(root), "--json"]
 
 
 @pytest.mark.slow
@@ -283,6 +283,8 @@ def test_real_agent_killed_mid_campaign_then_resume_and_fit(tmp_path: Path) -> N
         summary = _json.loads(done.stdout.strip().splitlines()[-1])["devices"][0]
         assert summary["already_done"] == before and summary["measured_now"] == 5 - before
         assert summary["host_seconds_per_subnet"] > 0 and summary["bytes_sent_per_sample"] > 0
+        # constant weights + gzip: the wire carries a small fraction of the artifact
+        assert 0 < summary["wire_bytes_per_sample"] < summary["bytes_sent_per_sample"] / 3
     finally:
         _stop(agent2)
     with CampaignStore(store_path) as store:
@@ -327,3 +329,94 @@ def test_latency_statistics_of_raw_runs() -> None:
     assert measurement_latency(m, "p10") == pytest.approx(np.percentile(runs, 10))
     with pytest.raises(ConfigError, match="clock"):
         MeasureSettings(clock="tsc")
+
+
+@pytest.mark.parametrize("runtime", ["torchscript", "onnxruntime"])
+def test_extracting_builder_exports_for_the_runtime(runtime: str) -> None:
+    import hashlib
+
+    import torch
+
+    from host.campaign import ExtractingBuilder
+    from host.gates import random_gates
+    from host.supernets import build_supernet
+
+    net = build_supernet("resnet_tiny")
+    layout = net.gate_layout()
+    b = ExtractingBuilder(net, runtime)
+    gates = random_gates(layout, 0.5, generator=torch.Generator().manual_seed(0), per_layer_jitter=0.4)
+    built = b(gates)
+    assert built.artifact_sha256 == hashlib.sha256(built.data).hexdigest() and len(built.data) > 1000
+    exact = ExtractingBuilder(net, "torchscript", exact_costs=True)(gates)  # costs read from the compact spec
+    assert b.structure is not None and exact.macs > 0
+    assert (built.param_bytes, built.peak_activation_bytes) == (exact.param_bytes, exact.peak_activation_bytes)
+    if runtime == "onnxruntime":
+        import onnx
+
+        model = onnx.load_from_string(built.data)
+        assert [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim] == [1, *net.input_shape]
+    else:
+        assert built.data[:2] == b"PK"  # TorchScript archives are zip files
+    with pytest.raises(ConfigError, match="unknown runtime"):
+        ExtractingBuilder(net, "tensorrt")
+
+
+def test_constant_weights_artifacts_compress_and_keep_the_architecture() -> None:
+    import io
+    import warnings
+    import zlib
+
+    import torch
+
+    from host.campaign import ExtractingBuilder
+    from host.gates import random_gates
+    from host.supernets import build_supernet
+
+    net = build_supernet("resnet_tiny")
+    gates = random_gates(net.gate_layout(), 0.6, generator=torch.Generator().manual_seed(2))
+    real = ExtractingBuilder(net)(gates)
+    const = ExtractingBuilder(net, constant_weights=True)(gates)
+    assert (real.param_bytes, real.peak_activation_bytes) == (const.param_bytes, const.peak_activation_bytes)
+    # resnet_tiny has only 195 KB of weights next to ~50 KB of compressed TorchScript code and debug info
+    assert len(zlib.compress(const.data)) < len(zlib.compress(real.data)) / 3
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        a = torch.jit.load(io.BytesIO(real.data))
+        b = torch.jit.load(io.BytesIO(const.data))
+    shapes = lambda m: [tuple(p.shape) for p in m.parameters()]  # noqa: E731
+    assert shapes(a) == shapes(b) and all(float(p.detach().abs().sum()) == 0 for n, p in b.named_parameters() if "weight" in n and p.dim() > 1)
+    with pytest.raises(ConfigError, match="weights"):
+        _plan(weights="random")
+
+
+def test_old_store_gains_new_columns(tmp_path: Path) -> None:
+    db = tmp_path / "old.sqlite"
+    c = sqlite3.connect(str(db))
+    c.execute("CREATE TABLE measurements (kind TEXT NOT NULL, pass INTEGER NOT NULL, idx INTEGER NOT NULL, "
+              "seq INTEGER NOT NULL, counts TEXT, PRIMARY KEY (kind, pass, idx, seq))")
+    c.commit()
+    c.close()
+    store = CampaignStore(db)
+    cols = {r[1] for r in store.conn.execute("PRAGMA table_info(measurements)")}
+    assert {"samples_us", "wire_bytes"} <= cols
+
+
+def test_separate_heldout_campaign_with_three_passes(tmp_path: Path) -> None:
+    from host.device_profile import heldout_arrays
+
+    main_store = CampaignStore(tmp_path / "main.sqlite")
+    CampaignRunner(_plan(samples=30, reference_every=0), LAYOUT, FakeBuilder(), progress=False).run(
+        [DeviceTarget("fake", FakeDevice(noise=0.05, seed=3), main_store)])
+    test_store = CampaignStore(tmp_path / "test.sqlite")
+    CampaignRunner(_plan(samples=8, passes=3, reference_every=0), LAYOUT, FakeBuilder(), progress=False).run(
+        [DeviceTarget("fake", FakeDevice(noise=0.05, seed=4), test_store)])
+    main, test = load_samples(main_store), load_samples(test_store)
+    assert test.latency_by_pass.shape == (8, 3)
+    counts, lat, *_, train, held = heldout_arrays(main, test)
+    assert len(train) == 22 and len(held) == 8  # indices 0..7 are held out, never trained on
+    np.testing.assert_array_equal(counts[held], test.counts)
+    np.testing.assert_allclose(lat[held], np.median(test.latency_by_pass, axis=1))  # truth = median of three
+    other = load_samples(CampaignStore(tmp_path / "main.sqlite"))
+    other.counts = other.counts + 1  # a "test campaign" with other gates for the same indices is refused
+    with pytest.raises(Exception, match="same --seed"):
+        heldout_arrays(main, other)

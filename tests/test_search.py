@@ -218,3 +218,104 @@ def test_generate_for_device_bad_inputs(device_profiles) -> None:
         generate_for_device(fac, "x", "tiny-de", Budget(latency_ms=1.0), profiles_root=root)
     with pytest.raises(ConfigError, match="--agent"):
         generate_for_device(fac, "x", "tiny-dev", Budget(latency_ms=1.0), live=True, profiles_root=root)
+
+
+# ---- nnf generate --device on a (briefly) trained NumVQA checkpoint, with a real agent for --live ----
+
+
+@pytest.fixture(scope="module")
+def numvqa_run(tmp_path_factory):
+    from host.device_profile import write_profile_entry
+    from host.predictor import MemoryModel, StructureModel
+    from host.training import TrainConfig, Trainer
+
+    torch.set_num_threads(1)
+    tmp = tmp_path_factory.mktemp("gen_dev")
+    run = tmp / "run"
+    cfg = TrainConfig(steps=2, pretrain_steps=1, batch_size=8, checkpoint_every=2, eval_every=100,
+                      eval_per_task=2, warmup_steps=1)
+    Trainer(cfg, run, progress=False).run()
+    from host.generate import ModelFactory
+
+    net = ModelFactory.load(space="numvqa", checkpoint=run).models.supernet
+    layout = net.gate_layout()
+    schema = LatencySchema.named("linear")
+    coef = np.array([800.0] + [4.0] * layout.num_layers)
+    entry = {"backbone": net.backbone, "config": layout.config, "layout_fingerprint": layout.fingerprint(),
+             "runtime": "torchscript", "latency": LatencyModel(layout, schema, coef=coef).to_json(),
+             "memory": MemoryModel(coef=np.array([3e6, 1.0, 1.0])).to_json(),
+             "structure": StructureModel.calibrate(net).to_json(), "latency_statistic": "p10",
+             "measure": {"threads": 1, "warmup_runs": 1, "repeats": 3, "min_time_s": 0.0, "deadline_s": 60.0}}
+    write_profile_entry("synthetic-dev", {"cpu_model": "synthetic law (test)"}, entry, tmp / "profiles")
+    return run, tmp / "profiles", layout
+
+
+def _gen(run, profiles, out, *extra):
+    from host.cli import main
+
+    return main(["generate", "--space", "numvqa", "--task", "exactly one 0", "--checkpoint", str(run),
+                 "--profiles-dir", str(profiles), "--out", str(out), "--json", *extra])
+
+
+def test_cli_generate_device_budget(numvqa_run, tmp_path, capsys) -> None:
+    import json as _json
+
+    run, profiles, layout = numvqa_run
+    rc = _gen(run, profiles, tmp_path / "a", "--device", "synthetic-dev", "--latency-ms", "2.2")
+    assert rc == 0
+    rep = _json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert rep["predicted"]["latency_ms"] <= 2.2 and rep["activation_ratio"] <= rep["limit"]
+    assert rep["search"]["method"] == "batched" and (tmp_path / "a" / "spec.json").is_file()
+    rc = _gen(run, profiles, tmp_path / "b", "--device", "synthetic-dev", "--latency-ms", "2.2", "--search", "algorithm1")
+    rep1 = _json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert rc == 0 and rep1["limit"] == rep["limit"] and rep1["search"]["rounds"] > 1
+    rc = _gen(run, profiles, tmp_path / "c", "--device", "synthetic-dev", "--latency-ms", "0.5")
+    err = capsys.readouterr().err
+    assert rc == 2 and "smallest reachable" in err and not (tmp_path / "c").exists()
+    rc = _gen(run, profiles, tmp_path / "d", "--device", "nosuch", "--latency-ms", "2")
+    assert rc == 2 and "no device profile for 'nosuch'" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_cli_generate_live_on_a_real_agent(numvqa_run, tmp_path, capsys) -> None:
+    import json as _json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    run, profiles, _ = numvqa_run
+    root = Path(__file__).resolve().parents[1]
+    agent = subprocess.Popen([sys.executable, "-m", "agent", "serve", "--port", "0", "--cache-dir", str(tmp_path / "cache")],
+                             cwd=str(root), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        line = agent.stdout.readline()
+        addr = "127.0.0.1:" + dict(kv.split("=", 1) for kv in line.split()[1:])["port"]
+        rc = _gen(run, profiles, tmp_path / "live", "--device", "synthetic-dev", "--latency-ms", "1000", "--live",
+                  "--agent", addr)
+        rep = _json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+        assert rc == 0 and rep["search"]["measured"] and rep["measured"]["fits"]
+        assert rep["limit"] == 1.0  # a 1 s budget fits the full model: found with few measurements
+        assert 1 <= rep["measured"]["measurements"] <= 4 and rep["measured"]["latency_ms"] > 0
+        rc = _gen(run, profiles, tmp_path / "none", "--device", "synthetic-dev", "--latency-ms", "0.001", "--live",
+                  "--agent", addr)
+        assert rc == 2 and "smallest reachable" in capsys.readouterr().err
+    finally:
+        agent.terminate()
+        agent.wait(timeout=30)
+        agent.stdout.close()
+
+
+def test_factory_assembler_matches_factory_gates(numvqa_run) -> None:
+    from host.budget import factory_assembler
+    from host.generate import ModelFactory
+
+    run, _, _ = numvqa_run
+    factory = ModelFactory.load(space="numvqa", checkpoint=run)
+    assemble = factory_assembler(factory)
+    grid = limit_grid(0.01)
+    for task in factory.space.names("seen")[:3] + factory.space.names("unseen")[:1]:
+        fast = assemble(task, grid)
+        ref = factory.gates([task] * len(grid), grid).gates
+        assert all(torch.equal(a, b) for a, b in zip(fast, ref, strict=True))
+        one = assemble(task, grid[17:18])
+        assert all(torch.equal(a[0], b[17]) for a, b in zip(one, ref, strict=True))

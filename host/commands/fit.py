@@ -24,6 +24,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--campaigns-dir", default=None, help="default $NNF_CAMPAIGNS_DIR or ./nnf-campaigns")
     p.add_argument("--profiles-dir", default=None, help="default $NNF_PROFILES_DIR or the repository's device_profiles/")
     p.add_argument("--test", type=int, default=100, help="held-out subnets for the accuracy figures (default 100)")
+    p.add_argument("--test-store", default=None,
+                   help="a separate campaign (same --seed, e.g. --passes 3) whose subnets are the held-out set")
     p.add_argument("--train-limit", type=int, default=None, help="fit on only the first N training subnets")
     p.add_argument("--passes", type=int, default=None, help="use only the first N measurement passes")
     p.add_argument("--drift-correct", action="store_true", help="divide out the reference subnets' drift")
@@ -32,6 +34,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--stat", default="p10", choices=["median", "min", "p10", "p25", "mean"],
                    help="statistic of each subnet's timed runs taken as its latency (default p10: robust to "
                         "other work preempting the measurement; median for an otherwise idle device)")
+    p.add_argument("--name", default=None,
+                   help="device id to write the profile under (default: --device), e.g. a name for the hardware")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=run)
 
@@ -69,14 +73,23 @@ def run(args: argparse.Namespace) -> int:
     path = Path(args.store) if args.store else find_store(device, args.backbone, args.runtime, root)
     if not path.exists():
         raise ConfigError(f"campaign store {path} does not exist")
-    with CampaignStore(path) as store:
-        entry = fit_store(store, test=args.test, correct_drift=args.drift_correct, passes=args.passes,
-                          train_limit=args.train_limit, variant=args.variant, stat=args.stat)
+    import contextlib
+
+    with contextlib.ExitStack() as stack:
+        store = stack.enter_context(CampaignStore(path))
+        test_store = None
+        if args.test_store:
+            if not Path(args.test_store).exists():
+                raise ConfigError(f"test campaign store {args.test_store} does not exist")
+            test_store = stack.enter_context(CampaignStore(args.test_store))
+        entry = fit_store(store, test=args.test, test_store=test_store, correct_drift=args.drift_correct,
+                          passes=args.passes, train_limit=args.train_limit, variant=args.variant, stat=args.stat)
         info = store.get_meta("device_info") or {}
-    out_path = write_profile_entry(device, info, entry, Path(args.profiles_dir) if args.profiles_dir else None)
+    name = safe_device_id(args.name) if args.name else device
+    out_path = write_profile_entry(name, info, entry, Path(args.profiles_dir) if args.profiles_dir else None)
     acc = entry["accuracy"]
     if args.json:
-        print_json({"device": device, "profile": str(out_path), "config": entry["config"], "runtime": entry["runtime"],
+        print_json({"device": name, "profile": str(out_path), "config": entry["config"], "runtime": entry["runtime"],
                     "samples": entry["samples"], "accuracy": acc, "campaign": entry["campaign"]})
         return 0
     print(f"device {device}: {entry['config']}/{entry['runtime']} fitted on {entry['samples']['train']} subnets, "

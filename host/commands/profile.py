@@ -56,6 +56,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--clock", default="wall", choices=["wall", "thread_cpu"],
                    help="wall: wall-clock time per run (default); thread_cpu: the worker thread's CPU time per run, "
                         "robust when other work shares the device (agent support needed)")
+    p.add_argument("--weights", default="real", choices=["real", "constant"],
+                   help="weights in the artifacts: the supernet's (default) or all zero: the same architecture and "
+                        "cost, and with --compression gzip a few KB per subnet instead of MBs (slow links)")
+    p.add_argument("--compression", default="none", choices=["none", "gzip", "deflate"],
+                   help="compress uploads on the wire (pays off with --weights constant)")
     p.add_argument("--store", default=None, help="campaign store path (one device only)")
     p.add_argument("--campaigns-dir", default=None, help="where stores live (default $NNF_CAMPAIGNS_DIR or ./nnf-campaigns)")
     p.add_argument("--remote", action="store_true",
@@ -111,11 +116,12 @@ def run(args: argparse.Namespace) -> int:
         backbone=args.backbone, layout_fingerprint=layout.fingerprint(), runtime=args.runtime,
         input_shape=tuple(net.input_shape), samples=args.samples, seed=args.seed, ratio_min=args.ratio_min,
         ratio_max=args.ratio_max, jitter=args.jitter, passes=args.passes, reference_every=args.reference_every,
+        weights=args.weights,
         measure=MeasureSettings(threads=args.threads, warmup_runs=args.warmup, repeats=args.repeats,
                                 min_time_s=args.min_time_s, deadline_s=args.deadline_s,
                                 clock=args.clock),
     )
-    builder = ExtractingBuilder(net, args.runtime)
+    builder = ExtractingBuilder(net, args.runtime, constant_weights=args.weights == "constant")
     root = Path(args.campaigns_dir) if args.campaigns_dir else default_campaigns_dir()
     token = args.token if args.token is not None else os.environ.get("NNF_AGENT_TOKEN")
     targets: list[DeviceTarget] = []
@@ -132,7 +138,8 @@ def run(args: argparse.Namespace) -> int:
                 local = dev.transport == "local" and not args.remote
             path = Path(args.store) if args.store else default_store_path(root, name, args.backbone, args.runtime)
             store = CampaignStore(path)
-            measurer = AgentMeasurer(addr, token=tok, device=args.target)
+            measurer = AgentMeasurer(addr, token=tok, device=args.target,
+                                     compression=None if args.compression == "none" else args.compression)
             targets.append(DeviceTarget(name, measurer, store, local=local))
         runner = CampaignRunner(plan, layout, builder, progress=not args.no_progress and not args.json)
         summaries = runner.run(targets, stop_after=args.stop_after)
@@ -154,7 +161,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"  median latency   {s.latency_median_us / 1000:.3f} ms over samples")
         print(f"  host s/subnet    {s.host_seconds_per_subnet:.3f}  (extraction + export + bookkeeping)")
         print(f"  profile s/subnet {s.profile_seconds_per_subnet:.3f}")
-        print(f"  bytes sent/meas. {s.bytes_sent_per_sample:,.0f}  (artifact mean {s.artifact_bytes_mean:,.0f})")
+        print(f"  bytes sent/meas. {s.bytes_sent_per_sample:,.0f} payload, {s.wire_bytes_per_sample:,.0f} on the wire "
+              f"(artifact mean {s.artifact_bytes_mean:,.0f})")
         print(f"  drift            {100 * s.drift['range']:.1f} % range over {s.drift['reference_rounds']} reference rounds "
               f"(first {s.drift['first']:.3f}, last {s.drift['last']:.3f})")
     print(f"next: nnf fit --device {devices[0]} --backbone {args.backbone}")
