@@ -15,6 +15,7 @@ import torch
 from host.cli import main
 from host.exports import read_sidecar
 from host.training import TrainConfig, Trainer
+from tests.test_search import numvqa_run  # noqa: F401 - fixture (trained run + synthetic device profile)
 
 
 @pytest.fixture(scope="module")
@@ -73,3 +74,19 @@ def test_generate_format_tflite_for_a_phone(run_dir: Path, tmp_path: Path, capsy
     assert exported["path"] == str(out / "model.tflite")
     assert exported["verification"]["passed"] is True
     assert exported["verification"]["accuracy_drop"] is not None
+
+
+def test_generate_for_a_device_budget_with_format(numvqa_run, tmp_path: Path, capsys) -> None:  # noqa: F811
+    """The device-budget path (`--device --latency-ms`) exports the model it picked, too."""
+    run, profiles, _ = numvqa_run
+    base = ["generate", "--space", "numvqa", "--task", "exactly one 0", "--checkpoint", str(run),
+            "--profiles-dir", str(profiles), "--device", "synthetic-dev", "--latency-ms", "2.2", "--json"]
+    out = tmp_path / "dev"
+    assert main([*base, "--out", str(out), "--format", "onnx"]) == 0
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert report["export"]["path"] == str(out / "model.onnx")
+    assert read_sidecar(out / "model.onnx")["source"]["gates_fingerprint"]
+    # flag mistakes fail before any generation work: nothing is written
+    bad = tmp_path / "bad"
+    assert main([*base, "--out", str(bad), "--format", "torch-export", "--int8"]) == 2
+    assert "int8 quantisation is not offered" in capsys.readouterr().err and not bad.exists()

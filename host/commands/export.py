@@ -83,9 +83,9 @@ def add_format_arguments(parser: argparse.ArgumentParser) -> None:
                         help="calibration samples for --int8 (default 64, from the task space's val split)")
 
 
-def export_after_generate(args: argparse.Namespace, model_dir: str | Path) -> dict | None:
-    """Export ``model_dir`` as asked by :func:`add_format_arguments`'s flags; None without ``--format``."""
-    from host.exports.model_dir import export_model_dir
+def check_format_arguments(args: argparse.Namespace) -> int | None:
+    """Validate the :func:`add_format_arguments` flags before any work; returns the calibration size."""
+    from host.exports.formats import check_combination, get_format
 
     fmt = getattr(args, "format", None)
     int8 = bool(getattr(args, "int8", False))
@@ -96,7 +96,18 @@ def export_after_generate(args: argparse.Namespace, model_dir: str | Path) -> di
         return None
     if calibration is not None and not int8:
         raise ConfigError("--calibration only applies with --int8 (float32 exports need no calibration)")
+    check_combination(None, get_format(fmt), int8)
     n = 64 if calibration is None else calibration
     if n < 1:
         raise ConfigError(f"--calibration must be at least 1, got {n}")
-    return export_model_dir(model_dir, fmt, int8=int8, calibration_samples=n).to_json()
+    return n
+
+
+def export_after_generate(args: argparse.Namespace, model_dir: str | Path) -> dict | None:
+    """Export ``model_dir`` as asked by :func:`add_format_arguments`'s flags; None without ``--format``."""
+    from host.exports.model_dir import export_model_dir
+
+    n = check_format_arguments(args)
+    if n is None:
+        return None
+    return export_model_dir(model_dir, args.format, int8=bool(args.int8), calibration_samples=n).to_json()

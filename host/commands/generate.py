@@ -56,6 +56,9 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("give --activation-limit (e.g. 0.3), or --device NAME with --latency-ms and/or --memory-mb")
     if device_mode and args.device is None:
         raise ConfigError("--latency-ms/--memory-mb/--live need --device NAME (whose profile or agent to use)")
+    from host.commands.export import check_format_arguments, export_after_generate
+
+    check_format_arguments(args)  # --format/--int8 mistakes fail before any generation work
     t0 = time.perf_counter()
     factory = ModelFactory.load(space=args.space, checkpoint=args.checkpoint)
     load_s = time.perf_counter() - t0
@@ -63,8 +66,6 @@ def run(args: argparse.Namespace) -> int:
         return _run_device(args, factory, load_s)
     _, summary = factory.generate(args.task, args.activation_limit, args.out)
     summary["seconds_load_checkpoint"] = round(load_s, 4)
-    from host.commands.export import export_after_generate
-
     exported = export_after_generate(args, args.out)  # None without --format
     if exported is not None:
         summary["export"] = exported
@@ -101,6 +102,11 @@ def _run_device(args: argparse.Namespace, factory, load_s: float) -> int:  # noq
         method=args.search, out_dir=args.out, profiles_root=args.profiles_dir,
     )
     report["seconds_load_checkpoint"] = round(load_s, 4)
+    from host.commands.export import export_after_generate
+
+    exported = export_after_generate(args, args.out)  # --format: the artifact for the device (issue 6)
+    if exported is not None:
+        report["export"] = exported
     if args.json:
         print_json(report)
         return 0
@@ -120,4 +126,7 @@ def _run_device(args: argparse.Namespace, factory, load_s: float) -> int:  # noq
     print(f"param bytes       {report['param_bytes']:,}  (peak activation {report['peak_activation_bytes']:,} bytes)")
     print(f"seconds           {report['seconds']:.3f}  (+ {load_s:.2f} s loading the checkpoint)")
     print(f"written to        {report['out']}")
+    if exported is not None:
+        print(f"exported to       {exported['path']}  ({exported['format']}, {exported['precision']}, "
+              f"{exported['size_bytes']:,} bytes)")
     return 0
