@@ -111,3 +111,14 @@ def export_after_generate(args: argparse.Namespace, model_dir: str | Path) -> di
     if n is None:
         return None
     return export_model_dir(model_dir, args.format, int8=bool(args.int8), calibration_samples=n).to_json()
+
+
+def export_line(exported: dict) -> str:
+    """One human line for an export result (``ExportResult.to_json()``), as `nnf generate` prints it."""
+    v = exported.get("verification") or {}
+    line = (f"{exported['path']}  ({exported['format']}, {exported['precision']}, {exported['size_bytes']:,} bytes; "
+            f"max abs diff {v.get('max_abs_diff', float('nan')):.3g} in {v.get('runtime', '?')}")
+    if v.get("accuracy_reference") is not None:
+        line += (f"; task accuracy {v['accuracy_reference']:.4f} PyTorch vs {v['accuracy_artifact']:.4f} export "
+                 f"on {v['samples']} test images")
+    return line + ")"

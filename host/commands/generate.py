@@ -80,9 +80,9 @@ def run(args: argparse.Namespace) -> int:
     print(f"seconds           {summary['seconds']:.3f}  (+ {load_s:.2f} s loading the checkpoint)")
     print(f"written to        {summary['out']}")
     if exported is not None:
-        v = exported["verification"]
-        print(f"exported to       {exported['path']}  ({exported['format']}, {exported['precision']}, "
-              f"{exported['size_bytes']:,} bytes; max abs diff {v['max_abs_diff']:.3g} in {v['runtime']})")
+        from host.commands.export import export_line
+
+        print(f"exported to       {export_line(exported)}")
     return 0
 
 
@@ -127,6 +127,7 @@ def _run_device(args: argparse.Namespace, factory, load_s: float) -> int:  # noq
     print(f"seconds           {report['seconds']:.3f}  (+ {load_s:.2f} s loading the checkpoint)")
     print(f"written to        {report['out']}")
     if exported is not None:
-        print(f"exported to       {exported['path']}  ({exported['format']}, {exported['precision']}, "
-              f"{exported['size_bytes']:,} bytes)")
+        from host.commands.export import export_line
+
+        print(f"exported to       {export_line(exported)}")
     return 0
