@@ -135,7 +135,9 @@ def evaluate(args: argparse.Namespace, store_path: Path) -> dict:
                                   "latency_mape": imp["mape"], "memory_within_5pct": mem["within_5pct"],
                                   "memory_mape": mem["mape"]}
         out["baseline_linear"][str(n)] = {"latency_within_10pct": lin["within_10pct"],
-                                          "latency_within_5pct": lin["within_5pct"], "latency_mape": lin["mape"]}
+                                          "latency_within_5pct": lin["within_5pct"], "latency_mape": lin["mape"],
+                                          "memory_within_5pct": mem["baseline"]["within_5pct"],
+                                          "memory_mape": mem["baseline"]["mape"]}
         if args.stat != "median":
             c, lat, pb, act, peak, _, _ = arrays["median"]
             _, _, accm = fit_models(layout, c, lat, pb, act, peak, tr, test)
@@ -201,6 +203,8 @@ def plot(result: dict, path: Path) -> None:
     ax.plot(ns, [result["samples"][str(n)]["latency_within_10pct"] for n in ns], "o-", label="latency ±10 % (improved)")
     ax.plot(ns, [result["baseline_linear"][str(n)]["latency_within_10pct"] for n in ns], "s--", label="latency ±10 % (linear)")
     ax.plot(ns, [result["samples"][str(n)]["memory_within_5pct"] for n in ns], "^-", label="memory ±5 %")
+    ax.plot(ns, [result["baseline_linear"][str(n)]["memory_within_5pct"] for n in ns], "v:",
+            label="memory ±5 % (bias+params+act)")
     ax.set_xscale("log")
     ax.set_xlabel("profiled subnets used for fitting")
     ax.set_ylabel(f"share of {result['test_subnets']} held-out subnets")
@@ -247,11 +251,12 @@ def main() -> int:
         result["host_seconds_per_subnet_isolated"] = iso["mean"]
     plot(result, Path(args.png))
     result["png"] = str(args.png)
-    print(f"{'n':>6} | {'lat ±10% imp':>12} {'lat ±10% lin':>12} {'MAPE imp':>9} {'MAPE lin':>9} | {'mem ±5%':>8}")
+    print(f"{'n':>6} | {'lat ±10% imp':>12} {'lat ±10% lin':>12} {'MAPE imp':>9} {'MAPE lin':>9} | {'mem ±5%':>8} "
+          f"{'mem ±5% base':>12}")
     for n, r in result["samples"].items():
         b = result["baseline_linear"][n]
         print(f"{n:>6} | {r['latency_within_10pct']:12.3f} {b['latency_within_10pct']:12.3f} {r['latency_mape']:9.4f} "
-              f"{b['latency_mape']:9.4f} | {r['memory_within_5pct']:8.3f}")
+              f"{b['latency_mape']:9.4f} | {r['memory_within_5pct']:8.3f} {b['memory_within_5pct']:12.3f}")
     if "host_seconds_per_subnet_isolated" in result:
         print(f"host s/subnet with the current builder, in isolation: {result['host_seconds_per_subnet_isolated']:.3f}")
     print(f"profile s/subnet {result['profile_seconds_per_subnet']:.2f}  host s/subnet {result['host_seconds_per_subnet']:.3f}  "

@@ -97,7 +97,7 @@ def test_run_fit_and_resume_without_loss_or_duplicates(tmp_path: Path) -> None:
     assert len(data.indices) == 60
     model = LatencyModel(LAYOUT, LatencySchema.named("linear")).fit(data.counts, data.latency_us)
     np.testing.assert_allclose(model.coef, TRUE_COEF, rtol=0.1, atol=0.5)
-    mem = MemoryModel().fit(data.param_bytes, data.peak_activation_bytes, data.peak_bytes)
+    mem = MemoryModel(active_layers=False).fit(data.param_bytes, data.peak_activation_bytes, data.peak_bytes)
     assert accuracy(mem.predict(data.param_bytes, data.peak_activation_bytes), data.peak_bytes, 0.05)["within"] == 1.0
 
 
