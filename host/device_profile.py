@@ -72,6 +72,7 @@ def atomic_write_json(path: Path, data: Any) -> None:
             f.write("\n")
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; profiles are meant to be shared
         os.replace(tmp, path)
     except BaseException:
         _unlink_quietly(tmp)
