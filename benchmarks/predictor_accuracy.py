@@ -164,6 +164,37 @@ def evaluate(args: argparse.Namespace, store_path: Path) -> dict:
     return out
 
 
+def ablation(args: argparse.Namespace, store_path: Path) -> dict:
+    """Improved latency model with one ingredient removed, plus drift correction, on all training subnets."""
+    from dataclasses import replace
+
+    from host.campaign import CampaignStore, load_samples
+    from host.device_profile import heldout_arrays
+    from host.predictor import LatencyModel, LatencySchema, accuracy
+
+    out = {}
+    with CampaignStore(store_path) as store:
+        layout = store.layout()
+        for dc in (True, False):
+            main = load_samples(store, stat=args.stat, correct_drift=dc)
+            test = None
+            if args.test_store:
+                with CampaignStore(args.test_store) as ts:
+                    test = load_samples(ts, stat=args.stat, correct_drift=False)
+            c, lat, _, _, _, tr, te = heldout_arrays(main, test, n_test=args.test)
+            base = LatencySchema.named("improved")
+            schemas = {"improved": base} if dc else {
+                "improved": base, "without nonzero terms": replace(base, nonzero=False),
+                "without channel padding": replace(base, simd=0), "absolute error": replace(base, relative=False),
+                "linear (paper)": LatencySchema.named("linear")}
+            for label, sch in schemas.items():
+                m = LatencyModel(layout, sch).fit(c[tr], lat[tr])
+                a = accuracy(m.predict(c[te]), lat[te], 0.10)
+                out[label + (" + drift correction" if dc else "")] = {"latency_within_10pct": a["within"],
+                                                                      "latency_mape": a["mape"]}
+    return out
+
+
 def time_host_work(args: argparse.Namespace, n: int) -> dict:
     """Host work per subnet with the current builder, in isolation: gates + extraction + export + store commit."""
     import torch
@@ -236,6 +267,7 @@ def main() -> int:
     p.add_argument("--max-minutes", type=float, default=None, help="stop measuring after this long (resumable)")
     p.add_argument("--host-timing", type=int, default=20,
                    help="also time the current builder's host work on this many subnets in isolation (0 = skip)")
+    p.add_argument("--ablation", action="store_true", help="also fit the improved model without each ingredient")
     p.add_argument("--constant-weights", action="store_true", help="(host timing) build constant-weight artifacts")
     p.add_argument("--png", default=str(ROOT / "benchmarks" / "results" / "predictor_accuracy.png"))
     p.add_argument("--json", action="store_true")
@@ -246,6 +278,11 @@ def main() -> int:
         measure(args, store)
     result = evaluate(args, store)
     args.store_path = store
+    if args.ablation:
+        result["ablation"] = ablation(args, store)
+        for k, v in result["ablation"].items():
+            print(f"ablation ({len(result['samples']) and max(result['samples'], key=int)} train): {k:40s} "
+                  f"±10% {v['latency_within_10pct']:.2f}  MAPE {v['latency_mape']:.4f}")
     if args.host_timing > 0:
         iso = time_host_work(args, args.host_timing)
         result["host_seconds_per_subnet_isolated"] = iso["mean"]
