@@ -316,18 +316,18 @@ class ProfilingAgentServicer(pb_grpc.ProfilingAgentServicer):
                    "must carry sha256 and total_size_bytes")
         sha, total = first.sha256, int(first.total_size_bytes)
         try:
+            self.store.begin(sha)  # claim first: nobody can finish this hash while we look at it
+        except BadHash as exc:
+            _abort(context, grpc.StatusCode.INVALID_ARGUMENT, "invalid", str(exc))
+        except UploadBusy as exc:
+            _abort(context, grpc.StatusCode.ABORTED, "busy", str(exc))
+        try:
             st = self.store.state(sha)
             if st.present:
                 for _ in request_iterator:  # drain what the client already sent
                     pass
                 return pb.UploadArtifactResponse(sha256=sha, complete=True, received_bytes=st.size_bytes,
                                                  size_bytes=st.size_bytes, already_present=True)
-            self.store.begin(sha)
-        except BadHash as exc:
-            _abort(context, grpc.StatusCode.INVALID_ARGUMENT, "invalid", str(exc))
-        except UploadBusy as exc:
-            _abort(context, grpc.StatusCode.ABORTED, "busy", str(exc))
-        try:
             received = int(first.offset)
             with self.store.open_partial(sha, total, received) as fh:
                 chunk = first

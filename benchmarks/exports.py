@@ -10,6 +10,10 @@ loaded in its device runtime and compared with the PyTorch model on 16 inputs (m
 median batch-1 latency of all of them and of eager PyTorch is measured interleaved in one process, one
 thread each (torch.set_num_threads(1), ORT intra_op_num_threads=1, LiteRT num_threads=1).
 
+--numvqa-checkpoint PATH: instead, the int8 *task accuracy* drop of NumVQA models generated from a
+checkpoint, on --samples balanced test images per task (JSON: {"<task> @ <limit>": {"<format>":
+{"accuracy_reference", "accuracy_artifact", "accuracy_drop", "top1_agreement", "max_abs_diff"}}}).
+
 --size small (default): resnet_numvqa (BasicBlock, 1x56x56), bottleneck_tiny, mobilenetv2_tiny,
 vit_tiny (3x32x32). --size full: resnet18, resnet50, mobilenetv2, vit_s16 at 224x224 (slow to convert).
 
@@ -132,6 +136,39 @@ def bench_backbone(config: str, work: Path, int8: bool, rounds: int, runs: int) 
     return rows, model
 
 
+def bench_task_accuracy(checkpoint: Path, requests: list[tuple[str, float]], samples: int, calibration: int,
+                        work: Path) -> dict[str, dict]:
+    """int8 task accuracy drop of generated NumVQA models (real test images, labels from the task space)."""
+    from host.exports.inputs import task_inputs_for
+    from host.generate import ModelFactory
+
+    factory = ModelFactory.load(space="numvqa", checkpoint=checkpoint)
+    out: dict[str, dict] = {}
+    for task, limit in requests:
+        compact, summary = factory.generate(task, limit)
+        verify = task_inputs_for(compact, samples, seed=1, split="test")
+        calib = task_inputs_for(compact, calibration, seed=0, split="val")
+        rows: dict[str, dict] = {"_request": {"activation_limit": limit, "activation_ratio": summary["activation_ratio"],
+                                              "samples": samples, "calibration": calibration}}
+        for fmt, q in (("onnx", False), ("onnx", True), ("tflite", False), ("tflite", True)):
+            dest = work / f"acc{'.int8' if q else ''}{FORMATS[fmt].suffix}"
+            v = export_artifact(compact, fmt, dest, int8=q, calibration=calib if q else None, verify=verify).verification
+            rows[fmt + ("-int8" if q else "")] = {
+                "accuracy_reference": v.accuracy_reference, "accuracy_artifact": v.accuracy_artifact,
+                "accuracy_drop": v.accuracy_drop, "top1_agreement": v.top1_agreement, "max_abs_diff": v.max_abs_diff,
+            }
+        key = f"{task} @ {limit:g}"
+        out[key] = rows
+        print(f"\n{key} (activation ratio {summary['activation_ratio']:.3f}; {samples} test images, "
+              f"int8 calibrated on {calibration} val images)")
+        print(f"  {'format':<13}{'acc PyTorch':>12}{'acc export':>11}{'drop':>8}{'top1 agree':>11}{'max abs diff':>14}")
+        for k, r in rows.items():
+            if not k.startswith("_"):
+                print(f"  {k:<13}{r['accuracy_reference']:>12.4f}{r['accuracy_artifact']:>11.4f}"
+                      f"{r['accuracy_drop']:>+8.4f}{r['top1_agreement']:>11.4f}{r['max_abs_diff']:>14.3g}")
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--json", action="store_true")
@@ -140,8 +177,19 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=15, help="interleaved timing rounds")
     ap.add_argument("--runs", type=int, default=10, help="runs per format per round")
     ap.add_argument("--backbones", default=",".join(CONFIGS["small"]), help="comma-separated subset")
+    ap.add_argument("--numvqa-checkpoint", type=Path, default=None,
+                    help="instead: int8 task-accuracy drop of models generated from this NumVQA checkpoint")
+    ap.add_argument("--requests", default="at least one 0@1.0,at least one 5@1.0,at least two even@0.3",
+                    help="with --numvqa-checkpoint: TASK@LIMIT,... to generate")
+    ap.add_argument("--samples", type=int, default=400, help="with --numvqa-checkpoint: test images per task")
     args = ap.parse_args()
     torch.set_num_threads(1)
+    if args.numvqa_checkpoint is not None:
+        requests = [(r.rsplit("@", 1)[0], float(r.rsplit("@", 1)[1])) for r in args.requests.split(",")]
+        with tempfile.TemporaryDirectory(prefix="nnf-bench-exports-") as tmp:
+            acc = bench_task_accuracy(args.numvqa_checkpoint, requests, args.samples, 64, Path(tmp))
+        _util.emit(acc, args.json)
+        return
     result: dict[str, dict] = {}
     with tempfile.TemporaryDirectory(prefix="nnf-bench-exports-") as tmp:
         for backbone in args.backbones.split(","):

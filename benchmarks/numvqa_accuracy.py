@@ -20,7 +20,7 @@ from pathlib import Path
 import _util
 import torch
 
-from host.generate import ModelFactory, evaluate_generated
+from host.generate import ModelFactory, evaluate_generated, limit_key
 
 LIMITS = [0.05, 0.1, 0.2, 0.3, 0.5, 1.0]
 
@@ -102,7 +102,7 @@ def main() -> None:
     space = factory.space
     seen, unseen = space.names("seen"), space.names("unseen")
     res = evaluate_generated(factory, LIMITS, per_task=args.per_task)
-    per_task = {name: row["accuracy"] for name, row in res["per_limit"]["0.3"].items()}
+    per_task = {name: row["accuracy"] for name, row in res["per_limit"][limit_key(0.3)].items()}
 
     seconds = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -136,7 +136,7 @@ def main() -> None:
           f"{result['train_seconds'] / 60:.0f} min of training), {args.per_task} MNIST-test questions per task")
     print(f"{'limit':>6} | {'seen acc':>8} {'ratio':>7} | {'unseen acc':>10} {'ratio':>7}")
     for lim in LIMITS:
-        k = f"{lim:g}"
+        k = limit_key(lim)
         s, u = result["seen"][k], result["unseen"][k]
         print(f"{k:>6} | {s['accuracy']:>8.4f} {s['activation_ratio']:>7.4f} | {u['accuracy']:>10.4f} "
               f"{u['activation_ratio']:>7.4f}")

@@ -124,6 +124,11 @@ def write_checkpoint(
         meta["version"] = CHECKPOINT_VERSION
         meta["files"] = files
         (tmp / "checkpoint.json").write_text(json.dumps(meta, indent=1, sort_keys=True))
+        umask = os.umask(0)
+        os.umask(umask)
+        for f in tmp.iterdir():  # mkdtemp/safetensors create private modes; use the ordinary ones
+            f.chmod(0o666 & ~umask)
+        tmp.chmod(0o777 & ~umask)
         os.replace(tmp, path)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

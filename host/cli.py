@@ -26,6 +26,8 @@ COMMAND_MODULES: tuple[str, ...] = (
     "host.commands.agent",
     "host.commands.profile",
     "host.commands.fit",
+    "host.commands.devices",
+    "host.commands.deploy",
 )
 
 

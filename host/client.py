@@ -515,13 +515,17 @@ class AgentClient:
                             yield pb.UploadChunk(data=data)
                         pos += len(data)
                         sent_now[0] += len(data)
+                if first:  # nothing left to send (the agent holds every byte): a header alone lets it verify
+                    yield pb.UploadChunk(sha256=sha, total_size_bytes=size, offset=offset, filename=name)
 
             timeout = self.timeout_s + size / (1024 * 1024)  # at least 1 MiB/s on top of the base deadline
             try:
                 resp = self._stub.UploadArtifact(chunks(), timeout=timeout, metadata=self._metadata)
             except grpc.RpcError as exc:
                 sent_total += sent_now[0]
-                if attempt < self.retries and _retryable(exc):
+                offset_moved = exc.code() == grpc.StatusCode.FAILED_PRECONDITION and any(
+                    k == ERROR_KIND_KEY and v == "offset" for k, v in (exc.trailing_metadata() or ()))
+                if attempt < self.retries and (_retryable(exc) or offset_moved):  # re-ask where to resume
                     self._sleep_backoff(attempt)
                     attempt += 1
                     continue

@@ -166,14 +166,14 @@ def evaluate_generated(
                 "macs": compact.spec.macs(),
                 "split": t.split,
             }
-        per_limit[_key(lim)] = rows
+        per_limit[limit_key(lim)] = rows
     out: dict[str, Any] = {"per_limit": per_limit}
     for split_name in ("seen", "unseen"):
         out[split_name] = {}
         for lim in limits:
-            rows = [r for r in per_limit[_key(lim)].values() if r["split"] == split_name]
+            rows = [r for r in per_limit[limit_key(lim)].values() if r["split"] == split_name]
             if rows:
-                out[split_name][_key(lim)] = {
+                out[split_name][limit_key(lim)] = {
                     "accuracy": statistics.fmean(r["accuracy"] for r in rows),
                     "activation_ratio": statistics.fmean(r["activation_ratio"] for r in rows),
                     "max_activation_ratio": max(r["activation_ratio"] for r in rows),
@@ -186,5 +186,6 @@ def evaluate_generated(
     return out
 
 
-def _key(limit: float) -> str:
-    return f"{float(limit):g}"
+def limit_key(limit: float) -> str:
+    """JSON key of a limit: "0.05", "0.3", "1.0"."""
+    return repr(float(limit))

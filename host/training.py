@@ -8,8 +8,9 @@ Two phases, one optimizer, one step counter:
    hard gates (keep ratio drawn per sample) so that features survive the removal of modules.
 2. **joint**: mixed, shuffled batches over all training tasks (seen + extra attribute combinations),
    a limit drawn per sample, the assembler producing each sample's gates from ``<task, limit>``, and
-   ``L = CE + λ·GL`` with ``GL = (ratio − limit)²`` only above the limit. Gates follow Improved
-   SemHash (random half hard with straight-through, half soft). A short curriculum starts the
+   ``L = CE + λ·GL`` with ``GL = (ratio − limit)²`` only above the limit, the ratio being that of the
+   hard gates (straight-through gradient). The supernet's gates follow Improved SemHash (random half
+   hard with straight-through, half soft). A short curriculum starts the
    limits high and widens them to ``limit_min``.
 
 Every batch is a pure function of ``(seed, step, rank)``, the learning rate a pure function of the
@@ -36,7 +37,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from host.assembler import AssemblerConfig, ModuleAssembler, gate_loss, semhash_gates
+from host.assembler import AssemblerConfig, ModuleAssembler, gate_loss, hard_gates_st, semhash_gates
 from host.checkpoint import RUN_INDEX, Checkpoint, atomic_write_text, read_checkpoint, write_checkpoint
 from host.errors import ConfigError, SpecError
 from host.tasks import TaskSpace, get_family, load_space
@@ -176,9 +177,10 @@ class JointModel(nn.Module):
     def forward(
         self, images: torch.Tensor, tasks: torch.Tensor, limits: torch.Tensor, use_hard: torch.Tensor
     ) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
+        """Returns (answers, the gates the supernet used, hard straight-through gates for the ratio)."""
         logits = self.assembler(tasks, limits)
         gates = [semhash_gates(w, use_hard) for w in logits]
-        return self.supernet(images, gates=gates), gates, logits
+        return self.supernet(images, gates=gates), gates, [hard_gates_st(w) for w in logits]
 
 
 # ---- helpers ------------------------------------------------------------------------------------
@@ -529,16 +531,16 @@ class Trainer:
         lo = min(lo, cfg.limit_max)
         limits = lo + (cfg.limit_max - lo) * torch.rand(b, generator=gen)
         use_hard = torch.rand(b, generator=gen) < 0.5
-        out, gates, logits = self._module("joint")(batch.images, self.task_enc[tids], limits, use_hard)
+        out, _gates, hard = self._module("joint")(batch.images, self.task_enc[tids], limits, use_hard)
         ce = nn.functional.cross_entropy(out, batch.labels)
-        gl = gate_loss(gates, limits)
+        gl = gate_loss(hard, limits)
         loss = ce + cfg.gate_lambda * gl
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         nn.utils.clip_grad_norm_(self.models.parameters(), cfg.grad_clip)
         self.optimizer.step()
         with torch.no_grad():
-            hard_ratio = torch.cat([w > 0 for w in logits], dim=1).float().mean(dim=1)
+            hard_ratio = torch.cat(hard, dim=1).mean(dim=1)
         return {
             "loss": loss.item(),
             "ce": ce.item(),

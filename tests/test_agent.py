@@ -27,6 +27,7 @@ from agent.worker import summarize
 from host.client import (
     AgentArtifactError,
     AgentAuthError,
+    AgentBusyError,
     AgentClient,
     AgentModelError,
     AgentRequestError,
@@ -312,6 +313,70 @@ def test_two_agents_on_one_device_never_overlap(tmp_path: Path, mm_onnx: Path) -
     (s0, e0), (s1, e1) = sorted((r.started_unix_ns, r.finished_unix_ns) for r in results)
     assert e0 <= s1, "two agents timed models at the same time"
     assert all(r.context.extra["nice"].startswith("5") for r in results)  # raising nice needs no privilege
+
+
+@needs_ort
+def test_queue_deadline_and_busy(tmp_path: Path, mm_onnx: Path) -> None:
+    """A request whose deadline passes in the queue fails without running; a full queue says busy."""
+    server, port = create_server("127.0.0.1:0", cache_dir=tmp_path / "c", max_queue=1)
+    addr = f"127.0.0.1:{port}"
+    try:
+        with AgentClient(addr) as c:
+            sha = c.upload(mm_onnx).sha256
+        long_done = threading.Event()
+
+        def long_profile() -> None:
+            with AgentClient(addr) as c:
+                c.profile(ProfileRequest(sha, warmup_runs=1, repeats=5, min_time_s=2.0))
+            long_done.set()
+
+        t = threading.Thread(target=long_profile)
+        t.start()
+        time.sleep(0.5)  # the long one holds the device now
+        with AgentClient(addr, retries=0) as c:
+            waiter_err: list[Exception] = []
+
+            def queued() -> None:
+                try:
+                    c.profile(ProfileRequest(sha, deadline_s=1.0, **QUICK))
+                except Exception as exc:  # noqa: BLE001 - asserted below
+                    waiter_err.append(exc)
+
+            q = threading.Thread(target=queued)
+            q.start()
+            time.sleep(0.3)  # now one request waits: the queue (max 1) is full
+            with pytest.raises(AgentBusyError, match="busy"):
+                c.profile(ProfileRequest(sha, **QUICK))
+            q.join(10)
+        assert len(waiter_err) == 1 and isinstance(waiter_err[0], AgentTimeoutError)
+        assert "waiting for the device" in str(waiter_err[0])
+        t.join(30)
+        assert long_done.is_set()
+    finally:
+        server.stop(0).wait()
+
+
+def test_concurrent_uploads_of_one_artifact(agent_server: str, tmp_path: Path) -> None:
+    p = tmp_path / "same.bin"
+    p.write_bytes(np.random.default_rng(7).bytes(3_000_000))
+    results, errors = [], []
+
+    def up() -> None:
+        try:
+            with AgentClient(agent_server, chunk_bytes=64 * 1024, backoff_s=0.05) as c:
+                results.append(c.upload(p))
+        except Exception as exc:  # noqa: BLE001 - asserted below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=up) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors and len({r.sha256 for r in results}) == 1
+    with AgentClient(agent_server) as c:
+        assert c.artifact_status(results[0].sha256).size_bytes == 3_000_000
+        c.delete_artifacts([results[0].sha256])
 
 
 @needs_ort

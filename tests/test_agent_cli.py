@@ -51,3 +51,27 @@ def test_start_profile_stop(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
         assert main(["agent", "stop", "--pid", str(started["pid"]), "--json"]) == 0
     assert json.loads(capsys.readouterr().out.strip())["stopped"]
     assert main(["agent", "stop", "--pid", str(os.getpid())]) == 2  # refuses to kill a non-agent process
+
+
+def test_serve_prints_port_and_stops_cleanly(tmp_path: Path) -> None:
+    """The launcher contract: one NNF_AGENT_LISTENING line on stdout, --port-file, SIGTERM -> exit 0."""
+    import signal
+
+    from host.client import AgentClient
+
+    port_file = tmp_path / "port"
+    proc = subprocess.Popen([sys.executable, "-m", "agent", "serve", "--port", "0", "--cache-dir", str(tmp_path / "c"),
+                             "--port-file", str(port_file), "--device-lock", "none"],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline().strip()
+        fields = dict(kv.split("=", 1) for kv in line.split()[1:])
+        assert line.startswith("NNF_AGENT_LISTENING ") and fields["host"] == "127.0.0.1"
+        assert int(fields["pid"]) == proc.pid and int(port_file.read_text()) == int(fields["port"])
+        with AgentClient(f"127.0.0.1:{fields['port']}") as c:
+            c.wait_ready(30)
+            assert c.health() == "SERVING"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)  # also closes the pipes
+    assert proc.returncode == 0, err

@@ -109,3 +109,15 @@ def test_gate_loss_only_above_limit():
     assert torch.isclose(loss, torch.tensor((0.0 + 0.25) / 2))
     loss.backward()
     assert gates[0].grad[0].abs().sum() == 0 and gates[0].grad[1].abs().sum() > 0
+
+
+def test_gate_loss_on_hard_straight_through_ratio():
+    from host.assembler import hard_gates_st
+
+    w = torch.tensor([[0.2, 0.1, -0.1, -3.0]], requires_grad=True)  # soft gates ~0.55, 0.53, 0.47, 0.0
+    hard = hard_gates_st(w)
+    assert hard.tolist() == [[1.0, 1.0, 0.0, 0.0]]
+    loss = gate_loss([hard], torch.tensor([0.25]))  # hard ratio 0.5 > 0.25
+    assert torch.isclose(loss, torch.tensor(0.0625))
+    loss.backward()
+    assert (w.grad[0, :3] > 0).all()  # pushes logits down through the soft gate's slope

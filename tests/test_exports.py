@@ -377,3 +377,12 @@ def test_generate_hooks_export_the_generated_dir(tmp_path: Path) -> None:
         export_after_generate(parser.parse_args(["--int8"]), model_dir)
     with pytest.raises(ConfigError, match="int8 quantisation is not offered for format 'torchscript'"):
         export_after_generate(parser.parse_args(["--format", "torchscript", "--int8"]), model_dir)
+
+
+def test_inputs_of_the_wrong_shape_are_refused(tmp_path: Path) -> None:
+    build, shape = PLAIN_MODELS["resnet_basic"]
+    wrong = InputSet(torch.zeros(2, 3, 56, 56), None, "wrong channels")
+    with pytest.raises(ConfigError, match=r"verification inputs have shape \(3, 56, 56\).*takes \(1, 56, 56\)"):
+        export_artifact(build(), "onnx", tmp_path / "m.onnx", input_shape=shape, verify=wrong)
+    with pytest.raises(ConfigError, match="calibration inputs have shape"):
+        export_artifact(build(), "onnx", tmp_path / "m.onnx", input_shape=shape, int8=True, calibration=wrong)

@@ -63,11 +63,11 @@ def test_generated_model_evaluation_matches_gated_supernet(run_dir):
     sampler = get_family(space.family).make_sampler(space, "test")
     ids = torch.tensor([space.names().index(n) for n in names])
     ref = evaluate(factory.models, sampler.balanced(ids, 8, seed=5), [0.2, 1.0])
-    for lim, key in ((0.2, "0.2"), (1.0, "1")):
+    for lim, key in ((0.2, "0.2"), (1.0, "1.0")):
         for n, i in zip(names, ids.tolist(), strict=True):
             assert res["per_limit"][key][n]["accuracy"] == pytest.approx(ref[lim]["per_task"][i])
             assert res["per_limit"][key][n]["activation_ratio"] <= lim
-    assert set(res["seen"]) == {"0.2", "1"} and set(res["unseen"]) == {"0.2", "1"}
+    assert set(res["seen"]) == {"0.2", "1.0"} and set(res["unseen"]) == {"0.2", "1.0"}
 
 
 def test_bad_requests_write_nothing(run_dir, tmp_path, capsys):

@@ -39,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from host.cli import print_json
-    from host.generate import ModelFactory, evaluate_generated
+    from host.generate import ModelFactory, evaluate_generated, limit_key
 
     torch.set_num_threads(max(1, args.threads))
     limits = parse_limits(args.limits)
@@ -52,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"checkpoint {result['checkpoint']} (step {result['checkpoint_step']}), {args.per_task} test questions per task")
     print(f"{'limit':>6} {'seen acc':>9} {'seen ratio':>11} {'unseen acc':>11} {'unseen ratio':>13}")
     for lim in limits:
-        k = f"{lim:g}"
+        k = limit_key(lim)
         s, u = result["seen"].get(k, {}), result["unseen"].get(k, {})
         print(f"{k:>6} {s.get('accuracy', float('nan')):>9.4f} {s.get('activation_ratio', float('nan')):>11.4f} "
               f"{u.get('accuracy', float('nan')):>11.4f} {u.get('activation_ratio', float('nan')):>13.4f}")

@@ -22,6 +22,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, type=Path, help="output directory for the compact model")
     p.add_argument("--checkpoint", type=Path, default=None,
                    help="checkpoint or training-run directory (default: the checkpoint shipped for --space)")
+    from host.commands.export import add_format_arguments  # --format/--int8/--calibration (issue 6)
+
+    add_format_arguments(p)
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     # device budgets (host.budget): search the largest limit whose model fits the device
     p.add_argument("--device", default=None, help="device whose profile (device_profiles/<device>.json) sets the limit")
@@ -60,6 +63,11 @@ def run(args: argparse.Namespace) -> int:
         return _run_device(args, factory, load_s)
     _, summary = factory.generate(args.task, args.activation_limit, args.out)
     summary["seconds_load_checkpoint"] = round(load_s, 4)
+    from host.commands.export import export_after_generate
+
+    exported = export_after_generate(args, args.out)  # None without --format
+    if exported is not None:
+        summary["export"] = exported
     if args.json:
         print_json(summary)
         return 0
@@ -70,6 +78,10 @@ def run(args: argparse.Namespace) -> int:
     print(f"MACs              {summary['macs']:,}")
     print(f"seconds           {summary['seconds']:.3f}  (+ {load_s:.2f} s loading the checkpoint)")
     print(f"written to        {summary['out']}")
+    if exported is not None:
+        v = exported["verification"]
+        print(f"exported to       {exported['path']}  ({exported['format']}, {exported['precision']}, "
+              f"{exported['size_bytes']:,} bytes; max abs diff {v['max_abs_diff']:.3g} in {v['runtime']})")
     return 0
 
 

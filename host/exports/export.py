@@ -215,8 +215,7 @@ def _io_spec(runner: ArtifactRunner, in_shape: tuple[int, ...], out_shape: tuple
     inputs: list[dict[str, Any]] = [{"name": INPUT_NAME, "shape": list(in_shape), "dtype": "float32"}]
     outputs: list[dict[str, Any]] = [{"name": OUTPUT_NAME, "shape": list(out_shape), "dtype": "float32"}]
     if runner.fmt.name == "tflite":
-        details_in = runner._interp.get_input_details()[0]
-        details_out = runner._interp.get_output_details()[0]
+        details_in, details_out = runner.tflite_io_details()
         for entry, det in ((inputs[0], details_in), (outputs[0], details_out)):
             entry["name"] = str(det["name"])
             entry["dtype"] = str(det["dtype"].__name__)
@@ -268,6 +267,11 @@ def export_artifact(
         if calibration_samples < 1:
             raise ConfigError(f"--calibration must be at least 1 sample, got {calibration_samples}")
         calibration = default_inputs(model, shape, calibration_samples, seed=seed, split="val")
+    for name, given in (("verification", verify), ("calibration", calibration)):
+        if given is not None and tuple(given.inputs.shape[1:]) != shape:
+            raise ConfigError(
+                f"{name} inputs have shape {tuple(given.inputs.shape[1:])} per sample, the model takes {shape}"
+            )
     gen = torch.Generator().manual_seed(seed)
     # clone: a view would drag the whole verification batch into archives that store sample inputs
     sample = verify.inputs[:1].float().clone()
@@ -312,7 +316,8 @@ def export_artifact(
             },
             "source": source_spec(model, {"backbone": backbone, "input_shape": list(shape), **dict(source or {})}),
             "int8": None if not int8 else {
-                "scheme": "static, per-channel symmetric int8 weights, int8 activations",
+                "scheme": "static post-training: int8 weights (per output channel, symmetric), int8 "
+                          "activations (per tensor, affine) with ranges from the calibration inputs",
                 "calibration_samples": int(calibration.inputs.shape[0]),
                 "calibration_source": calibration.source,
             },

@@ -75,6 +75,12 @@ class ArtifactRunner:
         else:  # pragma: no cover - FORMATS and this dispatch are kept in step
             raise ArtifactError(f"no runtime for format {name!r}")
 
+    def tflite_io_details(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The LiteRT interpreter's details of the (single) input and output tensor."""
+        if self.fmt.name != "tflite":
+            raise ArtifactError(f"tflite_io_details() is for .tflite artifacts, not {self.fmt.name}")
+        return self._interp.get_input_details()[0], self._interp.get_output_details()[0]
+
     @property
     def quantized_io(self) -> bool:
         """True for LiteRT int8 models whose input/output tensors are int8."""
