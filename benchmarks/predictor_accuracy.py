@@ -135,7 +135,9 @@ def evaluate(args: argparse.Namespace, store_path: Path) -> dict:
                                   "latency_mape": imp["mape"], "memory_within_5pct": mem["within_5pct"],
                                   "memory_mape": mem["mape"]}
         out["baseline_linear"][str(n)] = {"latency_within_10pct": lin["within_10pct"],
-                                          "latency_within_5pct": lin["within_5pct"], "latency_mape": lin["mape"]}
+                                          "latency_within_5pct": lin["within_5pct"], "latency_mape": lin["mape"],
+                                          "memory_within_5pct": mem["baseline"]["within_5pct"],
+                                          "memory_mape": mem["baseline"]["mape"]}
         if args.stat != "median":
             c, lat, pb, act, peak, _, _ = arrays["median"]
             _, _, accm = fit_models(layout, c, lat, pb, act, peak, tr, test)
@@ -159,6 +161,37 @@ def evaluate(args: argparse.Namespace, store_path: Path) -> dict:
         "artifact_bytes_mean": float(np.mean([r["artifact_bytes"] for r in samples])),
         "latency_ms_range": [float(d.latency_us.min() / 1000), float(d.latency_us.max() / 1000)],
     })
+    return out
+
+
+def ablation(args: argparse.Namespace, store_path: Path) -> dict:
+    """Improved latency model with one ingredient removed, plus drift correction, on all training subnets."""
+    from dataclasses import replace
+
+    from host.campaign import CampaignStore, load_samples
+    from host.device_profile import heldout_arrays
+    from host.predictor import LatencyModel, LatencySchema, accuracy
+
+    out = {}
+    with CampaignStore(store_path) as store:
+        layout = store.layout()
+        for dc in (True, False):
+            main = load_samples(store, stat=args.stat, correct_drift=dc)
+            test = None
+            if args.test_store:
+                with CampaignStore(args.test_store) as ts:
+                    test = load_samples(ts, stat=args.stat, correct_drift=False)
+            c, lat, _, _, _, tr, te = heldout_arrays(main, test, n_test=args.test)
+            base = LatencySchema.named("improved")
+            schemas = {"improved": base} if dc else {
+                "improved": base, "without nonzero terms": replace(base, nonzero=False),
+                "without channel padding": replace(base, simd=0), "absolute error": replace(base, relative=False),
+                "linear (paper)": LatencySchema.named("linear")}
+            for label, sch in schemas.items():
+                m = LatencyModel(layout, sch).fit(c[tr], lat[tr])
+                a = accuracy(m.predict(c[te]), lat[te], 0.10)
+                out[label + (" + drift correction" if dc else "")] = {"latency_within_10pct": a["within"],
+                                                                      "latency_mape": a["mape"]}
     return out
 
 
@@ -201,6 +234,8 @@ def plot(result: dict, path: Path) -> None:
     ax.plot(ns, [result["samples"][str(n)]["latency_within_10pct"] for n in ns], "o-", label="latency ±10 % (improved)")
     ax.plot(ns, [result["baseline_linear"][str(n)]["latency_within_10pct"] for n in ns], "s--", label="latency ±10 % (linear)")
     ax.plot(ns, [result["samples"][str(n)]["memory_within_5pct"] for n in ns], "^-", label="memory ±5 %")
+    ax.plot(ns, [result["baseline_linear"][str(n)]["memory_within_5pct"] for n in ns], "v:",
+            label="memory ±5 % (bias+params+act)")
     ax.set_xscale("log")
     ax.set_xlabel("profiled subnets used for fitting")
     ax.set_ylabel(f"share of {result['test_subnets']} held-out subnets")
@@ -232,6 +267,7 @@ def main() -> int:
     p.add_argument("--max-minutes", type=float, default=None, help="stop measuring after this long (resumable)")
     p.add_argument("--host-timing", type=int, default=20,
                    help="also time the current builder's host work on this many subnets in isolation (0 = skip)")
+    p.add_argument("--ablation", action="store_true", help="also fit the improved model without each ingredient")
     p.add_argument("--constant-weights", action="store_true", help="(host timing) build constant-weight artifacts")
     p.add_argument("--png", default=str(ROOT / "benchmarks" / "results" / "predictor_accuracy.png"))
     p.add_argument("--json", action="store_true")
@@ -242,16 +278,22 @@ def main() -> int:
         measure(args, store)
     result = evaluate(args, store)
     args.store_path = store
+    if args.ablation:
+        result["ablation"] = ablation(args, store)
+        for k, v in result["ablation"].items():
+            print(f"ablation ({len(result['samples']) and max(result['samples'], key=int)} train): {k:40s} "
+                  f"±10% {v['latency_within_10pct']:.2f}  MAPE {v['latency_mape']:.4f}")
     if args.host_timing > 0:
         iso = time_host_work(args, args.host_timing)
         result["host_seconds_per_subnet_isolated"] = iso["mean"]
     plot(result, Path(args.png))
     result["png"] = str(args.png)
-    print(f"{'n':>6} | {'lat ±10% imp':>12} {'lat ±10% lin':>12} {'MAPE imp':>9} {'MAPE lin':>9} | {'mem ±5%':>8}")
+    print(f"{'n':>6} | {'lat ±10% imp':>12} {'lat ±10% lin':>12} {'MAPE imp':>9} {'MAPE lin':>9} | {'mem ±5%':>8} "
+          f"{'mem ±5% base':>12}")
     for n, r in result["samples"].items():
         b = result["baseline_linear"][n]
         print(f"{n:>6} | {r['latency_within_10pct']:12.3f} {b['latency_within_10pct']:12.3f} {r['latency_mape']:9.4f} "
-              f"{b['latency_mape']:9.4f} | {r['memory_within_5pct']:8.3f}")
+              f"{b['latency_mape']:9.4f} | {r['memory_within_5pct']:8.3f} {b['memory_within_5pct']:12.3f}")
     if "host_seconds_per_subnet_isolated" in result:
         print(f"host s/subnet with the current builder, in isolation: {result['host_seconds_per_subnet_isolated']:.3f}")
     print(f"profile s/subnet {result['profile_seconds_per_subnet']:.2f}  host s/subnet {result['host_seconds_per_subnet']:.3f}  "

@@ -68,8 +68,8 @@ class MeasureSettings:
     min_time_s: float = 0.5
     deadline_s: float = 120.0
     # "wall": perf_counter around each run (what a user of an idle device sees); "thread_cpu": the worker
-    # thread's CPU time per run, immune to preemption by other processes on a shared machine (with
-    # threads=1 it equals the idle-device wall time up to cache effects). Needs agent support.
+    # thread's CPU time per run (reported by the agent next to the wall time), immune to preemption by other
+    # processes on a shared machine; with threads=1 it approximates the idle-device wall time.
     clock: str = "wall"
 
     def __post_init__(self) -> None:
@@ -917,7 +917,6 @@ class AgentMeasurer:
             inputs=[TensorSpec(shape=(1, *input_shape))], threads=settings.threads,
             warmup_runs=settings.warmup_runs, repeats=settings.repeats, min_time_s=settings.min_time_s,
             deadline_s=settings.deadline_s,
-            options={"clock": settings.clock} if settings.clock != "wall" else {},
         )
         try:
             r = self.client.profile(req)
@@ -929,6 +928,17 @@ class AgentMeasurer:
             "device": r.context.device, "queue_wait_us": r.queue_wait_us, "load_time_ms": r.load_time_ms,
             "measure_time_s": r.measure_time_s,
         }
+        if settings.clock == "thread_cpu":  # the agent reports the worker thread's CPU time of every run too
+            cpu = np.array(getattr(r, "thread_cpu_samples_ns", ()) or (), dtype=np.float64) / 1000.0
+            if cpu.size == 0:
+                raise AgentError(f"agent {self.address} reports no per-run thread CPU time; use --clock wall")
+            ctx["clock"] = "thread_cpu"
+            return Measurement(
+                latency_median_us=float(np.median(cpu)), latency_min_us=float(cpu.min()),
+                latency_mean_us=float(cpu.mean()), latency_p90_us=float(np.percentile(cpu, 90)),
+                latency_std_us=float(cpu.std()), runs=int(cpu.size), peak_bytes=int(r.peak_bytes),
+                peak_method=r.peak_method, context=ctx, samples_us=cpu.tolist(),
+            )
         return Measurement(
             latency_median_us=r.median_latency_us, latency_min_us=r.min_latency_us, latency_mean_us=r.mean_latency_us,
             latency_p90_us=r.p90_latency_us, latency_std_us=r.std_latency_us, runs=len(r.samples_ns),

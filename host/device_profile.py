@@ -38,6 +38,7 @@ from host.predictor import (
     StructureModel,
     accuracy,
     active_counts,
+    active_layers,
 )
 
 PROFILE_FORMAT = "nnfactory.device-profile"
@@ -71,6 +72,7 @@ def atomic_write_json(path: Path, data: Any) -> None:
             f.write("\n")
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; profiles are meant to be shared
         os.replace(tmp, path)
     except BaseException:
         _unlink_quietly(tmp)
@@ -139,7 +141,8 @@ class DevicePredictor:
 
     def predict_counts(self, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         c = np.atleast_2d(np.asarray(counts, dtype=np.float64))
-        mem = self.memory.predict(self.structure.param_bytes(c), self.structure.peak_activation_bytes(c))
+        mem = self.memory.predict(self.structure.param_bytes(c), self.structure.peak_activation_bytes(c),
+                                  active_layers(c))
         return self.latency.predict(c), mem
 
     def __call__(self, gates: Sequence) -> tuple[np.ndarray, np.ndarray]:
@@ -217,10 +220,15 @@ def fit_models(
     ok = np.isfinite(peak_bytes) & (peak_bytes > 0)
     tr, te = train[ok[train]], test[ok[test]]
     if len(tr) >= 2 and len(te) >= 1:
-        mem_model = MemoryModel().fit(param_bytes[tr], peak_activation_bytes[tr], peak_bytes[tr])
-        pred = mem_model.predict(param_bytes[te], peak_activation_bytes[te])
+        nl = active_layers(counts)
+        base = MemoryModel(active_layers=False).fit(param_bytes[tr], peak_activation_bytes[tr], peak_bytes[tr])
+        b5 = accuracy(base.predict(param_bytes[te], peak_activation_bytes[te]), peak_bytes[te], 0.05)
+        mem_model = MemoryModel().fit(param_bytes[tr], peak_activation_bytes[tr], peak_bytes[tr], nl[tr])
+        pred = mem_model.predict(param_bytes[te], peak_activation_bytes[te], nl[te])
         a5 = accuracy(pred, peak_bytes[te], 0.05)
-        acc["memory"] = {"within_5pct": a5["within"], "mape": a5["mape"], "n": a5["n"]}
+        acc["memory"] = {"within_5pct": a5["within"], "mape": a5["mape"], "n": a5["n"],
+                         "baseline": {"within_5pct": b5["within"], "mape": b5["mape"],
+                                      "form": "bias + a*param_bytes + b*peak_activation_bytes"}}
     return models, mem_model, acc
 
 

@@ -222,36 +222,50 @@ class LatencyModel:
 
 # ---- memory -------------------------------------------------------------------------------------
 
-MEMORY_FEATURES = ("bias", "param_bytes", "peak_activation_bytes")
+MEMORY_FEATURES = ("bias", "param_bytes", "peak_activation_bytes", "active_layers")
 
 
 @dataclass
 class MemoryModel:
-    """``memory_bytes = bias + a·param_bytes + b·peak_activation_bytes`` fitted by NNLS (relative error)."""
+    """``memory = bias + a·param_bytes + b·peak_activation_bytes + d·active_layers`` fitted by NNLS (relative error).
+
+    ``active_layers`` (gated layers with at least one module on) carries the runtime's per-op overhead: a
+    block whose gated layer is empty loses its ops and their workspaces along with its weights.
+    ``active_layers=False`` fits the plain form of DESIGN.md §6 (bias + parameters + activation), the baseline.
+    Profiles written before the term existed load with ``d = 0``.
+    """
 
     coef: np.ndarray | None = None
+    active_layers: bool = True
 
     @staticmethod
-    def features(param_bytes: np.ndarray, peak_activation_bytes: np.ndarray) -> np.ndarray:
+    def features(param_bytes: np.ndarray, peak_activation_bytes: np.ndarray,
+                 active_layers: np.ndarray | None = None) -> np.ndarray:
         p = np.asarray(param_bytes, dtype=np.float64).reshape(-1)
         a = np.asarray(peak_activation_bytes, dtype=np.float64).reshape(-1)
-        return np.stack([np.ones_like(p), p, a], axis=1)
+        n = np.zeros_like(p) if active_layers is None else np.asarray(active_layers, dtype=np.float64).reshape(-1)
+        return np.stack([np.ones_like(p), p, a, n], axis=1)
 
-    def fit(self, param_bytes: np.ndarray, peak_activation_bytes: np.ndarray, memory_bytes: np.ndarray) -> MemoryModel:
-        x = self.features(param_bytes, peak_activation_bytes)
+    def fit(self, param_bytes: np.ndarray, peak_activation_bytes: np.ndarray, memory_bytes: np.ndarray,
+            active_layers: np.ndarray | None = None) -> MemoryModel:
+        x = self.features(param_bytes, peak_activation_bytes, active_layers if self.active_layers else None)
         y = np.asarray(memory_bytes, dtype=np.float64).reshape(-1)
         if x.shape[0] != y.shape[0] or x.shape[0] < 2:
             raise ConfigError("need at least 2 subnets with measured memory, one value per subnet")
         if not np.all(np.isfinite(y)) or np.any(y <= 0):
             raise ConfigError("measured memory must be finite and > 0")
         w = 1.0 / y
-        self.coef = _nnls_scaled(x * w[:, None], np.ones_like(y))
+        cols = slice(None) if self.active_layers else slice(0, 3)
+        coef = np.zeros(4)
+        coef[cols] = _nnls_scaled(x[:, cols] * w[:, None], np.ones_like(y))
+        self.coef = coef
         return self
 
-    def predict(self, param_bytes: np.ndarray, peak_activation_bytes: np.ndarray) -> np.ndarray:
+    def predict(self, param_bytes: np.ndarray, peak_activation_bytes: np.ndarray,
+                active_layers: np.ndarray | None = None) -> np.ndarray:
         if self.coef is None:
             raise ConfigError("memory model is not fitted")
-        return self.features(param_bytes, peak_activation_bytes) @ self.coef
+        return self.features(param_bytes, peak_activation_bytes, active_layers) @ self.coef
 
     def to_json(self) -> dict:
         if self.coef is None:
@@ -261,9 +275,15 @@ class MemoryModel:
     @classmethod
     def from_json(cls, data: dict) -> MemoryModel:
         try:
-            return cls(coef=np.array([float(data["coefficients"][n]) for n in MEMORY_FEATURES]))
+            c = data["coefficients"]
+            return cls(coef=np.array([float(c[n]) if n in c or n != "active_layers" else 0.0 for n in MEMORY_FEATURES]))
         except (KeyError, TypeError, ValueError) as exc:
             raise SpecError(f"memory coefficients are malformed ({exc}); re-run `nnf fit`") from exc
+
+
+def active_layers(counts: np.ndarray) -> np.ndarray:
+    """Number of gated layers with at least one active module, per row of ``counts`` (B, L)."""
+    return (np.atleast_2d(np.asarray(counts)) > 0).sum(axis=1).astype(np.float64)
 
 
 # ---- evaluation ---------------------------------------------------------------------------------

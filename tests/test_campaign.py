@@ -97,7 +97,7 @@ def test_run_fit_and_resume_without_loss_or_duplicates(tmp_path: Path) -> None:
     assert len(data.indices) == 60
     model = LatencyModel(LAYOUT, LatencySchema.named("linear")).fit(data.counts, data.latency_us)
     np.testing.assert_allclose(model.coef, TRUE_COEF, rtol=0.1, atol=0.5)
-    mem = MemoryModel().fit(data.param_bytes, data.peak_activation_bytes, data.peak_bytes)
+    mem = MemoryModel(active_layers=False).fit(data.param_bytes, data.peak_activation_bytes, data.peak_bytes)
     assert accuracy(mem.predict(data.param_bytes, data.peak_activation_bytes), data.peak_bytes, 0.05)["within"] == 1.0
 
 
@@ -241,7 +241,7 @@ def _stop(proc: subprocess.Popen, *, kill: bool = False) -> None:
 def _profile_cmd(agent: str, root: Path) -> list[str]:
     return [sys.executable, "-m", "host", "profile", "--device", "cpu-test", "--agent", agent, "--backbone", "resnet_tiny",
             "--samples", "5", "--reference-every", "0", "--warmup", "1", "--repeats", "3", "--min-time-s", "0",
-            "--weights", "constant", "--compression", "gzip", "--campaigns-dir", str(root), "--json"]
+            "--weights", "constant", "--compression", "gzip", "--clock", "thread_cpu", "--campaigns-dir", str(root), "--json"]
 
 
 @pytest.mark.slow
@@ -292,6 +292,7 @@ def test_real_agent_killed_mid_campaign_then_resume_and_fit(tmp_path: Path) -> N
         assert len(keys) == len(set(keys)) == 5
         rows = store.rows("sample")
         assert all(r["latency_median_us"] > 0 and r["peak_bytes"] > 0 for r in rows)
+        assert all(_json.loads(r["context"]).get("clock") == "thread_cpu" for r in rows)  # --clock thread_cpu
         assert store.get_meta("device_info")["runtimes"]
     fit = subprocess.run([sys.executable, "-m", "host", "fit", "--device", "cpu-test", "--campaigns-dir", str(root),
                           "--profiles-dir", str(tmp_path / "profiles"), "--test", "2", "--json"],

@@ -78,10 +78,16 @@ def test_memory_model_recovers_bias_and_scales() -> None:
     params = rng.uniform(1e5, 5e7, size=300)
     act = rng.uniform(1e4, 1e7, size=300)
     mem = 20e6 + 1.3 * params + 1.6 * act
-    model = MemoryModel().fit(params, act, mem)
-    np.testing.assert_allclose(model.coef, [20e6, 1.3, 1.6], rtol=1e-6)
+    layers = rng.integers(0, 9, size=300)
+    mem = mem + 5e5 * layers
+    model = MemoryModel().fit(params, act, mem, layers)
+    np.testing.assert_allclose(model.coef, [20e6, 1.3, 1.6, 5e5], rtol=1e-6)
     again = MemoryModel.from_json(model.to_json())
-    np.testing.assert_allclose(again.predict(params[:5], act[:5]), mem[:5], rtol=1e-9)
+    np.testing.assert_allclose(again.predict(params[:5], act[:5], layers[:5]), mem[:5], rtol=1e-9)
+    plain = MemoryModel(active_layers=False).fit(params, act, mem - 5e5 * layers)
+    np.testing.assert_allclose(plain.coef, [20e6, 1.3, 1.6, 0.0], rtol=1e-6)
+    old = MemoryModel.from_json({"coefficients": {"bias": 1.0, "param_bytes": 2.0, "peak_activation_bytes": 3.0}})
+    np.testing.assert_allclose(old.coef, [1.0, 2.0, 3.0, 0.0])
 
 
 def test_json_round_trip_and_layout_mismatch() -> None:

@@ -181,7 +181,7 @@ def device_profiles(tmp_path_factory):
     coef[0] = 500.0
     coef[1 : 1 + layout.num_layers] = 10.0
     lat = LatencyModel(layout, schema, coef=coef)
-    mem = MemoryModel(coef=np.array([2e6, 1.0, 1.0]))
+    mem = MemoryModel(coef=np.array([2e6, 1.0, 1.0, 0.0]))
     entry = {"backbone": "resnet", "config": "resnet_tiny", "layout_fingerprint": layout.fingerprint(),
              "runtime": "torchscript", "latency": lat.to_json(), "memory": mem.to_json(),
              "structure": StructureModel.calibrate(fac.models.supernet).to_json(), "latency_statistic": "p10"}
@@ -243,7 +243,7 @@ def numvqa_run(tmp_path_factory):
     coef = np.array([800.0] + [4.0] * layout.num_layers)
     entry = {"backbone": net.backbone, "config": layout.config, "layout_fingerprint": layout.fingerprint(),
              "runtime": "torchscript", "latency": LatencyModel(layout, schema, coef=coef).to_json(),
-             "memory": MemoryModel(coef=np.array([3e6, 1.0, 1.0])).to_json(),
+             "memory": MemoryModel(coef=np.array([3e6, 1.0, 1.0, 0.0])).to_json(),
              "structure": StructureModel.calibrate(net).to_json(), "latency_statistic": "p10",
              "measure": {"threads": 1, "warmup_runs": 1, "repeats": 3, "min_time_s": 0.0, "deadline_s": 60.0}}
     write_profile_entry("synthetic-dev", {"cpu_model": "synthetic law (test)"}, entry, tmp / "profiles")

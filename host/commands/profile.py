@@ -54,8 +54,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--min-time-s", type=float, default=0.5, help="minimum timed seconds per subnet")
     p.add_argument("--deadline-s", type=float, default=120.0, help="per-subnet deadline on the agent")
     p.add_argument("--clock", default="wall", choices=["wall", "thread_cpu"],
-                   help="wall: wall-clock time per run (default); thread_cpu: the worker thread's CPU time per run, "
-                        "robust when other work shares the device (agent support needed)")
+                   help="wall: wall-clock time per run (default); thread_cpu: the worker thread's CPU time per run "
+                        "(threads=1), robust when other work shares the device")
     p.add_argument("--weights", default="real", choices=["real", "constant"],
                    help="weights in the artifacts: the supernet's (default) or all zero: the same architecture and "
                         "cost, and with --compression gzip a few KB per subnet instead of MBs (slow links)")
