@@ -83,11 +83,13 @@ def generate_for_device(
     step: float = 0.01,
     measure_settings: Any = None,
     predictor: Any = None,
+    chunk: int | None = 25,
 ) -> tuple[Any, dict]:
     """Search, extract and (optionally) save; returns (compact model, report dict).
 
     predictor: an already loaded ``DevicePredictor`` (a long-running service loads it once); default: load
     the device's profile for this supernet.
+    chunk: limits per batched assembler pass (``None`` = all limits in one pass); the answer is the same.
     """
     from host.device_profile import load_predictor
     from host.extraction import extract
@@ -131,7 +133,7 @@ def generate_for_device(
         elif method == "algorithm1":
             result = algorithm1(assemble, task_name, predictor, budget, step=step, device=device)
         elif method == "batched":
-            result = batched_search(assemble, task_name, predictor, budget, step=step, device=device)
+            result = batched_search(assemble, task_name, predictor, budget, step=step, device=device, chunk=chunk)
         else:
             raise ConfigError(f"unknown search method {method!r}; use batched or algorithm1")
         t_search = time.perf_counter()

@@ -71,6 +71,12 @@ def test_algorithm1_and_batched_agree(task: str, latency_ms: float) -> None:
     assert a.rounds == min(a.grid_index + 2, 100)
     assert a.latency_us <= latency_ms * 1000 and a.memory_bytes <= 1.3e6
     assert a.activation_ratio <= a.limit + 1e-9
+    for chunk in (1, 7, 25, 100, 1000):  # chunked batches stop at the first batch holding a miss
+        before = asm.calls
+        c = batched_search(asm, task, ev, budget, chunk=chunk)
+        assert c.grid_index == a.grid_index
+        assert all(torch.equal(x, y) for x, y in zip(a.gates, c.gates, strict=True))
+        assert asm.calls - before == c.assembler_calls == min(a.grid_index + 1, 99) // chunk + 1
 
 
 def test_first_miss_stops_even_if_later_limits_fit() -> None:
