@@ -13,8 +13,8 @@ so every scenario has an answer inside the grid. Per scenario, side by side in o
 * alg1_search_median_s: Algorithm 1 (limit 1 %, 2 %, ..., one assembler call and one prediction per limit);
 * speedup = Algorithm 1 search time / batched search time (median over scenarios);
 * chunked_search_median_s / chunked_speedup: the batched search with limits in chunks of CHUNK (one assembler
-  forward + one prediction per chunk, stopping at the first chunk holding a miss) — what ``nnf generate
-  --device`` uses;
+  forward + one prediction per chunk, stopping at the first chunk holding a miss; pays off when answers
+  sit at low limits);
 * same_answer: all three searches returned identical gates, for every scenario;
 * live_median_s: hardware-in-the-loop search on the local agent (a local agent is started unless --agent)
   for the first --live scenarios (each live search measures several candidates, seconds each).
@@ -39,7 +39,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
-CHUNK = 25  # limits per batched pass in the chunked variant (host.budget.generate_for_device's default)
+CHUNK = 25  # limits per batched pass in the chunked variant (generate_for_device(chunk=...))
 
 
 def load_factory(space: str, checkpoint: str | None):

@@ -83,7 +83,7 @@ def generate_for_device(
     step: float = 0.01,
     measure_settings: Any = None,
     predictor: Any = None,
-    chunk: int | None = 25,
+    chunk: int | None = None,
 ) -> tuple[Any, dict]:
     """Search, extract and (optionally) save; returns (compact model, report dict).
 
