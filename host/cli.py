@@ -22,6 +22,12 @@ COMMAND_MODULES: tuple[str, ...] = (
     "host.commands.train",
     "host.commands.generate",
     "host.commands.eval",
+    "host.commands.export",
+    "host.commands.agent",
+    "host.commands.profile",
+    "host.commands.fit",
+    "host.commands.devices",
+    "host.commands.deploy",
 )
 
 

@@ -17,12 +17,28 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--space", default="numvqa", help="task space name or .toml path (default: %(default)s)")
     p.add_argument("--task", required=True,
                    help="task name (see `nnf tasks`), or attributes joined by '+', e.g. 'exactly+two+0'")
-    p.add_argument("--activation-limit", required=True, type=float,
-                   help="largest fraction of gated modules to keep, in (0, 1], e.g. 0.3")
+    p.add_argument("--activation-limit", type=float, default=None,
+                   help="largest fraction of gated modules to keep, in (0, 1], e.g. 0.3 (or give --device + budgets)")
     p.add_argument("--out", required=True, type=Path, help="output directory for the compact model")
     p.add_argument("--checkpoint", type=Path, default=None,
                    help="checkpoint or training-run directory (default: the checkpoint shipped for --space)")
+    from host.commands.export import add_format_arguments  # --format/--int8/--calibration (issue 6)
+
+    add_format_arguments(p)
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    # device budgets (host.budget): search the largest limit whose model fits the device
+    p.add_argument("--device", default=None, help="device whose profile (device_profiles/<device>.json) sets the limit")
+    p.add_argument("--latency-ms", type=float, default=None, help="latency budget on --device (milliseconds)")
+    p.add_argument("--memory-mb", type=float, default=None, help="memory budget on --device (MB = 10^6 bytes)")
+    p.add_argument("--live", action="store_true",
+                   help="measure candidates on the device's agent (--agent) instead of predicting them")
+    p.add_argument("--agent", default=None, metavar="HOST:PORT",
+                   help="the device's agent: with --live candidates are measured there; otherwise the chosen model "
+                        "is measured there too (predicted vs. measured in the report)")
+    p.add_argument("--token", default=None, help="agent bearer token (default: $NNF_AGENT_TOKEN)")
+    p.add_argument("--search", default="batched", choices=["batched", "algorithm1"],
+                   help="predictor search: one batched pass (default) or the paper's Algorithm 1 (same answer)")
+    p.add_argument("--profiles-dir", type=Path, default=None, help="device profiles directory")
     p.set_defaults(func=run)
 
 
@@ -30,13 +46,29 @@ def run(args: argparse.Namespace) -> int:
     import time
 
     from host.cli import print_json
+    from host.errors import ConfigError
     from host.generate import ModelFactory
 
+    device_mode = args.device is not None or args.latency_ms is not None or args.memory_mb is not None or args.live
+    if device_mode and args.activation_limit is not None:
+        raise ConfigError("give either --activation-limit or a device budget (--device with --latency-ms/--memory-mb)")
+    if not device_mode and args.activation_limit is None:
+        raise ConfigError("give --activation-limit (e.g. 0.3), or --device NAME with --latency-ms and/or --memory-mb")
+    if device_mode and args.device is None:
+        raise ConfigError("--latency-ms/--memory-mb/--live need --device NAME (whose profile or agent to use)")
+    from host.commands.export import check_format_arguments, export_after_generate
+
+    check_format_arguments(args)  # --format/--int8 mistakes fail before any generation work
     t0 = time.perf_counter()
     factory = ModelFactory.load(space=args.space, checkpoint=args.checkpoint)
     load_s = time.perf_counter() - t0
+    if device_mode:
+        return _run_device(args, factory, load_s)
     _, summary = factory.generate(args.task, args.activation_limit, args.out)
     summary["seconds_load_checkpoint"] = round(load_s, 4)
+    exported = export_after_generate(args, args.out)  # None without --format
+    if exported is not None:
+        summary["export"] = exported
     if args.json:
         print_json(summary)
         return 0
@@ -47,4 +79,55 @@ def run(args: argparse.Namespace) -> int:
     print(f"MACs              {summary['macs']:,}")
     print(f"seconds           {summary['seconds']:.3f}  (+ {load_s:.2f} s loading the checkpoint)")
     print(f"written to        {summary['out']}")
+    if exported is not None:
+        from host.commands.export import export_line
+
+        print(f"exported to       {export_line(exported)}")
+    return 0
+
+
+def _run_device(args: argparse.Namespace, factory, load_s: float) -> int:  # noqa: ANN001
+    """Device-budget generation (owned by the campaigns feature; see host/budget.py)."""
+    import os
+
+    from host.budget import generate_for_device
+    from host.cli import print_json
+    from host.device_profile import safe_device_id
+    from host.search import Budget
+
+    budget = Budget(latency_ms=args.latency_ms, memory_mb=args.memory_mb)
+    token = args.token if args.token is not None else os.environ.get("NNF_AGENT_TOKEN")
+    _, report = generate_for_device(
+        factory, args.task, safe_device_id(args.device), budget, live=args.live, agent=args.agent, token=token,
+        method=args.search, out_dir=args.out, profiles_root=args.profiles_dir,
+    )
+    report["seconds_load_checkpoint"] = round(load_s, 4)
+    from host.commands.export import export_after_generate
+
+    exported = export_after_generate(args, args.out)  # --format: the artifact for the device (issue 6)
+    if exported is not None:
+        report["export"] = exported
+    if args.json:
+        print_json(report)
+        return 0
+    s = report["search"]
+    print(f"task              {report['task']}")
+    print(f"device            {report['device']}  budget: {budget.describe()}")
+    print(f"search            {s['method']}: {s['rounds']} rounds, {s['assembler_calls']} assembler call(s), "
+          f"{report['seconds_search']:.3f} s")
+    print(f"activation limit  {report['limit']:g}  (ratio {report['activation_ratio']:.4f})")
+    if "predicted" in report:
+        p = report["predicted"]
+        print(f"predicted         {p['latency_ms']:.3f} ms, {p['memory_mb']:.2f} MB ({p['latency_statistic']} latency)")
+    if "measured" in report:
+        m = report["measured"]
+        print(f"measured          {m['latency_ms']:.3f} ms, {m['memory_mb']:.2f} MB on {m['agent']} "
+              f"({m['measurements']} measurement(s); fits: {m['fits']})")
+    print(f"param bytes       {report['param_bytes']:,}  (peak activation {report['peak_activation_bytes']:,} bytes)")
+    print(f"seconds           {report['seconds']:.3f}  (+ {load_s:.2f} s loading the checkpoint)")
+    print(f"written to        {report['out']}")
+    if exported is not None:
+        from host.commands.export import export_line
+
+        print(f"exported to       {export_line(exported)}")
     return 0

@@ -1,0 +1,153 @@
+"""What the deployer needs from a device connection, and the ``local`` implementation.
+
+A :class:`Transport` runs POSIX shell commands on the device (exit code always checked by the caller or by
+:meth:`Transport.check`), copies bytes to and from device paths, and opens a byte stream to a TCP port on the
+device's loopback interface (the tunnel to the agent). Implementations: :class:`LocalTransport` (this
+machine), :class:`host.deploy.ssh.SshTransport` (paramiko: exec channels, SFTP, ``direct-tcpip``) and
+:class:`host.deploy.adb.AdbTransport` (ADB: ``shell``, ``sync``, ``tcp:<port>`` streams).
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import socket
+import subprocess
+import tempfile
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from host.deploy.inventory import Device
+from host.errors import DeployError
+
+
+class Stream(Protocol):
+    """A bidirectional byte stream (a socket, an ssh channel, an adb stream)."""
+
+    def recv(self, n: int) -> bytes: ...  # b"" at end of stream
+
+    def sendall(self, data: bytes) -> None: ...
+
+    def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    command: str
+    exit_code: int
+    stdout: str
+    stderr: str
+
+    def tail(self, n_lines: int = 8) -> str:
+        text = (self.stderr.strip() + "\n" + self.stdout.strip()).strip()
+        return "\n".join(text.splitlines()[-n_lines:])
+
+
+class Transport(ABC):
+    """A connection to one device."""
+
+    def __init__(self, device: Device) -> None:
+        self.device = device
+
+    @abstractmethod
+    def run(self, command: str, *, timeout_s: float = 120.0) -> CommandResult:
+        """Run ``command`` with ``/bin/sh -c`` semantics on the device; never raises on a non-zero exit."""
+
+    def check(self, command: str, what: str, *, timeout_s: float = 120.0) -> CommandResult:
+        """Run ``command``; a non-zero exit raises :class:`DeployError` naming the device and the step."""
+        res = self.run(command, timeout_s=timeout_s)
+        if res.exit_code != 0:
+            detail = res.tail() or "(no output)"
+            raise DeployError(
+                f"device {self.device.name!r}: {what} failed (exit code {res.exit_code}):\n{detail}"
+            )
+        return res
+
+    @abstractmethod
+    def put(self, data: bytes, remote_path: str, mode: int = 0o644) -> None:
+        """Write ``data`` to ``remote_path`` on the device (parent must exist)."""
+
+    @abstractmethod
+    def get(self, remote_path: str) -> bytes:
+        """Read a whole file from the device."""
+
+    @abstractmethod
+    def open_stream(self, port: int) -> Stream:
+        """Open a byte stream to ``127.0.0.1:port`` *on the device*."""
+
+    @abstractmethod
+    def alive(self) -> bool:
+        """Whether the connection still works (cheap check)."""
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+    def home(self) -> str:
+        res = self.check('printf "%s" "$HOME"', "reading $HOME", timeout_s=30)
+        home = res.stdout.strip()
+        if not home.startswith("/"):
+            raise DeployError(f"device {self.device.name!r}: $HOME is not an absolute path ({home!r}); "
+                              f"set an absolute workdir in the inventory")
+        return home
+
+    def __enter__(self) -> Transport:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class LocalTransport(Transport):
+    """The device is this machine: subprocesses, files and loopback sockets."""
+
+    def run(self, command: str, *, timeout_s: float = 120.0) -> CommandResult:
+        try:
+            proc = subprocess.run(["/bin/sh", "-c", command], capture_output=True, text=True,
+                                  timeout=timeout_s, check=False)
+        except subprocess.TimeoutExpired:
+            raise DeployError(f"device {self.device.name!r}: command timed out after {timeout_s:.0f} s: "
+                              f"{shlex.split(command)[0] if command else command}") from None
+        return CommandResult(command, proc.returncode, proc.stdout, proc.stderr)
+
+    def put(self, data: bytes, remote_path: str, mode: int = 0o644) -> None:
+        path = Path(remote_path)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".part-")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            os.chmod(tmp, mode)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    def get(self, remote_path: str) -> bytes:
+        return Path(remote_path).read_bytes()
+
+    def open_stream(self, port: int) -> Stream:
+        sock = socket.create_connection(("127.0.0.1", port), timeout=self.device.connect_timeout_s)
+        sock.settimeout(None)
+        return sock
+
+    def alive(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        pass
+
+
+def connect(device: Device, *, accept_new_host_key: bool = False) -> Transport:
+    """Open a transport to ``device`` (raises :class:`DeployError` with what to do on failure)."""
+    if device.transport == "local":
+        return LocalTransport(device)
+    if device.transport == "ssh":
+        from host.deploy.ssh import SshTransport
+
+        return SshTransport(device, accept_new_host_key=accept_new_host_key)
+    if device.transport == "adb":
+        from host.deploy.adb import AdbTransport
+
+        return AdbTransport(device)
+    raise DeployError(f"device {device.name!r}: unknown transport {device.transport!r}")

@@ -1,0 +1,54 @@
+"""Deployable artifacts: TorchScript, torch.export, ONNX and TFLite exports of compact models.
+
+A generated (extracted) compact model is an ordinary static ``nn.Module``; this package turns it into
+the file a device runtime loads, checks that file in that runtime against PyTorch, and records where
+it came from in a sidecar JSON (``FILE.json``). See ``docs/exports.md``.
+
+    from host.exports import export_artifact, verify_export, load_runner
+    result = export_artifact(compact, "tflite", "model.tflite")      # writes model.tflite + model.tflite.json
+    runner = load_runner("model.tflite")                             # ai_edge_litert Interpreter
+"""
+
+from host.exports.export import (
+    ExportResult,
+    default_out,
+    export_artifact,
+    read_sidecar,
+    sidecar_path,
+    source_spec,
+)
+from host.exports.formats import (
+    FORMATS,
+    ONNX_OPSET,
+    SUPPORTED_BACKBONES,
+    ExportFormat,
+    format_for_path,
+    get_format,
+)
+from host.exports.inputs import InputSampler, InputSet, default_inputs, from_sampler, gaussian_sampler
+from host.exports.runtime import FLOAT_ATOL, ArtifactRunner, VerifyReport, load_runner, verify_export
+
+__all__ = [
+    "FLOAT_ATOL",
+    "FORMATS",
+    "ONNX_OPSET",
+    "SUPPORTED_BACKBONES",
+    "ArtifactRunner",
+    "ExportFormat",
+    "ExportResult",
+    "InputSampler",
+    "InputSet",
+    "VerifyReport",
+    "default_inputs",
+    "default_out",
+    "export_artifact",
+    "format_for_path",
+    "from_sampler",
+    "gaussian_sampler",
+    "get_format",
+    "load_runner",
+    "read_sidecar",
+    "sidecar_path",
+    "source_spec",
+    "verify_export",
+]

@@ -1,0 +1,1 @@
+"""Real peers for the deploy tests: an OpenSSH server fixture and an ADB-protocol device emulator."""

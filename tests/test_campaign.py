@@ -1,0 +1,423 @@
+"""Campaigns: deterministic plan, durable resumable store, drift references, devices in parallel, bad input."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from host.campaign import (
+    CampaignPlan,
+    CampaignRunner,
+    CampaignStore,
+    DeviceTarget,
+    MeasureSettings,
+    load_samples,
+    sample_gates,
+    schedule,
+)
+from host.errors import CampaignError, ConfigError
+from host.predictor import LatencyModel, LatencySchema, MemoryModel, accuracy
+
+sys.path.insert(0, str(Path(__file__).parent))
+from campaign_fakes import LAYOUT, TRUE_COEF, FakeBuilder, FakeDevice  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _plan(**kw) -> CampaignPlan:
+    base = dict(backbone="fake_campaign", layout_fingerprint=LAYOUT.fingerprint(), runtime="torchscript",
+                input_shape=(1, 8, 8), samples=40, seed=3, reference_every=10, measure=MeasureSettings(repeats=5))
+    base.update(kw)
+    return CampaignPlan(**base)
+
+
+def _all_keys(store: CampaignStore) -> list[tuple]:
+    return [tuple(r) for r in store.conn.execute("SELECT kind, pass, idx, seq FROM measurements")]
+
+
+def test_schedule_is_deterministic_shuffled_and_complete() -> None:
+    plan = _plan(passes=3)
+    a, b = schedule(plan), schedule(plan)
+    assert a == b
+    keys = [j.key for j in a]
+    assert len(keys) == len(set(keys))
+    samples = [j for j in a if j.kind == "sample"]
+    assert Counter(j.index for j in samples) == {i: 3 for i in range(40)}
+    first_pass = [j.index for j in samples if j.pass_no == 0]
+    second_pass = [j.index for j in samples if j.pass_no == 1]
+    assert first_pass != sorted(first_pass) and first_pass != second_pass  # shuffled, independently per pass
+    assert sum(j.kind == "ref" for j in a) == 3 * (12 + 1)  # every 10 samples + a closing round
+
+
+def test_sample_gates_are_reproducible_and_spread() -> None:
+    plan = _plan(samples=200)
+    g1 = sample_gates(plan, LAYOUT, 17)
+    g2 = sample_gates(plan, LAYOUT, 17)
+    assert all(np.array_equal(x, y) for x, y in zip(g1, g2, strict=True))
+    counts = np.array([[int(g.sum()) for g in sample_gates(plan, LAYOUT, i)] for i in range(200)])
+    ratios = counts.sum(1) / LAYOUT.total_modules
+    assert ratios.min() < 0.2 and ratios.max() > 0.85
+    # per-layer counts vary independently: not perfectly correlated with the overall ratio
+    corr = np.corrcoef(counts[:, 0] / 16, counts[:, 1] / 32)[0, 1]
+    assert corr < 0.95
+
+
+def test_run_fit_and_resume_without_loss_or_duplicates(tmp_path: Path) -> None:
+    plan = _plan(samples=60)
+    builder = FakeBuilder()
+    dev = FakeDevice(noise=0.01, seed=1)
+    store = CampaignStore(tmp_path / "c.sqlite")
+    runner = CampaignRunner(plan, LAYOUT, builder, progress=False)
+    s1 = runner.run([DeviceTarget("fake", dev, store)], stop_after=25)[0]
+    assert s1.measured_now == 25 and s1.already_done == 0
+    assert len(_all_keys(store)) == 25
+    s2 = runner.run([DeviceTarget("fake", dev, store)])[0]
+    total = len(schedule(plan))
+    assert s2.already_done == 25 and s2.measured_now == total - 25
+    keys = _all_keys(store)
+    assert len(keys) == len(set(keys)) == total
+    assert dev.measured == total  # nothing measured twice
+    # reference subnets re-uploaded nothing after their first measurement
+    refs = store.rows("ref")
+    assert sum(r["bytes_sent"] > 0 for r in refs) == 3
+    assert s2.bytes_sent_per_sample < s2.artifact_bytes_mean
+    # a third run has nothing left to do
+    assert runner.run([DeviceTarget("fake", dev, store)])[0].measured_now == 0
+    data = load_samples(store)
+    assert len(data.indices) == 60
+    model = LatencyModel(LAYOUT, LatencySchema.named("linear")).fit(data.counts, data.latency_us)
+    np.testing.assert_allclose(model.coef, TRUE_COEF, rtol=0.1, atol=0.5)
+    mem = MemoryModel(active_layers=False).fit(data.param_bytes, data.peak_activation_bytes, data.peak_bytes)
+    assert accuracy(mem.predict(data.param_bytes, data.peak_activation_bytes), data.peak_bytes, 0.05)["within"] == 1.0
+
+
+def test_median_of_passes_and_drift_correction(tmp_path: Path) -> None:
+    plan = _plan(samples=50, passes=3, reference_every=5)
+    dev = FakeDevice(drift_per_job=0.002)  # +0.2 % per measurement: ~+40 % by the end
+    store = CampaignStore(tmp_path / "d.sqlite")
+    summary = CampaignRunner(plan, LAYOUT, FakeBuilder(), progress=False).run([DeviceTarget("fake", dev, store)])[0]
+    assert summary.drift["range"] > 0.2 and summary.drift["last"] > summary.drift["first"]
+    raw = load_samples(store)
+    fixed = load_samples(store, correct_drift=True)
+    assert raw.latency_by_pass.shape == (50, 3) and not np.isnan(raw.latency_by_pass).any()
+    true = np.array([TRUE_COEF @ np.array([1.0, *c]) for c in raw.counts])
+    # correction brings every sample to the campaign's median level: the ratio to the truth becomes constant
+    spread_raw = np.std(raw.latency_by_pass / true[:, None])
+    spread_fixed = np.std(fixed.latency_by_pass / true[:, None])
+    assert fixed.drift_corrected and spread_fixed < spread_raw / 10
+    one = load_samples(store, passes=1)
+    assert one.latency_by_pass.shape == (50, 1)
+
+
+def test_agent_lost_mid_campaign_then_resume(tmp_path: Path) -> None:
+    plan = _plan(samples=30)
+    store = CampaignStore(tmp_path / "a.sqlite")
+    runner = CampaignRunner(plan, LAYOUT, FakeBuilder(), progress=False)
+    dead = FakeDevice(fail_after=12)
+    with pytest.raises(CampaignError, match="re-run the same command to resume"):
+        runner.run([DeviceTarget("fake", dead, store)])
+    assert len(_all_keys(store)) == 12
+    alive = FakeDevice()
+    runner.run([DeviceTarget("fake", alive, store)])
+    keys = _all_keys(store)
+    assert len(keys) == len(set(keys)) == len(schedule(plan))
+    assert alive.measured == len(schedule(plan)) - 12
+
+
+def test_several_devices_in_parallel_never_overlap(tmp_path: Path) -> None:
+    plan = _plan(samples=12, reference_every=0)
+    builder = FakeBuilder(delay_s=0.002)
+    devs = [FakeDevice(f"d{i}", delay_s=0.003, builder=builder) for i in range(3)]
+    targets = [DeviceTarget(d.name, d, CampaignStore(tmp_path / f"{d.name}.sqlite"), local=True) for d in devs]
+    out = CampaignRunner(plan, LAYOUT, builder, progress=False).run(targets)
+    assert [s.device for s in out] == ["d0", "d1", "d2"]
+    for d, t in zip(devs, targets, strict=True):
+        assert d.measured == 12 and d.overlaps == 0 and d.host_overlaps == 0
+        assert len(_all_keys(t.store)) == 12
+
+
+def test_bad_inputs(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.sqlite"
+    bad.write_bytes(b"this is not a database" * 200)
+    with pytest.raises(CampaignError, match="corrupt or not a campaign store"):
+        CampaignStore(bad)
+    store = CampaignStore(tmp_path / "s.sqlite")
+    runner = CampaignRunner(_plan(), LAYOUT, FakeBuilder(), progress=False)
+    runner.run([DeviceTarget("fake", FakeDevice(), store)], stop_after=3)
+    with pytest.raises(CampaignError, match="differs in: samples"):
+        CampaignRunner(_plan(samples=41), LAYOUT, FakeBuilder(), progress=False).run([DeviceTarget("fake", FakeDevice(), store)])
+    with pytest.raises(CampaignError, match="was measured on"):
+        runner.run([DeviceTarget("other", FakeDevice("other"), store)])
+    with pytest.raises(CampaignError, match="fingerprint"):
+        CampaignRunner(_plan(layout_fingerprint="0" * 64), LAYOUT, FakeBuilder())
+    with pytest.raises(ConfigError):
+        _plan(samples=0)
+    with pytest.raises(CampaignError, match="run `nnf profile` first"):
+        load_samples(CampaignStore(tmp_path / "empty.sqlite"))
+
+
+def test_crashed_subnet_is_recorded_and_skipped(tmp_path: Path) -> None:
+    plan = _plan(samples=10, reference_every=0, ratio_min=0.0, ratio_max=0.0, jitter=0.0)  # all-zero gates crash
+    store = CampaignStore(tmp_path / "f.sqlite")
+    with pytest.raises(CampaignError, match="in a row failed"):
+        CampaignRunner(plan, LAYOUT, FakeBuilder(), progress=False).run([DeviceTarget("fake", FakeDevice(), store)])
+    assert len(store.failures()) == 5 and "crashed" in store.failures()[0]["message"]
+
+
+KILL_SCRIPT = textwrap.dedent(
+    """
+    import sys
+    sys.path[:0] = [{root!r}, {tests!r}]
+    from host.campaign import CampaignPlan, CampaignRunner, CampaignStore, DeviceTarget, MeasureSettings
+    from campaign_fakes import LAYOUT, FakeBuilder, FakeDevice
+    log = open({log!r}, "a", buffering=1)
+    plan = CampaignPlan(backbone="fake_campaign", layout_fingerprint=LAYOUT.fingerprint(), runtime="torchscript",
+                        input_shape=(1, 8, 8), samples=60, seed=5, reference_every=10, measure=MeasureSettings())
+    dev = FakeDevice(delay_s={delay}, log=lambda sha: log.write(sha + "\\n"))
+    CampaignRunner(plan, LAYOUT, FakeBuilder(), progress=False).run([DeviceTarget("fake", dev, CampaignStore({db!r}))])
+    """
+)
+
+
+def test_store_survives_kill_9_and_resumes_exactly(tmp_path: Path) -> None:
+    db, log = tmp_path / "k.sqlite", tmp_path / "measured.log"
+    script = KILL_SCRIPT.format(root=str(ROOT), tests=str(ROOT / "tests"), log=str(log), db=str(db), delay=0.02)
+    proc = subprocess.Popen([sys.executable, "-c", script], env={**os.environ, "PYTHONHASHSEED": "0"})
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if log.exists() and len(log.read_text().splitlines()) >= 15:
+            break
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    raw = sqlite3.connect(str(db))
+    assert raw.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    stored_before = raw.execute("SELECT count(*) FROM measurements").fetchone()[0]
+    raw.close()
+    measured_before = len(log.read_text().splitlines())
+    assert measured_before >= 15 and measured_before - 1 <= stored_before <= measured_before  # ≤ 1 in flight lost
+    rc = subprocess.run([sys.executable, "-c", script.replace("delay_s=0.02", "delay_s=0.0")], check=False).returncode
+    assert rc == 0
+    store = CampaignStore(db)
+    keys = _all_keys(store)
+    plan = store.plan()
+    assert len(keys) == len(set(keys)) == len(schedule(plan))
+    total_measured = len(log.read_text().splitlines())
+    assert total_measured - len(keys) <= 1  # at most the one measurement in flight at the kill was repeated
+
+
+# ---- against a real agent over gRPC ----------------------------------------------------------------
+
+
+def _start_agent(cache: Path) -> tuple[subprocess.Popen, str]:
+    proc = subprocess.Popen([sys.executable, "-m", "agent", "serve", "--port", "0", "--cache-dir", str(cache)],
+                            cwd=str(ROOT), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    line = proc.stdout.readline()
+    assert line.startswith("NNF_AGENT_LISTENING"), line
+    port = dict(kv.split("=", 1) for kv in line.split()[1:])["port"]
+    return proc, f"127.0.0.1:{port}"
+
+
+def _stop(proc: subprocess.Popen, *, kill: bool = False) -> None:
+    if proc.poll() is None:
+        proc.kill() if kill else proc.terminate()
+        proc.wait(timeout=30)
+    for f in (proc.stdout, proc.stderr):
+        if f is not None:
+            f.close()
+
+
+def _profile_cmd(agent: str, root: Path) -> list[str]:
+    return [sys.executable, "-m", "host", "profile", "--device", "cpu-test", "--agent", agent, "--backbone", "resnet_tiny",
+            "--samples", "5", "--reference-every", "0", "--warmup", "1", "--repeats", "3", "--min-time-s", "0",
+            "--weights", "constant", "--compression", "gzip", "--clock", "thread_cpu", "--campaigns-dir", str(root), "--json"]
+
+
+@pytest.mark.slow
+def test_real_agent_killed_mid_campaign_then_resume_and_fit(tmp_path: Path) -> None:
+    """Kill -9 the agent while a campaign runs; re-running the same command completes it, no loss, no duplicates."""
+    import json as _json
+
+    root = tmp_path / "camp"
+    agent, addr = _start_agent(tmp_path / "cache")
+    store_path = root / "cpu-test" / "resnet_tiny-torchscript.sqlite"
+    prof = subprocess.Popen(_profile_cmd(addr, root), cwd=str(ROOT), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        stored = 0
+        while time.monotonic() < deadline and prof.poll() is None:
+            if store_path.exists():
+                with sqlite3.connect(str(store_path)) as c:
+                    try:
+                        stored = c.execute("SELECT count(*) FROM measurements").fetchone()[0]
+                    except sqlite3.OperationalError:
+                        stored = 0
+                if stored >= 2:
+                    break
+            time.sleep(0.1)
+        assert stored >= 2, "campaign made no progress"
+        _stop(agent, kill=True)
+        _, err = prof.communicate(timeout=120)
+        assert prof.returncode == 2 and "re-run the same command to resume" in err, err
+    finally:
+        _stop(agent, kill=True)
+        _stop(prof, kill=True)
+    with CampaignStore(store_path) as store:
+        before = len(_all_keys(store))
+    assert 2 <= before < 5
+    agent2, addr2 = _start_agent(tmp_path / "cache")
+    try:
+        done = subprocess.run(_profile_cmd(addr2, root), cwd=str(ROOT), capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr
+        summary = _json.loads(done.stdout.strip().splitlines()[-1])["devices"][0]
+        assert summary["already_done"] == before and summary["measured_now"] == 5 - before
+        assert summary["host_seconds_per_subnet"] > 0 and summary["bytes_sent_per_sample"] > 0
+        # constant weights + gzip: the wire carries a small fraction of the artifact
+        assert 0 < summary["wire_bytes_per_sample"] < summary["bytes_sent_per_sample"] / 3
+    finally:
+        _stop(agent2)
+    with CampaignStore(store_path) as store:
+        keys = _all_keys(store)
+        assert len(keys) == len(set(keys)) == 5
+        rows = store.rows("sample")
+        assert all(r["latency_median_us"] > 0 and r["peak_bytes"] > 0 for r in rows)
+        assert all(_json.loads(r["context"]).get("clock") == "thread_cpu" for r in rows)  # --clock thread_cpu
+        assert store.get_meta("device_info")["runtimes"]
+    fit = subprocess.run([sys.executable, "-m", "host", "fit", "--device", "cpu-test", "--campaigns-dir", str(root),
+                          "--profiles-dir", str(tmp_path / "profiles"), "--test", "2", "--json"],
+                         cwd=str(ROOT), capture_output=True, text=True, timeout=300)
+    assert fit.returncode == 0, fit.stderr
+    out = _json.loads(fit.stdout.strip().splitlines()[-1])
+    assert out["samples"] == {"train": 3, "test": 2}
+    profile = _json.loads((tmp_path / "profiles" / "cpu-test.json").read_text())
+    assert profile["device"]["cpu_model"] and "resnet_tiny/torchscript" in profile["profiles"]
+
+
+def test_unreachable_agent_is_a_clear_error(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again below: nothing listens there
+    res = subprocess.run(_profile_cmd(f"127.0.0.1:{port}", tmp_path), cwd=str(ROOT), capture_output=True, text=True,
+                         timeout=120)
+    assert res.returncode == 2 and "127.0.0.1" in res.stderr and "Traceback" not in res.stderr, res.stderr
+
+
+def test_latency_statistics_of_raw_runs() -> None:
+    from host.campaign import Measurement, measurement_latency, row_latency
+
+    runs = [10.0, 11.0, 12.0, 13.0, 50.0, 60.0, 70.0, 80.0, 90.0, 100.0]
+    row = {"latency_median_us": 55.0, "latency_min_us": 10.0, "latency_mean_us": 49.6, "samples_us": str(runs)}
+    assert row_latency(row, "median") == 55.0 and row_latency(row, "min") == 10.0
+    assert row_latency(row, "p10") == pytest.approx(np.percentile(runs, 10))
+    assert row_latency(row, "p25") == pytest.approx(np.percentile(runs, 25))
+    assert row_latency({**row, "samples_us": "[]"}, "p10") == 55.0  # no raw runs: fall back to the median
+    with pytest.raises(ConfigError, match="unknown latency statistic"):
+        row_latency(row, "p99")
+    m = Measurement(55.0, 10.0, 49.6, 90.0, 1.0, 10, 1, "x", {}, runs)
+    assert measurement_latency(m, "p10") == pytest.approx(np.percentile(runs, 10))
+    with pytest.raises(ConfigError, match="clock"):
+        MeasureSettings(clock="tsc")
+
+
+@pytest.mark.parametrize("runtime", ["torchscript", "onnxruntime"])
+def test_extracting_builder_exports_for_the_runtime(runtime: str) -> None:
+    import hashlib
+
+    import torch
+
+    from host.campaign import ExtractingBuilder
+    from host.gates import random_gates
+    from host.supernets import build_supernet
+
+    net = build_supernet("resnet_tiny")
+    layout = net.gate_layout()
+    b = ExtractingBuilder(net, runtime)
+    gates = random_gates(layout, 0.5, generator=torch.Generator().manual_seed(0), per_layer_jitter=0.4)
+    built = b(gates)
+    assert built.artifact_sha256 == hashlib.sha256(built.data).hexdigest() and len(built.data) > 1000
+    exact = ExtractingBuilder(net, "torchscript", exact_costs=True)(gates)  # costs read from the compact spec
+    assert b.structure is not None and exact.macs > 0
+    assert (built.param_bytes, built.peak_activation_bytes) == (exact.param_bytes, exact.peak_activation_bytes)
+    if runtime == "onnxruntime":
+        import onnx
+
+        model = onnx.load_from_string(built.data)
+        assert [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim] == [1, *net.input_shape]
+    else:
+        assert built.data[:2] == b"PK"  # TorchScript archives are zip files
+    with pytest.raises(ConfigError, match="unknown runtime"):
+        ExtractingBuilder(net, "tensorrt")
+
+
+def test_constant_weights_artifacts_compress_and_keep_the_architecture() -> None:
+    import io
+    import warnings
+    import zlib
+
+    import torch
+
+    from host.campaign import ExtractingBuilder
+    from host.gates import random_gates
+    from host.supernets import build_supernet
+
+    net = build_supernet("resnet_tiny")
+    gates = random_gates(net.gate_layout(), 0.6, generator=torch.Generator().manual_seed(2))
+    real = ExtractingBuilder(net)(gates)
+    const = ExtractingBuilder(net, constant_weights=True)(gates)
+    assert (real.param_bytes, real.peak_activation_bytes) == (const.param_bytes, const.peak_activation_bytes)
+    # resnet_tiny has only 195 KB of weights next to ~50 KB of compressed TorchScript code and debug info
+    assert len(zlib.compress(const.data)) < len(zlib.compress(real.data)) / 3
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        a = torch.jit.load(io.BytesIO(real.data))
+        b = torch.jit.load(io.BytesIO(const.data))
+    shapes = lambda m: [tuple(p.shape) for p in m.parameters()]  # noqa: E731
+    assert shapes(a) == shapes(b) and all(float(p.detach().abs().sum()) == 0 for n, p in b.named_parameters() if "weight" in n and p.dim() > 1)
+    with pytest.raises(ConfigError, match="weights"):
+        _plan(weights="random")
+
+
+def test_old_store_gains_new_columns(tmp_path: Path) -> None:
+    db = tmp_path / "old.sqlite"
+    c = sqlite3.connect(str(db))
+    c.execute("CREATE TABLE measurements (kind TEXT NOT NULL, pass INTEGER NOT NULL, idx INTEGER NOT NULL, "
+              "seq INTEGER NOT NULL, counts TEXT, PRIMARY KEY (kind, pass, idx, seq))")
+    c.commit()
+    c.close()
+    store = CampaignStore(db)
+    cols = {r[1] for r in store.conn.execute("PRAGMA table_info(measurements)")}
+    assert {"samples_us", "wire_bytes"} <= cols
+
+
+def test_separate_heldout_campaign_with_three_passes(tmp_path: Path) -> None:
+    from host.device_profile import heldout_arrays
+
+    main_store = CampaignStore(tmp_path / "main.sqlite")
+    CampaignRunner(_plan(samples=30, reference_every=0), LAYOUT, FakeBuilder(), progress=False).run(
+        [DeviceTarget("fake", FakeDevice(noise=0.05, seed=3), main_store)])
+    test_store = CampaignStore(tmp_path / "test.sqlite")
+    CampaignRunner(_plan(samples=8, passes=3, reference_every=0), LAYOUT, FakeBuilder(), progress=False).run(
+        [DeviceTarget("fake", FakeDevice(noise=0.05, seed=4), test_store)])
+    main, test = load_samples(main_store), load_samples(test_store)
+    assert test.latency_by_pass.shape == (8, 3)
+    counts, lat, *_, train, held = heldout_arrays(main, test)
+    assert len(train) == 22 and len(held) == 8  # indices 0..7 are held out, never trained on
+    np.testing.assert_array_equal(counts[held], test.counts)
+    np.testing.assert_allclose(lat[held], np.median(test.latency_by_pass, axis=1))  # truth = median of three
+    other = load_samples(CampaignStore(tmp_path / "main.sqlite"))
+    other.counts = other.counts + 1  # a "test campaign" with other gates for the same indices is refused
+    with pytest.raises(Exception, match="same --seed"):
+        heldout_arrays(main, other)

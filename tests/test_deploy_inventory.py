@@ -1,0 +1,156 @@
+"""Device inventory parsing, agent packaging, and the ``local`` transport deploy (no ssh/adb needed)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tarfile
+from io import BytesIO
+from pathlib import Path
+
+import pytest
+
+from host.cli import main
+from host.deploy.inventory import load_inventory, parse_inventory
+from host.deploy.package import build_agent_package, scan_requirements
+from host.errors import ConfigError, DeployError
+from tests.support.deploy_helpers import DEVICE_PYTHON, write_inventory
+
+ROOT = Path(__file__).resolve().parent.parent
+
+GOOD = """
+[devices.jetson]
+transport = "ssh"
+host = "192.168.1.40"
+user = "nvidia"
+key_file = "~/.ssh/id_ed25519"
+runtime = "torch"
+threads = 4
+affinity = [4, 5, 6, 7]
+
+[devices.phone]
+transport = "adb"
+serial = "192.168.1.23:5555"
+runtime = "litert"
+workdir = "/data/local/tmp/nnf-agent"
+
+[devices.usbphone]
+transport = "adb"
+serial = "R58M12345"
+
+[devices.here]
+"""
+
+
+def test_parse_good_inventory() -> None:
+    inv = parse_inventory(GOOD)
+    assert sorted(inv.devices) == ["here", "jetson", "phone", "usbphone"]
+    j = inv.get("jetson")
+    assert (j.transport, j.port, j.user, j.threads, j.affinity) == ("ssh", 22, "nvidia", 4, (4, 5, 6, 7))
+    assert j.address == "nvidia@192.168.1.40:22"
+    assert inv.get("phone").adb_over_tcp and not inv.get("usbphone").adb_over_tcp
+    assert inv.get("here").transport == "local"
+    assert json.loads(json.dumps(j.to_json()))["affinity"] == [4, 5, 6, 7]
+
+
+@pytest.mark.parametrize(("text", "needle"), [
+    ('[devices.a]\ntransport = "ssh"\nhots = "x"', "unknown key 'hots'. Did you mean 'host'"),
+    ('[devices.a]\ntransport = "sssh"\nhost = "x"', "Did you mean 'ssh'"),
+    ('[devices.a]\ntransport = "ssh"', "needs host"),
+    ('[devices.a]\ntransport = "adb"', "needs serial"),
+    ('[devices.a]\nruntime = "tensorrt"', "runtime must be one of"),
+    ('[devices.a]\nport = 70000', "port must be in 0..65535"),
+    ('[devices.a]\nthreads = 0', "threads must be >= 1"),
+    ('[devices.a]\naffinity = "0-3"', "affinity must be a list"),
+    ('[devices.a]\npassword = "hunter2"', "unknown key 'password'"),
+    ('[devices.a]\nworkdir = "/"', "workdir must not be empty"),
+    ('[device.a]\n', "unknown top-level key"),
+    ('[devices.a\n', "not valid TOML"),
+])
+def test_bad_inventory(text: str, needle: str) -> None:
+    with pytest.raises(ConfigError, match=None) as exc:
+        parse_inventory(text)
+    assert needle in str(exc.value)
+
+
+def test_unknown_device_and_missing_file(tmp_path: Path) -> None:
+    inv = parse_inventory(GOOD)
+    with pytest.raises(ConfigError, match="Did you mean 'jetson'"):
+        inv.get("jetsn")
+    with pytest.raises(ConfigError, match="--inventory"):
+        load_inventory(tmp_path / "nope.toml")
+
+
+def test_devices_cli_list_show(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    inv = tmp_path / "devices.toml"
+    inv.write_text(GOOD)
+    assert main(["devices", "list", "--inventory", str(inv), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert [d["name"] for d in out["devices"]] == ["jetson", "phone", "usbphone", "here"]
+    assert main(["devices", "show", "phone", "--inventory", str(inv), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["serial"] == "192.168.1.23:5555"
+    assert main(["devices", "show", "nope", "--inventory", str(inv)]) == 2
+    assert "no device named 'nope'" in capsys.readouterr().err
+
+
+def test_package_is_reproducible_and_agent_only() -> None:
+    a, b = build_agent_package(), build_agent_package()
+    assert a.data == b.data and a.sha256 == b.sha256
+    assert a.release_id.startswith(a.version + "-")
+    with tarfile.open(fileobj=BytesIO(a.data), mode="r:gz") as tar:
+        names = tar.getnames()
+        assert all(m.mtime == 0 and m.uid == 0 for m in tar.getmembers())
+    assert names and all(n.startswith("agent/") for n in names)
+    assert not any("__pycache__" in n or n.endswith(".pyc") for n in names)
+    assert "agent/__init__.py" in names
+    # the agent's import-time requirements are found from its own source
+    assert {"grpc", "google.protobuf"} <= set(a.requirements)
+    assert not any(r.startswith(("host", "torch")) for r in a.requirements)
+
+
+def test_package_refuses_agent_importing_host(tmp_path: Path) -> None:
+    pkg = tmp_path / "agent"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text('__version__ = "9.9"\n')
+    (pkg / "bad.py").write_text("import numpy\nfrom host.errors import DeployError\n")
+    with pytest.raises(DeployError, match="must never depend on the host"):
+        build_agent_package(pkg)
+    (pkg / "bad.py").write_text("import numpy\ntry:\n    import torch\nexcept ImportError:\n    torch = None\n")
+    assert scan_requirements(pkg) == ("numpy",)  # torch is optional (inside try)
+
+
+@pytest.mark.slow
+def test_local_deploy_profile_undeploy(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The `local` transport: same deploy path as ssh/adb, on this machine."""
+    from host.client import AgentClient
+    from tests.support.deploy_helpers import onnx_mlp
+
+    workdir = tmp_path / "dev" / "nnf"
+    inv = write_inventory(tmp_path / "devices.toml", {"here": {"transport": "local", "python": DEVICE_PYTHON,
+                                                               "workdir": str(workdir), "runtime": "onnx"}})
+    model = onnx_mlp(tmp_path / "mlp.onnx")
+    try:
+        assert main(["deploy", "here", "--inventory", str(inv), "--json"]) == 0
+        rep = json.loads(capsys.readouterr().out)
+        assert rep["copied_bytes"] > 0 and rep["started"]
+        assert main(["devices", "profile", "here", str(model), "--input", "1x64", "--repeats", "5",
+                     "--inventory", str(inv), "--json"]) == 0
+        prof = json.loads(capsys.readouterr().out)
+        assert prof["runtime"] == "onnxruntime" and prof["median_latency_us"] > 0 and prof["samples"] >= 5
+        # `nnf tunnel` holds a port open for other programs (with --print-token for their credentials)
+        tunnel = subprocess.Popen([sys.executable, "-m", "host", "tunnel", "here", "--inventory", str(inv), "--json",
+                                   "--print-token", "--duration-s", "60"], cwd=str(ROOT), stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True)
+        try:
+            assert tunnel.stdout is not None
+            info = json.loads(tunnel.stdout.readline())
+            with AgentClient(info["address"], token=info["token"]) as client:
+                assert client.device_info().agent_version
+        finally:
+            tunnel.terminate()
+            tunnel.communicate(timeout=30)
+    finally:
+        assert main(["undeploy", "here", "--inventory", str(inv), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["removed"]
+    assert not workdir.exists()
