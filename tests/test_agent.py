@@ -327,7 +327,8 @@ def test_queue_deadline_and_busy(tmp_path: Path, mm_onnx: Path) -> None:
 
         def long_profile() -> None:
             with AgentClient(addr) as c:
-                c.profile(ProfileRequest(sha, warmup_runs=1, repeats=5, min_time_s=2.0))
+                # >= 3 s on any machine: a fast one reaches the sample cap long before a min_time_s would
+                c.profile(ProfileRequest(sha, warmup_runs=1, repeats=30, min_time_s=0.0, cooldown_ms=100.0))
             long_done.set()
 
         t = threading.Thread(target=long_profile)
