@@ -312,6 +312,51 @@ def load_models(ckpt: Checkpoint, space: TaskSpace | None = None, backbone: str 
     return models
 
 
+def warm_start(models: Models, ckpt: Checkpoint) -> list[str]:
+    """Copy a checkpoint's supernet and assembler weights into freshly built ``models``.
+
+    For a new run that starts from trained weights but its own settings (``nnf train --warm-start``), e.g.
+    after the supernet gained a new ungated classifier head. The gate layout and every other tensor the
+    checkpoint holds must fit; a classifier head of another structure is replaced. Tensors not copied keep
+    their fresh initialisation and are returned by name. The auxiliary pre-training head is not copied.
+    """
+    check_compatible(ckpt, models.space, models.backbone)
+    layout_fp = models.supernet.gate_layout().fingerprint()
+    if ckpt.meta.get("gate_layout", {}).get("fingerprint") != layout_fp:
+        raise SpecError(
+            f"checkpoint {ckpt.path} was trained on a different gate layout of {models.backbone!r}; its weights "
+            "cannot warm-start this supernet"
+        )
+    if AssemblerConfig.from_json(ckpt.meta["assembler"]) != models.assembler.config:
+        raise SpecError(
+            f"checkpoint {ckpt.path} holds an assembler of another shape ({ckpt.meta['assembler']}); warm-start "
+            "with the same --hidden/--experts/--limit-dims settings"
+        )
+    fresh: list[str] = []
+    head = final_linear(models.supernet)[0].split(".")[0] + "."  # the classifier module, e.g. "fc."
+    for name, mod in (("supernet", models.supernet), ("assembler", models.assembler)):
+        src = ckpt.section(name)
+        own = mod.state_dict()
+        if name == "supernet":
+            # A classifier of another structure (linear -> MLP head) is replaced, not copied.
+            src_head = {k for k in src if k.startswith(head)}
+            own_head = {k for k in own if k.startswith(head)}
+            if src_head != own_head or any(src[k].shape != own[k].shape for k in src_head):
+                src = {k: v for k, v in src.items() if k not in src_head}
+        extra = sorted(set(src) - set(own))
+        if extra:
+            raise SpecError(f"checkpoint {ckpt.path}: {name} tensors {extra[:4]} have no place in this model")
+        bad = [k for k in src if tuple(src[k].shape) != tuple(own[k].shape)]
+        if bad:
+            raise SpecError(
+                f"checkpoint {ckpt.path}: {name} tensor {bad[0]} has shape {tuple(src[bad[0]].shape)}, this model "
+                f"needs {tuple(own[bad[0]].shape)}"
+            )
+        mod.load_state_dict({**own, **src}, strict=True)
+        fresh += [f"{name}.{k}" for k in own if k not in src]
+    return fresh
+
+
 # ---- evaluation ---------------------------------------------------------------------------------
 
 
@@ -378,7 +423,7 @@ class Trainer:
     """Runs (or resumes) one training run into a run directory."""
 
     def __init__(self, cfg: TrainConfig, out_dir: Path, *, resume: bool = False, threads: int = 1,
-                 progress: bool = True, init_from: Path | None = None) -> None:
+                 progress: bool = True, init_from: Path | None = None, warm_from: Path | None = None) -> None:
         self.out = Path(out_dir)
         self.world, self.rank = _dist_info()
         if self.world > 1 and not dist.is_initialized():
@@ -387,8 +432,11 @@ class Trainer:
         self.progress = progress and self.rank == 0
         self.state: dict[str, Any] = {"step": 0, "seconds": 0.0, "history": [], "best": None}
         ckpt = self._prepare_dir(resume)
-        if ckpt is not None and init_from is not None:
-            raise ConfigError(f"{self.out} already holds a run; continue it with --resume, without --init-from")
+        if ckpt is not None and (init_from is not None or warm_from is not None):
+            raise ConfigError(
+                f"{self.out} already holds a run; continue it with --resume, without --init-from/--warm-start")
+        if init_from is not None and warm_from is not None:
+            raise ConfigError("pass either --init-from (continue a run's schedule) or --warm-start (new schedule)")
         source = ckpt if ckpt is not None else (read_checkpoint(init_from) if init_from is not None else None)
         if source is not None:
             ckpt = source
@@ -425,6 +473,12 @@ class Trainer:
             self.state = dict(ckpt.meta["train_state"])
             if ckpt.optimizer is None:
                 self.state["best"] = None  # the source run's checkpoints are not in this run directory
+        self.fresh_tensors: list[str] = []
+        if warm_from is not None:
+            self.fresh_tensors = warm_start(self.models, read_checkpoint(warm_from))
+            if self.rank == 0:
+                print(f"nnf train: warm start from {warm_from}; freshly initialised: "
+                      f"{', '.join(self.fresh_tensors) or 'none'}", file=sys.stderr)
         self._val = None
         seen = [i for i, t in enumerate(self.space.tasks) if t.split == "seen"]
         extra = [i for i, t in enumerate(self.space.tasks) if t.split == "extra"]

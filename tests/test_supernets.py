@@ -101,3 +101,32 @@ def test_random_gates_and_activation_ratio():
     assert max(per_layer) - min(per_layer) > 0.2  # layers vary independently
     assert layout.fingerprint() == build_supernet("resnet_numvqa").gate_layout().fingerprint()
     assert layout.fingerprint() != build_supernet("resnet_tiny").gate_layout().fingerprint()
+
+
+def test_mlp_head_and_specs_from_before_it():
+    from host.supernets import config_from_dict
+    from host.supernets.resnet import MLPHead
+
+    net = build_supernet("resnet_numvqa")
+    assert isinstance(net.fc, MLPHead) and net.fc.fc1.out_features == 128 and net.fc.fc2.out_features == 2
+    # the head is ungated: the gate layout is that of the gated convs alone
+    assert all(layer.name.startswith("stages.") for layer in net.gate_layout().layers)
+    x = torch.rand(3, 1, 56, 56)
+    with torch.no_grad():
+        net.eval()
+        manual = net.fc.fc2(torch.relu(net.fc.fc1(torch.flatten(net.pool(_features(net, x)), 1))))
+        assert torch.allclose(net(x), manual, atol=1e-6)
+    # a spec written before head_hidden existed rebuilds the standard linear classifier
+    cfg = dict(net.config_dict())
+    del cfg["head_hidden"]
+    old = config_from_dict("resnet", cfg)
+    assert old.head_hidden == 0
+    assert isinstance(build_supernet("resnet_numvqa", head_hidden=0).fc, torch.nn.Linear)
+
+
+def _features(net, x):
+    x = net.maxpool(net.relu(net.bn1(net.conv1(x))))
+    for blocks in net.stages:
+        for block in blocks:
+            x = block(x)
+    return x

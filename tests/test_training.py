@@ -154,3 +154,62 @@ def test_slim_export_and_init_from(tmp_path):
     # exporting again replaces the shipped copy atomically
     export_slim(tmp_path / "cont", slim)
     assert read_checkpoint(slim).meta["train_state"]["step"] == 6
+
+
+def _linear_head_copy(src: Path, dest: Path) -> Path:
+    """A copy of checkpoint ``src`` whose supernet has the standard linear classifier (as before head_hidden)."""
+    from host.checkpoint import write_checkpoint
+
+    ck = read_checkpoint(src)
+    tensors = {k: v for k, v in ck.model.items() if not k.startswith("supernet.fc.")}
+    gen = torch.Generator().manual_seed(0)
+    tensors["supernet.fc.weight"] = torch.randn(2, 128, generator=gen)
+    tensors["supernet.fc.bias"] = torch.randn(2, generator=gen)
+    meta = {k: v for k, v in ck.meta.items() if k not in ("files", "kind", "version", "optimizer")}
+    return write_checkpoint(dest, meta, tensors)
+
+
+def test_warm_start_replaces_a_linear_head(tmp_path):
+    run = tmp_path / "run"
+    Trainer(TrainConfig(**{**TINY, "steps": 4}), run, progress=False).run()
+    src = read_checkpoint(run / json.loads((run / "latest.json").read_text())["latest"])
+    old = _linear_head_copy(src.path, tmp_path / "linear")
+    cfg = TrainConfig(**{**TINY, "steps": 3, "pretrain_steps": 0, "lr": 5e-4})
+    warm = Trainer(cfg, tmp_path / "warm", warm_from=old, progress=False)
+    assert sorted(warm.fresh_tensors) == [f"supernet.fc.{m}.{p}" for m in ("fc1", "fc2") for p in ("bias", "weight")]
+    assert warm.state["step"] == 0 and warm.cfg.lr == 5e-4  # a new run with this command's settings
+    sd = warm.models.supernet.state_dict()
+    for k, v in src.section("supernet").items():
+        if not k.startswith("fc."):
+            assert torch.equal(sd[k], v), k
+    for k, v in src.section("assembler").items():
+        assert torch.equal(warm.models.assembler.state_dict()[k], v), k
+    warm.run()
+    assert warm.state["step"] == 3
+    # the same structure: nothing is fresh, the head is copied too
+    same = Trainer(cfg, tmp_path / "same", warm_from=src.path, progress=False)
+    assert same.fresh_tensors == []
+    assert torch.equal(same.models.supernet.state_dict()["fc.fc1.weight"], src.model["supernet.fc.fc1.weight"])
+
+
+def test_warm_start_bad_input(tmp_path):
+    from host.checkpoint import write_checkpoint
+
+    run = tmp_path / "run"
+    Trainer(TrainConfig(**{**TINY, "steps": 2}), run, progress=False).run()
+    src = read_checkpoint(run / json.loads((run / "latest.json").read_text())["latest"])
+    meta = {k: v for k, v in src.meta.items() if k not in ("files", "kind", "version", "optimizer")}
+    cfg = TrainConfig(**{**TINY, "pretrain_steps": 0})
+    bad_shape = dict(src.model)
+    bad_shape["supernet.conv1.weight"] = torch.zeros(3, 1, 3, 3)
+    write_checkpoint(tmp_path / "shape", meta, bad_shape)
+    with pytest.raises(SpecError, match="conv1.weight has shape"):
+        Trainer(cfg, tmp_path / "a", warm_from=tmp_path / "shape", progress=False)
+    extra = {**src.model, "supernet.stages.9.0.conv1.weight": torch.zeros(1)}
+    write_checkpoint(tmp_path / "extra", meta, extra)
+    with pytest.raises(SpecError, match="no place in this model"):
+        Trainer(cfg, tmp_path / "b", warm_from=tmp_path / "extra", progress=False)
+    with pytest.raises(ConfigError, match="either --init-from"):
+        Trainer(cfg, tmp_path / "c", warm_from=src.path, init_from=src.path, progress=False)
+    with pytest.raises(ConfigError, match="already holds a run"):
+        Trainer(cfg, run, resume=True, warm_from=src.path, progress=False)

@@ -23,6 +23,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--init-from", type=Path, default=None,
                    help="start a new run in --out from a checkpoint without optimizer state (e.g. the shipped "
                         "one): same config and step, fresh optimizer moments")
+    p.add_argument("--warm-start", type=Path, default=None,
+                   help="start a new run (step 0, this command's settings) from a checkpoint's supernet and "
+                        "assembler weights; tensors it lacks (e.g. a new classifier head) start fresh")
     p.add_argument("--steps", type=int, default=d.steps, help="total optimizer steps incl. pre-training (default: %(default)s)")
     p.add_argument("--pretrain-steps", type=int, default=d.pretrain_steps, help="backbone pre-training steps (default: %(default)s)")
     p.add_argument("--batch-size", type=int, default=d.batch_size, help="global batch size (default: %(default)s)")
@@ -32,6 +35,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--eval-every", type=int, default=d.eval_every, help="joint steps between validations (default: %(default)s)")
     p.add_argument("--eval-per-task", type=int, default=d.eval_per_task, help="validation samples per task (default: %(default)s)")
     p.add_argument("--curriculum-steps", type=int, default=d.curriculum_steps, help="joint steps of limit curriculum (default: %(default)s)")
+    p.add_argument("--warmup-steps", type=int, default=d.warmup_steps, help="learning-rate warm-up steps per phase (default: %(default)s)")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads per process (default: %(default)s)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true", help="print the final summary as one JSON object")
@@ -53,9 +57,10 @@ def run(args: argparse.Namespace) -> int:
         eval_every=args.eval_every,
         eval_per_task=args.eval_per_task,
         curriculum_steps=args.curriculum_steps,
+        warmup_steps=args.warmup_steps,
     )
     trainer = Trainer(cfg, args.out, resume=args.resume, threads=args.threads, progress=not args.no_progress,
-                      init_from=args.init_from)
+                      init_from=args.init_from, warm_from=args.warm_start)
     try:
         summary = trainer.run()
     finally:

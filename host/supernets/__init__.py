@@ -36,7 +36,7 @@ CONFIGS: dict[str, tuple[str, Any]] = {
     # small shapes
     "resnet_numvqa": ("resnet", ResNetConfig(
         "basic", (2, 2, 2, 2), (16, 32, 64, 128), stem="small", stem_width=16,
-        in_chans=1, num_classes=2, image_size=56)),
+        in_chans=1, num_classes=2, image_size=56, head_hidden=128)),
     "resnet_tiny": ("resnet", ResNetConfig(
         "basic", (1, 1, 1, 1), (8, 16, 32, 64), stem="small", stem_width=8, num_classes=10, image_size=32)),
     "bottleneck_tiny": ("resnet", ResNetConfig(

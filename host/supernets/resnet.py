@@ -32,6 +32,11 @@ class ResNetConfig:
     in_chans: int = 3
     num_classes: int = 1000
     image_size: int = 224
+    # 0: the standard classifier (pooled features -> Linear). > 0: an ungated MLP head
+    # (Linear -> ReLU -> Linear) with this many hidden units. A single linear read-out of pooled features is
+    # monotonic in any feature that counts objects additively over the image, so it cannot answer
+    # non-monotonic questions such as "exactly two 0"; one hidden layer can.
+    head_hidden: int = 0
 
     @property
     def expansion(self) -> int:
@@ -52,6 +57,19 @@ class Downsample(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.bn(self.conv(x))
+
+
+class MLPHead(nn.Module):
+    """Ungated classifier head: Linear -> ReLU -> Linear (``fc1``, ``fc2``)."""
+
+    def __init__(self, cin: int, hidden: int, num_classes: int) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(cin, hidden)
+        self.relu = nn.ReLU(inplace=False)
+        self.fc2 = nn.Linear(hidden, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.relu(self.fc1(x)))  # (B, C) -> (B, hidden) -> (B, num_classes)
 
 
 class BasicBlock(nn.Module):
@@ -145,7 +163,8 @@ class ResNet(Supernet):
                 cin = planes * c.expansion
             self.stages.append(blocks)
         self.pool = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Linear(cin, c.num_classes)
+        self.fc: nn.Module = MLPHead(cin, c.head_hidden, c.num_classes) if c.head_hidden > 0 else nn.Linear(
+            cin, c.num_classes)
         self._init_weights()
 
     def _init_weights(self) -> None:
