@@ -475,7 +475,12 @@ class Trainer:
                 self.state["best"] = None  # the source run's checkpoints are not in this run directory
         self.fresh_tensors: list[str] = []
         if warm_from is not None:
-            self.fresh_tensors = warm_start(self.models, read_checkpoint(warm_from))
+            src = read_checkpoint(warm_from)
+            self.fresh_tensors = warm_start(self.models, src)
+            self.state["warm_start"] = {  # provenance, kept in every checkpoint of this run
+                "from": str(warm_from), "source_step": src.meta.get("train_state", {}).get("step"),
+                "source_seconds": src.meta.get("train_state", {}).get("seconds"), "fresh": self.fresh_tensors,
+            }
             if self.rank == 0:
                 print(f"nnf train: warm start from {warm_from}; freshly initialised: "
                       f"{', '.join(self.fresh_tensors) or 'none'}", file=sys.stderr)

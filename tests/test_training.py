@@ -178,6 +178,7 @@ def test_warm_start_replaces_a_linear_head(tmp_path):
     warm = Trainer(cfg, tmp_path / "warm", warm_from=old, progress=False)
     assert sorted(warm.fresh_tensors) == [f"supernet.fc.{m}.{p}" for m in ("fc1", "fc2") for p in ("bias", "weight")]
     assert warm.state["step"] == 0 and warm.cfg.lr == 5e-4  # a new run with this command's settings
+    assert warm.state["warm_start"]["source_step"] == 4 and warm.state["warm_start"]["fresh"] == warm.fresh_tensors
     sd = warm.models.supernet.state_dict()
     for k, v in src.section("supernet").items():
         if not k.startswith("fc."):
