@@ -78,6 +78,7 @@ def main() -> int:
 
     from host.budget import factory_assembler, generate_for_device
     from host.device_profile import load_predictor
+    from host.errors import SearchError
     from host.search import Budget, algorithm1, batched_search, live_search
 
     factory, source = load_factory(args.space, args.checkpoint)
@@ -148,10 +149,16 @@ def main() -> int:
                 before = live.measurements
                 t0 = time.perf_counter()
                 start = batched_search(assemble, r["task"], pred, b).grid_index
-                res = live_search(assemble, r["task"], live, b, start_index=start, device=args.device)
+                try:
+                    res = live_search(assemble, r["task"], live, b, start_index=start, device=args.device)
+                except SearchError as exc:  # the device is slower than its profile predicts: a real outcome
+                    live_rows.append({"task": r["task"], "latency_ms": r["latency_ms"], "fit": False,
+                                      "seconds": time.perf_counter() - t0, "predictor_limit": r["limit"],
+                                      "measurements": live.measurements - before, "error": str(exc)})
+                    continue
                 live_rows.append({"task": r["task"], "latency_ms": r["latency_ms"], "seconds": time.perf_counter() - t0,
                                   "limit": res.limit, "predictor_limit": r["limit"], "measured_ms": res.latency_us / 1000,
-                                  "measurements": live.measurements - before})
+                                  "measurements": live.measurements - before, "fit": True})
             m.close()
         finally:
             if agent_proc is not None:
@@ -172,6 +179,7 @@ def main() -> int:
         "live_measurements_median": statistics.median(r["measurements"] for r in live_rows) if live_rows else None,
         "scenarios": len(rows),
         "live_scenarios": len(live_rows),
+        "live_no_fit": sum(1 for r in live_rows if not r["fit"]),
         "alg1_rounds_median": statistics.median(r["alg1_rounds"] for r in rows),
         "generator": source,
         "device": args.device,
@@ -183,6 +191,10 @@ def main() -> int:
               f"{r['predicted_ms']:8.3f} {r['alg1_rounds']:7d} {r['batched_s']:9.4f} {r['alg1_s']:8.4f} "
               f"{r['generate_s']:7.4f} {r['same_answer']}")
     for r in live_rows:
+        if not r["fit"]:
+            print(f"live: {r['task'][:28]:28s} budget {r['latency_ms']:.3f} ms -> no fit on the device "
+                  f"({r['measurements']} measurements, {r['seconds']:.1f} s): {r['error']}")
+            continue
         print(f"live: {r['task'][:28]:28s} budget {r['latency_ms']:.3f} ms -> limit {r['limit']:.2f} "
               f"(predictor {r['predictor_limit']:.2f}), measured {r['measured_ms']:.3f} ms, "
               f"{r['measurements']} measurements, {r['seconds']:.1f} s")
