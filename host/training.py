@@ -283,6 +283,15 @@ def check_compatible(ckpt: Checkpoint, space: TaskSpace, backbone: str) -> None:
         )
 
 
+def check_layout(ckpt: Checkpoint, supernet: nn.Module, backbone: str) -> None:
+    """Raise SpecError unless the checkpoint was trained on this supernet's gate layout."""
+    if ckpt.meta.get("gate_layout", {}).get("fingerprint") != supernet.gate_layout().fingerprint():
+        raise SpecError(
+            f"checkpoint {ckpt.path} was trained on a different gate layout of {backbone!r} than this "
+            "NN-Factory builds; it cannot be used with this version"
+        )
+
+
 def load_models(ckpt: Checkpoint, space: TaskSpace | None = None, backbone: str | None = None) -> Models:
     """Rebuild supernet + assembler from a checkpoint (verifying space, backbone and gate layout)."""
     if space is None:
@@ -293,12 +302,7 @@ def load_models(ckpt: Checkpoint, space: TaskSpace | None = None, backbone: str 
     cfg = TrainConfig.from_json(ckpt.meta.get("train_config", {}))
     has_aux = any(k.startswith("aux.") for k in ckpt.model)
     models = build_models(space, backbone, cfg, with_aux=has_aux)
-    layout_fp = models.supernet.gate_layout().fingerprint()
-    if ckpt.meta.get("gate_layout", {}).get("fingerprint") != layout_fp:
-        raise SpecError(
-            f"checkpoint {ckpt.path} was trained on a different gate layout of {backbone!r} than this "
-            "NN-Factory builds; it cannot be used with this version"
-        )
+    check_layout(ckpt, models.supernet, backbone)
     acfg = AssemblerConfig.from_json(ckpt.meta["assembler"])
     if acfg != models.assembler.config:
         models.assembler = ModuleAssembler(acfg)
@@ -321,12 +325,7 @@ def warm_start(models: Models, ckpt: Checkpoint) -> list[str]:
     their fresh initialisation and are returned by name. The auxiliary pre-training head is not copied.
     """
     check_compatible(ckpt, models.space, models.backbone)
-    layout_fp = models.supernet.gate_layout().fingerprint()
-    if ckpt.meta.get("gate_layout", {}).get("fingerprint") != layout_fp:
-        raise SpecError(
-            f"checkpoint {ckpt.path} was trained on a different gate layout of {models.backbone!r}; its weights "
-            "cannot warm-start this supernet"
-        )
+    check_layout(ckpt, models.supernet, models.backbone)
     if AssemblerConfig.from_json(ckpt.meta["assembler"]) != models.assembler.config:
         raise SpecError(
             f"checkpoint {ckpt.path} holds an assembler of another shape ({ckpt.meta['assembler']}); warm-start "

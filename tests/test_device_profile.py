@@ -114,15 +114,11 @@ def test_shipped_profiles_load(tmp_path: Path) -> None:
             lat, mem = pred.predict_counts(np.array([layout.module_counts]))
             assert lat[0] > 0 and mem[0] > 0
             # the structure block follows the supernet as built now (scripts/recalibrate_structure.py)
-            from host.compact import CompactSpec
+            from host.predictor import _spec_for_counts
 
             net = build_supernet(entry["config"])
             rng = np.random.default_rng(0)
             for counts in ([*layout.module_counts], [int(rng.integers(1, d + 1)) for d in layout.module_counts]):
-                spec = CompactSpec(
-                    backbone=net.backbone, config_name=net.config_name, config=net.config_dict(),
-                    kept={x.name: list(range(c)) for x, c in zip(layout.layers, counts, strict=True)},
-                    layer_modules={x.name: x.modules for x in layout.layers}, layout_fingerprint=layout.fingerprint(),
-                )
+                spec = _spec_for_counts(net, counts)
                 got = pred.structure.param_bytes(np.array([counts]))[0]
                 assert abs(got - spec.param_bytes()) <= 1e-6 * spec.param_bytes(), (f.name, entry["config"])
