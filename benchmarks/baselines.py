@@ -10,8 +10,9 @@ every scenario (host/baselines/compare.py):
 
 * NN-Factory generates its model with the generator and the device profile loaded (no data, no training);
 * Retrain sizes the supernet's architecture at the widest uniform width predicted to fit, initialises it
-  (by default from a backbone pre-trained once here on digit counting with every module on: the paper's
-  "pre-trained backbone") and trains it on the task's data with a step/time cap;
+  from a pre-trained network (by default the generator checkpoint's supernet weights, the strongest start
+  this CPU allows; --init pretrained: a backbone pre-trained here on digit counting with every module on;
+  --init scratch) and trains it on the task's data with a step/time cap;
 * Prune&Tune prunes a unified all-task model with Torch-Pruning (DepGraph) to the budget and fine-tunes it.
 
 All three are scored on the same test questions (MNIST test split) and measured on a local agent (started
@@ -27,6 +28,7 @@ path; its figures say nothing about the methods).
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -36,11 +38,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from _util import emit  # noqa: E402
+from _util import save_result  # noqa: E402
 
 DEFAULT_TASKS = "exactly one 3,at least two 5,exactly three odd,exactly two 0"
-DEFAULT_FRACTIONS = "0.45,0.6,0.8"
-RESULTS = ROOT / "benchmarks" / "results"
+DEFAULT_FRACTIONS = "0.45,0.6"
 
 
 def build_settings(args: argparse.Namespace):  # noqa: ANN201
@@ -84,30 +85,31 @@ def main() -> int:
     p.add_argument("--budgets-ms", default=None, help="comma-separated latency budgets in ms")
     p.add_argument("--budget-fractions", default=None,
                    help=f"budgets as fractions of the full supernet's predicted latency (default {DEFAULT_FRACTIONS})")
-    p.add_argument("--init", default="pretrained", choices=["pretrained", "generator", "scratch"],
-                   help="both baselines start from a pre-trained backbone (trained once here, every module on), the "
-                        "generator checkpoint's supernet weights, or scratch (default: %(default)s)")
+    p.add_argument("--init", default="generator", choices=["pretrained", "generator", "scratch"],
+                   help="both baselines start from the generator checkpoint's supernet weights (default), a backbone "
+                        "pre-trained here once on digit counting with every module on, or scratch")
     p.add_argument("--backbone-steps", type=int, default=500, help="pre-training steps of the backbone")
     p.add_argument("--backbone-checkpoint", default=None, help="use this pre-training checkpoint as the backbone")
-    p.add_argument("--retrain-steps", type=int, default=150)
-    p.add_argument("--unified-steps", type=int, default=600)
-    p.add_argument("--finetune-steps", type=int, default=75)
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--retrain-steps", type=int, default=100)
+    p.add_argument("--unified-steps", type=int, default=300)
+    p.add_argument("--finetune-steps", type=int, default=50)
+    p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--time-cap-s", type=float, default=1800.0, help="wall-clock cap per scenario's training")
+    p.add_argument("--time-cap-s", type=float, default=900.0, help="wall-clock cap per scenario's training")
     p.add_argument("--test-per-task", type=int, default=1000)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--phase", default="all", choices=["all", "train", "measure"])
     p.add_argument("--work", default=str(ROOT / "runs" / "baselines"), help="cache of trained baseline models")
     p.add_argument("--agent", default=None, help="measure on this agent (default: start a local one)")
-    p.add_argument("--results", default=None, help="where to write the result JSON (default: benchmarks/results/)")
+    p.add_argument("--results", default=None,
+                   help="directory for the result file baselines.json / baselines.quick.json (default: benchmarks/results)")
     p.add_argument("--quick", action="store_true", help="CI-sized: one scenario, a few training steps")
     p.add_argument("--json", action="store_true")
     args = p.parse_args()
 
     import torch
 
-    from host.baselines.compare import Comparison, budgets_from_profile, scenarios_for, write_result
+    from host.baselines.compare import Comparison, budgets_from_profile, scenarios_for
     from host.baselines.device import local_agent
     from host.generate import ModelFactory
 
@@ -142,14 +144,15 @@ def main() -> int:
         with local_agent() as addr:
             result = cmp.measure(scenarios, addr, train_missing=args.phase == "all")
     result["quick"] = bool(args.quick)
-    result["command"] = "python benchmarks/baselines.py " + " ".join(sys.argv[1:])
     result["benchmark_seconds"] = round(time.perf_counter() - t_start, 1)
-    out = Path(args.results) if args.results else RESULTS / ("baselines.quick.json" if args.quick else "baselines.json")
-    write_result(result, out)
+    name = "baselines.quick" if args.quick else "baselines"
+    out = save_result(name, result, results_dir=Path(args.results) if args.results else None)
     print_table(result)
     print(f"written to {out}", file=sys.stderr)
-    emit({k: result[k] for k in ("scenarios", "mean", "customize_seconds", "one_time_seconds", "targets", "quick",
-                                 "metric", "mean_over_complete_scenarios")}, args.json)
+    if args.json:
+        keys = ("scenarios", "mean", "customize_seconds", "one_time_seconds", "targets", "quick", "metric",
+                "mean_over_complete_scenarios")
+        print(json.dumps({k: result[k] for k in keys}, sort_keys=True))
     return 0
 
 

@@ -28,6 +28,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "host.commands.fit",
     "host.commands.devices",
     "host.commands.deploy",
+    "host.commands.report",
 )
 
 

@@ -204,9 +204,8 @@ def agent_addr(tmp_path):
 
 def test_comparison_end_to_end(tmp_path, agent_addr):
     from host.baselines.compare import Comparison, ComparisonSettings, budgets_from_profile, scenarios_for
-    from host.generate import ModelFactory
-
     from host.baselines.device import load_device
+    from host.generate import ModelFactory
 
     factory = ModelFactory.load(space="numvqa")
     layout = factory.models.supernet.gate_layout()

@@ -19,7 +19,7 @@ from torch import nn
 
 from host.errors import SpecError
 
-INIT_CHOICES = ("pretrained", "generator", "scratch")
+INIT_CHOICES = ("generator", "pretrained", "scratch")
 
 
 def pretrain_backbone(space: str, backbone: str, out_dir: Path, *, steps: int, batch_size: int = 64,
@@ -41,14 +41,17 @@ def pretrain_backbone(space: str, backbone: str, out_dir: Path, *, steps: int, b
     return resolve_checkpoint_dir(out_dir)
 
 
-def load_backbone(path: Path, space: Any) -> tuple[nn.Module, dict[str, Any]]:
-    """The supernet of a pre-training checkpoint and facts about it (steps, seconds, count accuracy)."""
+def load_backbone(path: Path, space: Any, *, phase: str | None = "pretrain") -> tuple[nn.Module, dict[str, Any]]:
+    """The supernet of a checkpoint and facts about it (steps, seconds, last metrics).
+
+    ``phase="pretrain"`` insists on a pre-training checkpoint; ``None`` takes any checkpoint of the space.
+    """
     from host.checkpoint import read_checkpoint
     from host.training import load_models
 
     ckpt = read_checkpoint(Path(path))
     state = ckpt.meta.get("train_state", {})
-    if state.get("phase") not in (None, "pretrain"):
+    if phase is not None and state.get("phase") not in (None, phase):
         raise SpecError(f"{path} is not a pre-training checkpoint (phase {state.get('phase')!r})")
     models = load_models(ckpt, space)
     facts = {"path": str(ckpt.path), "step": state.get("step"), "seconds": state.get("seconds"),

@@ -11,9 +11,9 @@ same metric:
 * **Prune&Tune**: ``host.baselines.prune_tune``; its seconds are pruning + fine-tuning, the unified model
   being a one-time cost (reported apart, as NN-Factory's supernet training is).
 
-Both baselines start from the same initial network (``settings.init``): ``pretrained`` (default; the
-pre-trained backbone of :mod:`host.baselines.backbone`, trained once), ``generator`` (the generator
-checkpoint's supernet weights) or ``scratch``.
+Both baselines start from the same initial network (``settings.init``): ``generator`` (default: the
+generator checkpoint's supernet weights, the strongest start for the least training), ``pretrained`` (the
+backbone of :mod:`host.baselines.backbone`, pre-trained once with every module on) or ``scratch``.
 
 Work is split in two phases so the CPU-heavy one can run in the background while the timing-sensitive one
 runs on a quiet machine: :meth:`Comparison.train` trains (and caches in ``work_dir``) every baseline
@@ -77,10 +77,12 @@ class Scenario:
 @dataclass
 class ComparisonSettings:
     device: str
-    init: str = "pretrained"  # initial network of both baselines: pretrained | generator | scratch
+    init: str = "generator"  # initial network of both baselines: generator | pretrained | scratch
     backbone_steps: int = 500  # pre-training steps of the backbone (init "pretrained")
     backbone_batch_size: int = 64
-    backbone_checkpoint: Path | None = None  # an existing pre-training checkpoint instead of training one
+    # init "pretrained": an existing pre-training checkpoint instead of training one; init "generator": a generator
+    # checkpoint other than the one being compared (default: that one)
+    backbone_checkpoint: Path | None = None
     retrain: RetrainConfig = field(default_factory=RetrainConfig)
     unified: UnifiedConfig = field(default_factory=UnifiedConfig)
     prune_tune: PruneTuneConfig = field(default_factory=PruneTuneConfig)
@@ -175,8 +177,13 @@ class Comparison:
         if s.init == "scratch":
             self._init = (None, {"init": "scratch"})
         elif s.init == "generator":
-            self._init = (self.supernet, {"init": "generator", "model_sha256": self.checkpoint_sha,
-                                          "path": str(self.factory.checkpoint)})
+            if s.backbone_checkpoint is None:  # the generator being compared
+                self._init = (self.supernet, {"init": "generator", "model_sha256": self.checkpoint_sha,
+                                              "path": str(self.factory.checkpoint),
+                                              "step": self.factory.meta.get("train_state", {}).get("step")})
+            else:  # another generator checkpoint of the same supernet (e.g. the one the baselines were trained from)
+                net, facts = load_backbone(s.backbone_checkpoint, self.space, phase=None)
+                self._init = (net, {"init": "generator", **facts})
         else:
             path = s.backbone_checkpoint
             if path is None:
@@ -188,7 +195,7 @@ class Comparison:
                              f"{s.backbone_batch_size}, every module on -> {path}")
                     pretrain_backbone(self.space.name, self.factory.models.backbone, path, steps=s.backbone_steps,
                                       batch_size=s.backbone_batch_size, threads=s.threads)
-            net, facts = load_backbone(path, self.space)
+            net, facts = load_backbone(path, self.space, phase="pretrain")
             self._init = (net, {"init": "pretrained", **facts})
         return self._init
 
@@ -477,13 +484,4 @@ def budgets_from_profile(predictor: Any, layout: Any, fractions: Sequence[float]
 
 def scenarios_for(tasks: Sequence[str], budgets_ms: Sequence[float], memory_mb: float | None = None) -> list[Scenario]:
     return [Scenario(t, ScenarioBudget(b, memory_mb)) for t in tasks for b in budgets_ms]
-
-
-def write_result(result: dict, path: Path) -> Path:
-    from host.artifact import write_json_atomic
-
-    result = dict(result)
-    result["written_at"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-    write_json_atomic(path, result)
-    return path
 

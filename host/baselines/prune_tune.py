@@ -100,7 +100,7 @@ class UnifiedModel(nn.Module):
 
 @dataclass
 class UnifiedConfig:
-    init: str = "pretrained"  # what the init network is (a label for the record): see host.baselines.backbone
+    init: str = "generator"  # what the init network is (a label for the record): see host.baselines.compare
     train: TrainSettings = field(default_factory=lambda: TrainSettings(steps=1500, lr=1e-3))
     extra_fraction: float = 0.2  # share of samples from extra attribute combinations (as NN-Factory's training)
 

@@ -37,7 +37,7 @@ from host.tasks import Task
 
 @dataclass
 class RetrainConfig:
-    init: str = "pretrained"  # what init_net is (a label for the record): see host.baselines.backbone
+    init: str = "generator"  # what init_net is (a label for the record): see host.baselines.compare
     train: TrainSettings = field(default_factory=lambda: TrainSettings(steps=400, lr=1e-3))
     width_grid: int = 100  # uniform widths tried: 1/grid, 2/grid, ..., 1
 
