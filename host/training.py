@@ -218,7 +218,7 @@ class Models:
     space: TaskSpace
     supernet: nn.Module
     assembler: ModuleAssembler
-    aux: AuxCountHead | None
+    aux: nn.Module | None  # pre-training head (AuxCountHead, or the family objective's)
     backbone: str
 
     def tensors(self) -> dict[str, torch.Tensor]:
@@ -243,8 +243,12 @@ class Models:
 
 
 def build_models(space: TaskSpace, backbone: str, cfg: TrainConfig, *, with_aux: bool = True) -> Models:
-    sampler_shape = get_family(space.family).image_shape(space)
-    net = build_supernet_for(space, backbone, sampler_shape)
+    family = get_family(space.family)
+    objective = family.objective(space)  # None: the built-in yes/no objective below
+    if objective is not None:
+        net = objective.build_supernet(backbone)
+    else:
+        net = build_supernet_for(space, backbone, family.image_shape(space))
     layout = net.gate_layout()
     acfg = AssemblerConfig(
         vocab_size=space.vocab_size,
@@ -255,7 +259,9 @@ def build_models(space: TaskSpace, backbone: str, cfg: TrainConfig, *, with_aux:
     )
     assembler = ModuleAssembler(acfg)
     aux = None
-    if with_aux:
+    if with_aux and objective is not None:
+        aux = objective.build_aux(net)
+    elif with_aux:
         head = final_linear(net)[1]
         classes = len(space.groups.get("class", ())) or 1
         cells = int(space.params.get("grid", {}).get("rows", 1)) * int(space.params.get("grid", {}).get("cols", 1))
@@ -457,6 +463,9 @@ class Trainer:
         self.models = build_models(self.space, cfg.backbone, cfg)
         fam = get_family(self.space.family)
         self.sampler = fam.make_sampler(self.space, "train")
+        # The family's training hooks (model, samples, losses, validation); None: yes/no questions.
+        self.objective = fam.objective(self.space)
+        self.score_key = getattr(self.objective, "score_key", "seen_acc")
         self.optimizer = torch.optim.Adam(self.models.parameters(), lr=cfg.lr)
         if ckpt is not None:
             loaded = load_models(ckpt, self.space, cfg.backbone)
@@ -550,9 +559,11 @@ class Trainer:
     # -- one step -------------------------------------------------------------------------------
     def _module(self, phase: str) -> nn.Module:
         if phase not in self._wrapped:
-            m = PretrainModel(self.models.supernet, self.models.aux) if phase == "pretrain" else JointModel(
-                self.models.supernet, self.models.assembler
-            )
+            if phase == "pretrain":
+                m = (PretrainModel(self.models.supernet, self.models.aux) if self.objective is None
+                     else self.objective.pretrain_module(self.models.supernet, self.models.aux))
+            else:
+                m = JointModel(self.models.supernet, self.models.assembler)
             if self.world > 1:
                 m = DistributedDataParallel(m)
             self._wrapped[phase] = m
@@ -560,37 +571,53 @@ class Trainer:
 
     def _pretrain_step(self, gen: torch.Generator) -> dict[str, float]:
         b = self.local_batch
-        pool = torch.cat([self.seen_ids, self.extra_ids])
-        tids = pool[torch.randint(len(pool), (b,), generator=gen)]
-        batch = self.sampler.draw(tids, torch.rand(b, generator=gen) < 0.5, gen)
+        if self.objective is not None:
+            batch = self.objective.draw_pretrain(self.sampler, b, gen)
+        else:
+            pool = torch.cat([self.seen_ids, self.extra_ids])
+            tids = pool[torch.randint(len(pool), (b,), generator=gen)]
+            batch = self.sampler.draw(tids, torch.rand(b, generator=gen) < 0.5, gen)
         keep = self.cfg.pretrain_keep_min + (1 - self.cfg.pretrain_keep_min) * torch.rand(b, 1, generator=gen)
         layout = self.models.supernet.gate_layout()
         gates = [(torch.rand(b, d, generator=gen) < keep).float() for d in layout.module_counts]
         counts, out = self._module("pretrain")(batch.images, gates)
-        loss = nn.functional.cross_entropy(counts.reshape(-1, counts.shape[-1]), batch.class_counts.reshape(-1))
-        loss = loss + 0.0 * out.sum()  # keeps the classifier in the graph (DDP needs every parameter used)
+        metrics: dict[str, float] = {}
+        if self.objective is not None:
+            loss, metrics = self.objective.pretrain_loss((counts, out), batch)
+        else:
+            loss = nn.functional.cross_entropy(counts.reshape(-1, counts.shape[-1]), batch.class_counts.reshape(-1))
+            loss = loss + 0.0 * out.sum()  # keeps the classifier in the graph (DDP needs every parameter used)
+            metrics["acc"] = (counts.argmax(-1) == batch.class_counts).float().mean().item()
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         nn.utils.clip_grad_norm_(self.models.parameters(), self.cfg.grad_clip)
         self.optimizer.step()
-        acc = (counts.argmax(-1) == batch.class_counts).float().mean().item()
-        return {"loss": loss.item(), "acc": acc, "act": float(sum(g.sum() for g in gates) / (b * layout.total_modules))}
+        return {"loss": loss.item(), **metrics,
+                "act": float(sum(g.sum() for g in gates) / (b * layout.total_modules))}
 
     def _joint_step(self, gen: torch.Generator, joint_step: int) -> dict[str, float]:
         cfg, b = self.cfg, self.local_batch
-        tids = self.seen_ids[torch.randint(len(self.seen_ids), (b,), generator=gen)]
-        if len(self.extra_ids):
-            use_extra = torch.rand(b, generator=gen) < cfg.extra_fraction
-            extra = self.extra_ids[torch.randint(len(self.extra_ids), (b,), generator=gen)]
-            tids = torch.where(use_extra, extra, tids)
-        batch = self.sampler.draw(tids, torch.rand(b, generator=gen) < 0.5, gen)
+        if self.objective is not None:
+            batch = self.objective.draw_joint(self.sampler, b, gen, self.seen_ids, self.extra_ids, cfg.extra_fraction)
+            tids = batch.task_ids
+        else:
+            tids = self.seen_ids[torch.randint(len(self.seen_ids), (b,), generator=gen)]
+            if len(self.extra_ids):
+                use_extra = torch.rand(b, generator=gen) < cfg.extra_fraction
+                extra = self.extra_ids[torch.randint(len(self.extra_ids), (b,), generator=gen)]
+                tids = torch.where(use_extra, extra, tids)
+            batch = self.sampler.draw(tids, torch.rand(b, generator=gen) < 0.5, gen)
         frac = min(1.0, joint_step / cfg.curriculum_steps) if cfg.curriculum_steps > 0 else 1.0
         lo = max(cfg.limit_min, cfg.curriculum_limit_start + (cfg.limit_min - cfg.curriculum_limit_start) * frac)
         lo = min(lo, cfg.limit_max)
         limits = lo + (cfg.limit_max - lo) * torch.rand(b, generator=gen)
         use_hard = torch.rand(b, generator=gen) < 0.5
         out, _gates, hard = self._module("joint")(batch.images, self.task_enc[tids], limits, use_hard)
-        ce = nn.functional.cross_entropy(out, batch.labels)
+        if self.objective is not None:
+            ce, metrics = self.objective.joint_loss(out, batch)
+        else:
+            ce = nn.functional.cross_entropy(out, batch.labels)
+            metrics = {"acc": (out.argmax(1) == batch.labels).float().mean().item()}
         gl = gate_loss(hard, limits)
         loss = ce + cfg.gate_lambda * gl
         self.optimizer.zero_grad(set_to_none=True)
@@ -603,13 +630,15 @@ class Trainer:
             "loss": loss.item(),
             "ce": ce.item(),
             "gl": gl.item(),
-            "acc": (out.argmax(1) == batch.labels).float().mean().item(),
+            **metrics,
             "act": hard_ratio.mean().item(),
             "lim": limits.mean().item(),
         }
 
     # -- validation -----------------------------------------------------------------------------
     def validate(self) -> dict[str, float]:
+        if self.objective is not None:
+            return self.objective.validate(self.models, self.cfg)
         if self._val is None:
             fam = get_family(self.space.family)
             vs = fam.make_sampler(self.space, "val")
@@ -659,8 +688,9 @@ class Trainer:
                         rec = {"step": now, **{k: round(v, 5) for k, v in metrics.items()}}
                         self.state["history"].append(rec)
                         best = self.state.get("best")
-                        if best is None or metrics.get("seen_acc", 0.0) >= best["seen_acc"]:
-                            self.state["best"] = {"step": now, "seen_acc": metrics.get("seen_acc", 0.0),
+                        score = metrics.get(self.score_key, 0.0)
+                        if best is None or score >= best.get(self.score_key, 0.0):
+                            self.state["best"] = {"step": now, self.score_key: score,
                                                   "checkpoint": f"step-{now:07d}"}
                             self._save()  # the best must exist on disk
                         if self.progress:
@@ -672,7 +702,7 @@ class Trainer:
                     if self.world > 1:
                         dist.barrier()
                 dt = time.perf_counter() - t_mark
-                bar.set_postfix(phase=phase, loss=f"{last['loss']:.3f}", acc=f"{last['acc']:.3f}",
+                bar.set_postfix(phase=phase, loss=f"{last['loss']:.3f}", acc=f"{last.get('acc', float('nan')):.3f}",
                                 act=f"{last['act']:.3f}", img_s=f"{imgs * 1.0 / max(dt, 1e-9):.0f}", refresh=False)
                 bar.update(1)
         finally:
