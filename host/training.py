@@ -62,6 +62,9 @@ class TrainConfig:
     gate_lambda: float = 100.0
     limit_min: float = 0.03
     limit_max: float = 1.0
+    low_limit_fraction: float = 0.0  # share of joint samples whose limit is drawn from [lo, low_limit_max]
+    low_limit_max: float = 0.35
+    augment: bool = False  # training inputs jittered by the family's augmentation (e.g. small affine per digit)
     curriculum_steps: int = 300  # joint steps over which limit_min widens from curriculum_limit_start
     curriculum_limit_start: float = 0.3
     extra_fraction: float = 0.2  # share of samples from extra attribute combinations
@@ -73,6 +76,7 @@ class TrainConfig:
     eval_every: int = 250
     eval_per_task: int = 24
     eval_limit: float = 0.3
+    extra_eval_limits: tuple[float, ...] = ()  # validated too; the best checkpoint maximises the mean seen accuracy
     keep_checkpoints: int = 2
 
     def __post_init__(self) -> None:
@@ -82,8 +86,13 @@ class TrainConfig:
             raise ConfigError("batch_size must be >= 2 (BatchNorm needs more than one sample)")
         if not 0 < self.limit_min <= self.limit_max <= 1:
             raise ConfigError("limits need 0 < limit_min <= limit_max <= 1")
-        if not 0 < self.eval_limit <= 1:
-            raise ConfigError(f"eval_limit {self.eval_limit} is outside (0, 1]")
+        self.extra_eval_limits = tuple(float(v) for v in self.extra_eval_limits)
+        for v in (self.eval_limit, *self.extra_eval_limits):
+            if not 0 < v <= 1:
+                raise ConfigError(f"validation limit {v} is outside (0, 1]")
+        if not 0 <= self.low_limit_fraction <= 1 or not self.limit_min < self.low_limit_max <= self.limit_max:
+            raise ConfigError(
+                "low_limit_fraction must lie in [0, 1] and low_limit_max in (limit_min, limit_max]")
         if self.checkpoint_every < 1 or self.eval_every < 1 or self.keep_checkpoints < 1:
             raise ConfigError("checkpoint_every, eval_every and keep_checkpoints must be >= 1")
         if self.eval_per_task < 2 or self.eval_per_task % 2:
@@ -263,8 +272,14 @@ def build_models(space: TaskSpace, backbone: str, cfg: TrainConfig, *, with_aux:
     return Models(space, net, assembler, aux, backbone)
 
 
-def check_compatible(ckpt: Checkpoint, space: TaskSpace, backbone: str) -> None:
-    """Raise SpecError unless the checkpoint was trained for this space and backbone."""
+def check_compatible(ckpt: Checkpoint, space: TaskSpace, backbone: str, *, exact: bool = False) -> None:
+    """Raise SpecError unless the checkpoint was trained for this space and backbone.
+
+    ``exact`` (resuming a run): the space definition must be the one the run was trained on. Otherwise
+    (generating, evaluating, warm starts) another definition of the same space is accepted when the
+    attribute vocabulary, the family and its parameters are unchanged and no task that ``space`` holds out
+    as unseen was trained by the checkpoint: tasks may move from unseen to trained, never back.
+    """
     sp = ckpt.meta.get("space", {})
     if sp.get("name") != space.name:
         raise SpecError(
@@ -272,14 +287,33 @@ def check_compatible(ckpt: Checkpoint, space: TaskSpace, backbone: str) -> None:
             f"pass --space {sp.get('name')} or another checkpoint"
         )
     if sp.get("fingerprint") != space.fingerprint():
-        raise SpecError(
-            f"checkpoint {ckpt.path} was trained on a different definition of task space {space.name!r} "
-            "(tasks or attributes changed); retrain or use the matching space file"
-        )
+        _check_definition(ckpt, sp.get("definition") if not exact else None, space)
     if ckpt.meta.get("backbone") != backbone:
         raise SpecError(
             f"checkpoint {ckpt.path} holds backbone {ckpt.meta.get('backbone')!r}, not {backbone!r}; "
             f"pass --backbone {ckpt.meta.get('backbone')} or another checkpoint"
+        )
+
+
+def _check_definition(ckpt: Checkpoint, trained: dict | None, space: TaskSpace) -> None:
+    changed = (
+        f"checkpoint {ckpt.path} was trained on a different definition of task space {space.name!r}"
+    )
+    if trained is None:
+        raise SpecError(f"{changed} (tasks or attributes changed); retrain or use the matching space file")
+    now = space.to_json()
+    for key in ("family", "groups", "params"):
+        if trained.get(key) != now[key]:
+            raise SpecError(
+                f"{changed}: its {key} differ, so the attribute encoding or the inputs mean something else; "
+                "retrain or use the matching space file"
+            )
+    was_trained = {tuple(t["attributes"]) for t in trained.get("tasks", []) if t.get("split") in ("seen", "extra")}
+    leaked = [t.name for t in space.tasks if t.split == "unseen" and t.attributes in was_trained]
+    if leaked:
+        raise SpecError(
+            f"{changed}: it trained on {', '.join(repr(n) for n in leaked)}, which this space holds out as "
+            "unseen, so results on it would not be unseen; use the space file the checkpoint was trained on"
         )
 
 
@@ -292,13 +326,16 @@ def check_layout(ckpt: Checkpoint, supernet: nn.Module, backbone: str) -> None:
         )
 
 
-def load_models(ckpt: Checkpoint, space: TaskSpace | None = None, backbone: str | None = None) -> Models:
-    """Rebuild supernet + assembler from a checkpoint (verifying space, backbone and gate layout)."""
+def load_models(
+    ckpt: Checkpoint, space: TaskSpace | None = None, backbone: str | None = None, *, exact: bool = False
+) -> Models:
+    """Rebuild supernet + assembler from a checkpoint (verifying space, backbone and gate layout;
+    ``exact``: the very space definition it was trained on, see :func:`check_compatible`)."""
     if space is None:
         name = ckpt.meta.get("space", {}).get("name", "")
         space = load_space(name)
     backbone = backbone or ckpt.meta.get("backbone", "")
-    check_compatible(ckpt, space, backbone)
+    check_compatible(ckpt, space, backbone, exact=exact)
     cfg = TrainConfig.from_json(ckpt.meta.get("train_config", {}))
     has_aux = any(k.startswith("aux.") for k in ckpt.model)
     models = build_models(space, backbone, cfg, with_aux=has_aux)
@@ -436,6 +473,7 @@ class Trainer:
                 f"{self.out} already holds a run; continue it with --resume, without --init-from/--warm-start")
         if init_from is not None and warm_from is not None:
             raise ConfigError("pass either --init-from (continue a run's schedule) or --warm-start (new schedule)")
+        resuming = ckpt is not None
         source = ckpt if ckpt is not None else (read_checkpoint(init_from) if init_from is not None else None)
         if source is not None:
             ckpt = source
@@ -456,10 +494,10 @@ class Trainer:
         torch.manual_seed(cfg.seed)
         self.models = build_models(self.space, cfg.backbone, cfg)
         fam = get_family(self.space.family)
-        self.sampler = fam.make_sampler(self.space, "train")
+        self.sampler = fam.make_sampler(self.space, "train", augment=cfg.augment)
         self.optimizer = torch.optim.Adam(self.models.parameters(), lr=cfg.lr)
         if ckpt is not None:
-            loaded = load_models(ckpt, self.space, cfg.backbone)
+            loaded = load_models(ckpt, self.space, cfg.backbone, exact=resuming)
             self.models.supernet.load_state_dict(loaded.supernet.state_dict())
             self.models.assembler.load_state_dict(loaded.assembler.state_dict())
             if loaded.aux is not None and self.models.aux is not None:
@@ -588,6 +626,10 @@ class Trainer:
         lo = max(cfg.limit_min, cfg.curriculum_limit_start + (cfg.limit_min - cfg.curriculum_limit_start) * frac)
         lo = min(lo, cfg.limit_max)
         limits = lo + (cfg.limit_max - lo) * torch.rand(b, generator=gen)
+        if cfg.low_limit_fraction > 0:  # more samples at the low limits that small devices ask for
+            hi = max(lo, min(cfg.low_limit_max, cfg.limit_max))
+            low = lo + (hi - lo) * torch.rand(b, generator=gen)
+            limits = torch.where(torch.rand(b, generator=gen) < cfg.low_limit_fraction, low, limits)
         use_hard = torch.rand(b, generator=gen) < 0.5
         out, _gates, hard = self._module("joint")(batch.images, self.task_enc[tids], limits, use_hard)
         ce = nn.functional.cross_entropy(out, batch.labels)
@@ -610,13 +652,21 @@ class Trainer:
 
     # -- validation -----------------------------------------------------------------------------
     def validate(self) -> dict[str, float]:
+        """Mean seen/unseen accuracy and ratio at ``eval_limit`` (keys ``seen_acc`` ...) and at each
+        extra limit (keys ``seen_acc@0.1`` ...); ``select`` is what the best checkpoint maximises."""
         if self._val is None:
             fam = get_family(self.space.family)
             vs = fam.make_sampler(self.space, "val")
             ids = torch.tensor([i for i, t in enumerate(self.space.tasks) if t.split in ("seen", "unseen")])
             self._val = vs.balanced(ids, self.cfg.eval_per_task, seed=self.cfg.seed + 7919)
-        res = evaluate(self.models, self._val, [self.cfg.eval_limit])[float(self.cfg.eval_limit)]
-        return split_means(self.space, res)
+        limits = [float(self.cfg.eval_limit), *self.cfg.extra_eval_limits]
+        res = evaluate(self.models, self._val, limits)
+        out = split_means(self.space, res[limits[0]])
+        for lim in limits[1:]:
+            out.update({f"{k}@{lim:g}": v for k, v in split_means(self.space, res[lim]).items()})
+        seen = [out.get("seen_acc", 0.0)] + [out.get(f"seen_acc@{lim:g}", 0.0) for lim in limits[1:]]
+        out["select"] = sum(seen) / len(seen)
+        return out
 
     # -- the loop -------------------------------------------------------------------------------
     def run(self, *, stop_after: int | None = None) -> dict[str, Any]:
@@ -659,9 +709,10 @@ class Trainer:
                         rec = {"step": now, **{k: round(v, 5) for k, v in metrics.items()}}
                         self.state["history"].append(rec)
                         best = self.state.get("best")
-                        if best is None or metrics.get("seen_acc", 0.0) >= best["seen_acc"]:
+                        score = metrics["select"]
+                        if best is None or score >= best.get("select", best["seen_acc"]):
                             self.state["best"] = {"step": now, "seen_acc": metrics.get("seen_acc", 0.0),
-                                                  "checkpoint": f"step-{now:07d}"}
+                                                  "select": score, "checkpoint": f"step-{now:07d}"}
                             self._save()  # the best must exist on disk
                         if self.progress:
                             tqdm.write(f"step {now}: validation at limit {cfg.eval_limit}: {json.dumps(rec)}")
