@@ -51,8 +51,9 @@ def load_factory(space: str, checkpoint: str | None):
     except (NNFactoryError, FileNotFoundError) as exc:
         if checkpoint:
             raise
+        from host.models import build_models
         from host.tasks import load_space
-        from host.training import TrainConfig, build_models
+        from host.training import TrainConfig
 
         torch.manual_seed(0)
         models = build_models(load_space(space), "resnet_numvqa", TrainConfig(), with_aux=False)
