@@ -38,8 +38,9 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from host.assembler import ModuleAssembler, gate_loss, hard_gates_st, semhash_gates
-from host.checkpoint import RUN_INDEX, Checkpoint, atomic_write_text, read_checkpoint, write_checkpoint
+from host.checkpoint import RUN_INDEX, Checkpoint, read_checkpoint, write_checkpoint
 from host.errors import ConfigError, SpecError
+from host.fileio import atomic_write_text
 from host.models import AuxCountHead, Models, build_models, final_linear, load_models, warm_start
 from host.tasks import TaskSpace, get_family, load_space
 

@@ -22,7 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, type=Path, help="output directory for the compact model")
     p.add_argument("--checkpoint", type=Path, default=None,
                    help="checkpoint or training-run directory (default: the checkpoint shipped for --space)")
-    from host.commands.export import add_format_arguments  # --format/--int8/--calibration (issue 6)
+    from host.commands.export import add_format_arguments  # --format/--int8/--calibration
 
     add_format_arguments(p)
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
@@ -103,7 +103,7 @@ def _run_device(args: argparse.Namespace, factory, load_s: float) -> int:  # noq
     report["seconds_load_checkpoint"] = round(load_s, 4)
     from host.commands.export import export_after_generate
 
-    exported = export_after_generate(args, args.out)  # --format: the artifact for the device (issue 6)
+    exported = export_after_generate(args, args.out)  # --format: the artifact for the device
     if exported is not None:
         report["export"] = exported
     if args.json:
