@@ -162,7 +162,7 @@ def _numvqa_dict() -> dict:
 def test_checkpoint_loads_across_definitions_that_only_move_unseen_to_trained(tmp_path):
     from host.checkpoint import read_checkpoint, shipped_checkpoint
     from host.errors import SpecError
-    from host.training import check_compatible
+    from host.models import check_compatible
 
     ckpt = read_checkpoint(shipped_checkpoint("numvqa"))
     trained = {tuple(t["attributes"]) for t in ckpt.meta["space"]["definition"]["tasks"] if t["split"] != "unseen"}
