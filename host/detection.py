@@ -263,8 +263,6 @@ class DetectionObjective:
     so that they learn colour as well as shape. Joint: task scenes, the task's positives only.
     """
 
-    score_key = "seen_map50"
-
     def __init__(self, space: Any) -> None:
         from host.tasks import get_family
 
@@ -348,6 +346,7 @@ class DetectionObjective:
             if vals:
                 out[f"{split}_map50"] = sum(r["map50"] for r in vals) / len(vals)
                 out[f"{split}_ratio"] = sum(r["ratio"] for r in vals) / len(vals)
+        out["select"] = out.get("seen_map50", 0.0)  # what the best checkpoint maximises
         return out
 
 

@@ -16,7 +16,7 @@ from host.exports import FLOAT_ATOL, export_artifact, load_runner
 from host.extraction import extract
 from host.gates import random_gates
 from host.generate import ModelFactory, evaluate_generated
-from host.predictor import StructureModel
+from host.profiling.predictor import StructureModel
 from host.supernets import build_supernet
 from host.training import TrainConfig, Trainer
 from tests.helpers import randomize_norms

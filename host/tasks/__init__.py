@@ -13,6 +13,11 @@ existing family needs no code at all. Tasks come in three splits:
 - ``unseen``: listed tasks held out of training, for measuring generalisation;
 - ``extra``: the remaining valid combinations of the grammar (when ``extra_combinations = true``),
   trained on as a supplement; never one of the unseen tasks.
+
+An unseen task must be *truly* unseen: no trained task (seen or extra) may give the same answers on
+every sample. The family labels a sample of inputs with every task (:meth:`Family.label_sample`), and
+a space whose unseen task is equivalent to a trained one is refused when it is loaded; an extra
+combination equivalent to an unseen task is left out of training instead.
 """
 
 from __future__ import annotations
@@ -163,15 +168,21 @@ class Family:
         """Raise ConfigError if the attribute combination is not a meaningful task."""
         raise NotImplementedError
 
-    def is_redundant(self, space: TaskSpace, attributes: tuple[str, ...]) -> bool:
-        """True when the combination means the same as another combination (skipped as extra)."""
-        return False
+    def label_sample(self, space: TaskSpace, attributes: Sequence[tuple[str, ...]]) -> torch.Tensor:
+        """Ground truth of each task (given by its attributes) on a fixed sample of inputs.
+
+        Returns a (len(attributes), N) tensor; two tasks whose rows are equal are equivalent on every
+        input of the sample. The sample must reach every answer a task can give (exhaustive where the
+        input space is small enough), and it must be a pure function of ``space``.
+        """
+        raise NotImplementedError
 
     def image_shape(self, space: TaskSpace) -> tuple[int, ...]:
         """Shape (C, H, W) of one input sample."""
         raise NotImplementedError
 
-    def make_sampler(self, space: TaskSpace, split: str) -> Any:
+    def make_sampler(self, space: TaskSpace, split: str, *, augment: bool = False) -> Any:
+        """A sampler of labelled inputs from ``split``; ``augment``: jitter the inputs (training)."""
         raise NotImplementedError
 
     # ---- task grammar -------------------------------------------------------------------------
@@ -341,9 +352,8 @@ def space_from_dict(data: dict, *, source: str = "<dict>") -> TaskSpace:
                 family.validate_task(proto, combo)
             except ConfigError:
                 continue
-            if family.is_redundant(proto, combo):
-                continue
             tasks.append(Task(task_name(combo), combo, "extra"))
+    tasks = _without_leaks(family, proto, tasks, source)
     seen_trained = {a for t in tasks if t.split in ("seen", "extra") for a in t.attributes}
     for t in tasks:
         if t.split == "unseen":
@@ -356,3 +366,39 @@ def space_from_dict(data: dict, *, source: str = "<dict>") -> TaskSpace:
     if not any(t.split == "seen" for t in tasks):
         raise ConfigError(f"task space {source}: no seen (trained) tasks")
     return TaskSpace(name, proto.description, family.name, groups, tuple(tasks), name_format, params)
+
+
+def _without_leaks(family: Family, proto: TaskSpace, tasks: list[Task], source: str) -> list[Task]:
+    """Refuse an unseen task that a listed trained task answers identically on every sampled input;
+    drop extra combinations that do (they would teach the held-out task under another name)."""
+    unseen = [t for t in tasks if t.split == "unseen"]
+    if not unseen:
+        return tasks
+    labels = family.label_sample(proto, [t.attributes for t in tasks])
+    rows = {t.attributes: labels[i] for i, t in enumerate(tasks)}
+    kept: list[Task] = []
+    for t in tasks:
+        twins = [u.name for u in unseen if t.split != "unseen" and torch.equal(rows[t.attributes], rows[u.attributes])]
+        if twins and t.split == "seen":
+            raise ConfigError(
+                f"task space {source}: unseen task {twins[0]!r} is not unseen: it gives the same answer as the "
+                f"trained task {t.name!r} on every input (labelled on {labels.shape[1]} inputs); move it out of "
+                "[split] unseen or hold out a task that no trained task equals"
+            )
+        if not twins:
+            kept.append(t)
+    return kept
+
+
+def equivalent_tasks(space: TaskSpace) -> list[tuple[str, str]]:
+    """Pairs (a, b) of listed tasks that answer identically on every sampled input of the space."""
+    labels = get_family(space.family).label_sample(space, [t.attributes for t in space.tasks])
+    first: dict[bytes, str] = {}
+    pairs: list[tuple[str, str]] = []
+    for t, row in zip(space.tasks, labels, strict=True):
+        key = row.numpy().tobytes()
+        if key in first:
+            pairs.append((first[key], t.name))
+        else:
+            first[key] = t.name
+    return pairs

@@ -184,12 +184,25 @@ class AttributedScenes(Family):
         if not cats or not cols or len(cats) + len(cols) != len(attributes):
             raise ConfigError(f"task {attributes!r} needs at least one category and one colour")
 
+    def label_sample(self, space: TaskSpace, attributes: Any) -> torch.Tensor:
+        """Each task's label of an object of every (category, colour) pair: (tasks, categories x colours).
+
+        Exhaustive: an object is a positive of a task exactly when its pair is, whatever else the scene
+        holds, so two tasks label every scene alike exactly when their rows here are equal."""
+        cats, cols = space.groups["category"], space.groups["colour"]
+        rows = []
+        for attrs in attributes:
+            tc, tk = self.split_attributes(space, tuple(attrs))
+            rows.append([c in tc and k in tk for c in cats for k in cols])
+        return torch.tensor(rows, dtype=torch.bool).reshape(len(rows), len(cats) * len(cols))
+
     def image_shape(self, space: TaskSpace) -> tuple[int, ...]:
         size = SceneParams.from_params(space.name, space.params.get("scene", {})).size
         return (3, size, size)
 
-    def make_sampler(self, space: TaskSpace, split: str) -> SceneSampler:
-        """``split``: "train", "val" (model selection) or "test"; disjoint MNIST glyphs."""
+    def make_sampler(self, space: TaskSpace, split: str, *, augment: bool = False) -> SceneSampler:
+        """``split``: "train", "val" (model selection) or "test"; disjoint MNIST glyphs. Scenes are
+        drawn with random scale, place, colour jitter and background already (``augment`` adds nothing)."""
         return SceneSampler(space, split)
 
     def objective(self, space: TaskSpace) -> Any:
@@ -489,7 +502,7 @@ def task_sample_counts(space: TaskSpace) -> torch.Tensor:
     return torch.tensor(out, dtype=torch.long)
 
 
-def equivalent_tasks(space: TaskSpace, a: Task, b: Task, scenes: Scenes) -> bool:
+def same_labels(space: TaskSpace, a: Task, b: Task, scenes: Scenes) -> bool:
     """True when tasks ``a`` and ``b`` label every object of ``scenes`` the same (then one of them
     is not really a different task on this data)."""
     fam = AttributedScenes()
