@@ -40,27 +40,17 @@ def save_result(name: str, result: dict, *, results_dir: Path | None = None) -> 
     every figure was made: ``{"benchmark", "command", "written_at", "result"}``.
     """
     import os
-    import tempfile
+
+    from host.fileio import write_json_atomic
 
     base = results_dir or Path(os.environ.get("NNF_BENCH_RESULTS", RESULTS_DIR))
-    base.mkdir(parents=True, exist_ok=True)
-    path = base / f"{name}.json"
     doc = {
         "benchmark": name,
         "command": "python benchmarks/" + Path(sys.argv[0]).name + "".join(f" {a}" for a in sys.argv[1:]),
         "written_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "result": result,
     }
-    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=base)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(doc, f, indent=1, sort_keys=True)
-            f.write("\n")
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    path = write_json_atomic(base / f"{name}.json", doc, indent=1)
     return path
 
 

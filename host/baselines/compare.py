@@ -253,7 +253,7 @@ class Comparison:
 
     def train(self, scenarios: Sequence[Scenario], methods: Sequence[str] = BASELINES) -> None:
         """Make (or reuse) every baseline model of ``scenarios`` and score it on the test set."""
-        from host.artifact import write_json_atomic
+        from host.fileio import write_json_atomic
 
         self.check_scenarios(scenarios)
         torch.set_num_threads(self.settings.threads)
@@ -273,7 +273,8 @@ class Comparison:
                 write_json_atomic(self._record_path(s, method), rec)
 
     def _train_one(self, s: Scenario, method: str) -> dict[str, Any]:
-        from host.artifact import load_compact, write_json_atomic
+        from host.artifact import load_compact
+        from host.fileio import write_json_atomic
 
         task = self.space.task(s.task)
         init, _ = self.init_net()

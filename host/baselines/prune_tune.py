@@ -163,25 +163,19 @@ def save_unified(model: UnifiedModel, log: TrainLog, cfg: UnifiedConfig, space: 
     """``out_dir/unified.safetensors`` + ``unified.json`` (config, training log, space fingerprint)."""
     from safetensors.torch import save_file
 
-    from host.artifact import replace_dir_atomic, write_json_atomic
+    from host.fileio import staging_dir, write_json_atomic
 
     out_dir = Path(out_dir)
-    build = out_dir.with_name(f".{out_dir.name}.build")
-    if build.exists():
-        import shutil
-
-        shutil.rmtree(build)
-    build.mkdir(parents=True)
-    save_file({k: v.detach().contiguous().clone() for k, v in model.state_dict().items()},
-              str(build / "unified.safetensors"))
     trunk = model.trunk
-    write_json_atomic(build / "unified.json", {
-        "format": UNIFIED_FORMAT, "version": UNIFIED_VERSION, "backbone": trunk.backbone,
-        "config_name": trunk.config_name, "config": trunk.config_dict(), "vocab_size": model.vocab_size,
-        "space": {"name": space.name, "fingerprint": space.fingerprint()}, "unified": cfg.to_json(),
-        "train_log": log.to_json(),
-    })
-    replace_dir_atomic(build, out_dir)
+    with staging_dir(out_dir) as build:
+        save_file({k: v.detach().contiguous().clone() for k, v in model.state_dict().items()},
+                  str(build / "unified.safetensors"))
+        write_json_atomic(build / "unified.json", {
+            "format": UNIFIED_FORMAT, "version": UNIFIED_VERSION, "backbone": trunk.backbone,
+            "config_name": trunk.config_name, "config": trunk.config_dict(), "vocab_size": model.vocab_size,
+            "space": {"name": space.name, "fingerprint": space.fingerprint()}, "unified": cfg.to_json(),
+            "train_log": log.to_json(),
+        })
     return out_dir
 
 

@@ -18,9 +18,7 @@ from __future__ import annotations
 import datetime as _dt
 import html
 import json
-import shutil
 import subprocess
-import tempfile
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -134,27 +132,15 @@ def build_report(out: Path, *, results_dir: Path | None = None, profiles_dir: Pa
     if out.is_dir() and any(out.iterdir()) and not (out / "index.html").is_file():
         raise ConfigError(f"--out {out} is a non-empty directory without a report in it; choose an empty or new one")
     results_dir = Path(results_dir) if results_dir is not None else default_results_dir()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    build = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
-        report = Report(out=out, index=out / "index.html")
+    from host.fileio import atomic_write_text, staging_dir
+
+    report = Report(out=out, index=out / "index.html")
+    with staging_dir(out) as build:
         page = _Page(build, report)
         results = {name: read_result(results_dir, spec) for name, spec in RESULTS.items()}
         ckpts = shipped_checkpoints() if checkpoints is None else [Path(c) for c in checkpoints]
         _write_page(page, results, ckpts, profiles_dir, results_dir)
-        (build / "index.html").write_text(_wrap(page), encoding="utf-8")
-        if out.exists():
-            old = out.with_name(f".{out.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            out.rename(old)
-            build.rename(out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            build.rename(out)
-        out.chmod(0o755)  # mkdtemp made it private
-    except BaseException:
-        shutil.rmtree(build, ignore_errors=True)
-        raise
+        atomic_write_text(build / "index.html", _wrap(page))
     return report
 
 
