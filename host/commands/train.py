@@ -44,6 +44,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from host.cli import print_json
+    from host.commands.options import check_out
 
     cfg = TrainConfig(
         space=args.space,
@@ -59,6 +60,7 @@ def run(args: argparse.Namespace) -> int:
         curriculum_steps=args.curriculum_steps,
         warmup_steps=args.warmup_steps,
     )
+    check_out(args.out, directory=True)
     trainer = Trainer(cfg, args.out, resume=args.resume, threads=args.threads, progress=not args.no_progress,
                       init_from=args.init_from, warm_from=args.warm_start)
     try:
