@@ -63,7 +63,7 @@ def install_command(extra: str) -> str:
     from pathlib import Path
 
     try:
-        torch = f"torch=={importlib.metadata.version('torch')} "
+        torch = f"torch=={importlib.metadata.version('torch').split('+')[0]} "
     except importlib.metadata.PackageNotFoundError:
         torch = ""
     root = Path(__file__).resolve().parent.parent

@@ -76,6 +76,7 @@ def _surgery_bottleneck(block: Bottleneck, p: str, keep: Keep, sd: StateDict) ->
         c2 = torch.relu(bn_shift(block.bn2)).index_select(0, k2)  # (m2,)
         v = block.conv3.weight[:, :, 0, 0].index_select(1, k2) @ c2  # (out,)
         bn3 = block.bn3
+        assert bn3.running_mean is not None and bn3.running_var is not None  # BN with running stats
         const = (v - bn3.running_mean) / torch.sqrt(bn3.running_var + bn3.eps) * bn3.weight + bn3.bias
     sd[f"{p}.branch_const"] = const.detach().clone()
     _drop(sd, p, ("conv1", "bn1", "conv2", "bn2", "conv3", "bn3"))

@@ -307,7 +307,7 @@ def test_cli_errors_are_clear(tmp_path: Path, capsys) -> None:
     assert "--calibration only applies with --int8" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["export", str(tmp_path), "--format", "coreml"])
-    assert "invalid choice: 'coreml'" in capsys.readouterr().err
+    assert "unknown runtime/format 'coreml'" in capsys.readouterr().err
 
 
 def test_cli_exports_a_saved_compact_model_dir(tmp_path: Path, capsys) -> None:

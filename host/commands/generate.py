@@ -88,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run_device(args: argparse.Namespace, factory, load_s: float) -> int:  # noqa: ANN001
+def _run_device(args: argparse.Namespace, factory, load_s: float) -> int:
     """Device-budget generation (owned by the campaigns feature; see host/profiling/budget.py)."""
     import os
 
