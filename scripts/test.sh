@@ -17,4 +17,7 @@ fi
 python3 -m venv .venv
 # torch is pinned in the same command so no other package can pull a CUDA build.
 .venv/bin/pip install -q --disable-pip-version-check torch==2.13.0 -e '.[all,dev]'
+# The codebase checks itself: lint (incl. stale noqa, complexity) and types of the public API.
+.venv/bin/ruff check .
+.venv/bin/mypy
 exec .venv/bin/python -m pytest -q "$@"

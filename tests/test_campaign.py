@@ -23,7 +23,7 @@ from host.profiling.runner import CampaignRunner, DeviceTarget
 from host.profiling.store import CampaignStore
 
 sys.path.insert(0, str(Path(__file__).parent))
-from campaign_fakes import LAYOUT, TRUE_COEF, FakeBuilder, FakeDevice  # noqa: E402
+from campaign_fakes import LAYOUT, TRUE_COEF, FakeBuilder, FakeDevice
 
 ROOT = Path(__file__).resolve().parents[1]
 
