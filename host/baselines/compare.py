@@ -6,7 +6,7 @@ same metric:
 
 * **NN-Factory**: the generator (loaded once, like the device profile) searches the largest activation limit
   whose predicted latency/memory fit and extracts the model — no data, no training
-  (``host.budget.generate_for_device``); its seconds are request → extracted model;
+  (``host.profiling.budget.generate_for_device``); its seconds are request → extracted model;
 * **Retrain**: ``host.baselines.retrain``; its seconds are sizing + training;
 * **Prune&Tune**: ``host.baselines.prune_tune``; its seconds are pruning + fine-tuning, the unified model
   being a one-time cost (reported apart, as NN-Factory's supernet training is).

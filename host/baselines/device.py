@@ -37,7 +37,7 @@ MB = 1e6
 
 def load_device(device: str, layout: Any, profiles_root: Path | None = None) -> Any:
     """The device's predictor for ``layout`` (a ``DevicePredictor``); ConfigError when it has none."""
-    from host.device_profile import load_predictor, safe_device_id
+    from host.profiling.device_profile import load_predictor, safe_device_id
 
     return load_predictor(safe_device_id(device), layout, root=profiles_root)
 
@@ -65,7 +65,7 @@ def predict_counts(predictor: Any, counts: np.ndarray | Sequence[Sequence[int]],
 
 def measure_settings(predictor: Any) -> Any:
     """The agent request settings the profile was measured with (so measured and predicted compare)."""
-    from host.campaign import MeasureSettings
+    from host.profiling.plan import MeasureSettings
 
     known = MeasureSettings.__dataclass_fields__
     stored = predictor.entry.get("measure")
@@ -76,7 +76,7 @@ def measure_settings(predictor: Any) -> Any:
 
 def model_bytes(model: torch.nn.Module, input_shape: Sequence[int], runtime: str) -> bytes:
     """Serialise a compact model for an agent runtime (TorchScript in memory; others via host.exports)."""
-    from host.campaign import RUNTIME_FORMATS, RUNTIME_SUFFIX, torchscript_bytes
+    from host.profiling.build import RUNTIME_FORMATS, RUNTIME_SUFFIX, torchscript_bytes
 
     if runtime == "torchscript":
         return torchscript_bytes(model.eval(), input_shape)
@@ -91,12 +91,11 @@ def model_bytes(model: torch.nn.Module, input_shape: Sequence[int], runtime: str
 
 
 def generate_for_budget(factory: Any, task: str, device: str, budget: Any, predictor: Any) -> tuple[Any, dict]:
-    """NN-Factory's model for a budget: the predictor search + extraction (``host.budget``), nothing saved.
+    """NN-Factory's model for a budget: the predictor search + extraction (``host.profiling.budget``), nothing saved.
 
     ``budget``: a ``host.baselines.models.ScenarioBudget``. Returns (compact model, the search's report).
     """
-    from host.budget import generate_for_device
-    from host.search import Budget
+    from host.profiling.budget import Budget, generate_for_device
 
     return generate_for_device(factory, task, device, Budget(latency_ms=budget.latency_ms, memory_mb=budget.memory_mb),
                                predictor=predictor)
@@ -124,7 +123,7 @@ class AgentMeter:
 
     def __init__(self, address: str, predictor: Any, *, token: str | None = None,
                  cache_dir: Path | None = None) -> None:
-        from host.campaign import AgentMeasurer
+        from host.profiling.measurers import AgentMeasurer
 
         self.address = address
         self.runtime = str(predictor.runtime)
@@ -145,7 +144,7 @@ class AgentMeter:
         return self._measurer.device_info()
 
     def measure(self, model: torch.nn.Module, input_shape: Sequence[int]) -> Measured:
-        from host.campaign import MeasurementFailed, measurement_latency
+        from host.profiling.measurers import MeasurementFailed, measurement_latency
 
         data = model_bytes(model, input_shape, self.runtime)
         sha = hashlib.sha256(data).hexdigest()

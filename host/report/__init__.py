@@ -425,7 +425,7 @@ def _one_time(page: _Page, rf: ResultFile, factories: list[tuple[Any, str]]) -> 
 
 
 def _profiles_table(page: _Page, profiles_dir: Path | None) -> None:
-    from host.device_profile import default_profiles_dir, list_devices, read_profile
+    from host.profiling.device_profile import default_profiles_dir, list_devices, read_profile
 
     root = Path(profiles_dir) if profiles_dir is not None else default_profiles_dir()
     devices = list_devices(root)
