@@ -13,6 +13,10 @@ one type. Each message names what is wrong and what to do about it.
     ├── DeployError            deploying an agent over ssh/adb failed
     ├── CampaignError          a profiling campaign store is unusable
     └── SearchError            no candidate meets the budgets
+
+    NNFactoryWarning (UserWarning)
+    └── GenerationWarning      a generated model that will answer poorly (no gated module left, a limit
+                               below what the generator was trained for)
 """
 
 from __future__ import annotations
@@ -67,6 +71,14 @@ class CampaignError(NNFactoryError):
 
 class SearchError(NNFactoryError):
     """No candidate meets the requested budgets."""
+
+
+class NNFactoryWarning(UserWarning):
+    """Base class of NN-Factory's warnings."""
+
+
+class GenerationWarning(NNFactoryWarning):
+    """A request the generator can serve, but whose model will answer poorly."""
 
 
 def suggest(name: str, choices: Iterable[str]) -> str:
