@@ -78,7 +78,8 @@ class ModelFactory:
             "activation_limit": limit,
             "checkpoint": str(self.checkpoint),
             "checkpoint_step": self.meta.get("train_state", {}).get("step"),
-            "input": "grayscale (1, H, W) float in [0, 1] (pixel / 255); output logits [no, yes]",
+            "input": getattr(get_family(self.space.family), "io_description",
+                             "grayscale (1, H, W) float in [0, 1] (pixel / 255); output logits [no, yes]"),
         }
         notes = self.quality_warnings(limit, res)
         for note in notes:
@@ -154,7 +155,8 @@ def evaluate_generated(
     split: str = "test",
     batch_size: int = 512,
 ) -> dict[str, Any]:
-    """Accuracy and activation ratio of generated compact models on the space's ``split``.
+    """Accuracy and activation ratio of generated compact models on the space's ``split``
+    (for a detection space: mAP@0.5, see :func:`host.detection.evaluate_generated_detection`).
 
     For every (task, limit), extract the compact model and run it on ``per_task`` balanced questions
     of that task. Returns {"seen"/"unseen": {limit: {"accuracy", "activation_ratio"}}, "per_limit":
@@ -165,6 +167,11 @@ def evaluate_generated(
     space = factory.space
     for lim in limits:
         _check_limit(lim)
+    if getattr(get_family(space.family), "metric", "accuracy") == "map50":  # a detection space
+        from host.detection import evaluate_generated_detection
+
+        return evaluate_generated_detection(factory, limits, tasks=tasks, per_task=per_task, seed=seed,
+                                            split=split, batch_size=batch_size)
     names = tasks if tasks is not None else space.names("seen") + space.names("unseen")
     task_objs = [space.task(n) for n in names]
     ids = torch.tensor([space.tasks.index(t) if t in space.tasks else -1 for t in task_objs])

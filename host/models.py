@@ -82,7 +82,7 @@ class Models:
     space: TaskSpace
     supernet: nn.Module
     assembler: ModuleAssembler
-    aux: AuxCountHead | None
+    aux: nn.Module | None  # pre-training head (AuxCountHead, or the family objective's)
     backbone: str
 
     def tensors(self) -> dict[str, torch.Tensor]:
@@ -107,8 +107,12 @@ class Models:
 
 
 def build_models(space: TaskSpace, backbone: str, cfg: AssemblerDims, *, with_aux: bool = True) -> Models:
-    sampler_shape = get_family(space.family).image_shape(space)
-    net = build_supernet_for(space, backbone, sampler_shape)
+    family = get_family(space.family)
+    objective = family.objective(space)  # None: the built-in yes/no-question supernet and head
+    if objective is not None:
+        net = objective.build_supernet(backbone)
+    else:
+        net = build_supernet_for(space, backbone, family.image_shape(space))
     layout = net.gate_layout()
     acfg = AssemblerConfig(
         vocab_size=space.vocab_size,
@@ -119,7 +123,9 @@ def build_models(space: TaskSpace, backbone: str, cfg: AssemblerDims, *, with_au
     )
     assembler = ModuleAssembler(acfg)
     aux = None
-    if with_aux:
+    if with_aux and objective is not None:
+        aux = objective.build_aux(net)
+    elif with_aux:
         head = final_linear(net)[1]
         classes = len(space.groups.get("class", ())) or 1
         cells = int(space.params.get("grid", {}).get("rows", 1)) * int(space.params.get("grid", {}).get("cols", 1))

@@ -180,6 +180,30 @@ def _dist_info() -> tuple[int, int]:
     return world, rank
 
 
+def batch_to(batch: Any, device: torch.device) -> Any:
+    """A copy of a sampler's batch (a dataclass of tensors) with every tensor field on ``device``."""
+    import dataclasses
+
+    if device.type == "cpu" or not dataclasses.is_dataclass(batch):
+        return batch
+    moved = {f.name: getattr(batch, f.name).to(device, non_blocking=True) for f in dataclasses.fields(batch)
+             if isinstance(getattr(batch, f.name), torch.Tensor)}
+    return dataclasses.replace(batch, **moved)
+
+
+def as_float(out: Any) -> Any:
+    """Model outputs (tensors, or tuples/lists of them) in float32, e.g. after bfloat16 autocast."""
+    if isinstance(out, torch.Tensor):
+        return out.float() if out.is_floating_point() else out
+    if isinstance(out, dict):
+        return {k: as_float(v) for k, v in out.items()}
+    if isinstance(out, tuple) and hasattr(out, "_fields"):  # a NamedTuple
+        return type(out)(*(as_float(o) for o in out))
+    if isinstance(out, (tuple, list)):
+        return type(out)(as_float(o) for o in out)
+    return out
+
+
 def resolve_target(target: str, *, amp: bool = False) -> torch.device:
     """The device a training process computes on: ``cpu``, ``cuda`` (this process's ``LOCAL_RANK`` GPU
     under torchrun) or ``cuda:N``. A ConfigError that says what to do when it cannot be used."""
@@ -323,6 +347,8 @@ class Trainer:
                 mod.to(self.device)
         fam = get_family(self.space.family)
         self.sampler = fam.make_sampler(self.space, "train", augment=cfg.augment)
+        # The family's training hooks (model, samples, losses, validation); None: yes/no questions.
+        self.objective = fam.objective(self.space)
         self.optimizer = torch.optim.Adam(self.models.parameters(), lr=cfg.lr)
         if ckpt is not None:
             self._load(ckpt)
@@ -425,9 +451,11 @@ class Trainer:
     # -- one step -------------------------------------------------------------------------------
     def _module(self, phase: str) -> nn.Module:
         if phase not in self._wrapped:
-            m = PretrainModel(self.models.supernet, self.models.aux) if phase == "pretrain" else JointModel(
-                self.models.supernet, self.models.assembler
-            )
+            if phase == "pretrain":
+                m = (PretrainModel(self.models.supernet, self.models.aux) if self.objective is None
+                     else self.objective.pretrain_module(self.models.supernet, self.models.aux))
+            else:
+                m = JointModel(self.models.supernet, self.models.assembler)
             if self.world > 1:
                 m = DistributedDataParallel(m, device_ids=[self.device.index] if self.device.type == "cuda" else None)
             self._wrapped[phase] = m
@@ -435,33 +463,44 @@ class Trainer:
 
     def _pretrain_step(self, gen: torch.Generator) -> dict[str, float]:
         b = self.local_batch
-        pool = torch.cat([self.seen_ids, self.extra_ids])
-        tids = pool[torch.randint(len(pool), (b,), generator=gen)]
-        batch = self.sampler.draw(tids, torch.rand(b, generator=gen) < 0.5, gen)
+        if self.objective is not None:
+            batch = self.objective.draw_pretrain(self.sampler, b, gen)
+        else:
+            pool = torch.cat([self.seen_ids, self.extra_ids])
+            tids = pool[torch.randint(len(pool), (b,), generator=gen)]
+            batch = self.sampler.draw(tids, torch.rand(b, generator=gen) < 0.5, gen)
         keep = self.cfg.pretrain_keep_min + (1 - self.cfg.pretrain_keep_min) * torch.rand(b, 1, generator=gen)
         layout = self.models.supernet.gate_layout()
         gates = [(torch.rand(b, d, generator=gen) < keep).float().to(self.device) for d in layout.module_counts]
+        batch = batch_to(batch, self.device)
         with self._autocast():
-            counts, out = self._module("pretrain")(batch.images.to(self.device), gates)
-        counts = counts.float()
-        target = batch.class_counts.to(self.device)
-        loss = nn.functional.cross_entropy(counts.reshape(-1, counts.shape[-1]), target.reshape(-1))
-        loss = loss + 0.0 * out.sum()  # keeps the classifier in the graph (DDP needs every parameter used)
+            counts, out = as_float(self._module("pretrain")(batch.images, gates))
+        metrics: dict[str, float] = {}
+        if self.objective is not None:
+            loss, metrics = self.objective.pretrain_loss((counts, out), batch)
+        else:
+            loss = nn.functional.cross_entropy(counts.reshape(-1, counts.shape[-1]), batch.class_counts.reshape(-1))
+            loss = loss + 0.0 * out.sum()  # keeps the classifier in the graph (DDP needs every parameter used)
+            metrics["acc"] = (counts.argmax(-1) == batch.class_counts).float().mean().item()
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         nn.utils.clip_grad_norm_(self.models.parameters(), self.cfg.grad_clip)
         self.optimizer.step()
-        acc = (counts.argmax(-1) == target).float().mean().item()
-        return {"loss": loss.item(), "acc": acc, "act": float(sum(g.sum() for g in gates) / (b * layout.total_modules))}
+        return {"loss": loss.item(), **metrics,
+                "act": float(sum(g.sum() for g in gates) / (b * layout.total_modules))}
 
     def _joint_step(self, gen: torch.Generator, joint_step: int) -> dict[str, float]:
         cfg, b = self.cfg, self.local_batch
-        tids = self.seen_ids[torch.randint(len(self.seen_ids), (b,), generator=gen)]
-        if len(self.extra_ids):
-            use_extra = torch.rand(b, generator=gen) < cfg.extra_fraction
-            extra = self.extra_ids[torch.randint(len(self.extra_ids), (b,), generator=gen)]
-            tids = torch.where(use_extra, extra, tids)
-        batch = self.sampler.draw(tids, torch.rand(b, generator=gen) < 0.5, gen)
+        if self.objective is not None:
+            batch = self.objective.draw_joint(self.sampler, b, gen, self.seen_ids, self.extra_ids, cfg.extra_fraction)
+            tids = batch.task_ids
+        else:
+            tids = self.seen_ids[torch.randint(len(self.seen_ids), (b,), generator=gen)]
+            if len(self.extra_ids):
+                use_extra = torch.rand(b, generator=gen) < cfg.extra_fraction
+                extra = self.extra_ids[torch.randint(len(self.extra_ids), (b,), generator=gen)]
+                tids = torch.where(use_extra, extra, tids)
+            batch = self.sampler.draw(tids, torch.rand(b, generator=gen) < 0.5, gen)
         frac = min(1.0, joint_step / cfg.curriculum_steps) if cfg.curriculum_steps > 0 else 1.0
         lo = max(cfg.limit_min, cfg.curriculum_limit_start + (cfg.limit_min - cfg.curriculum_limit_start) * frac)
         lo = min(lo, cfg.limit_max)
@@ -472,12 +511,15 @@ class Trainer:
             limits = torch.where(torch.rand(b, generator=gen) < cfg.low_limit_fraction, low, limits)
         use_hard = torch.rand(b, generator=gen) < 0.5
         dev = self.device
-        limits, labels = limits.to(dev), batch.labels.to(dev)
+        batch, limits = batch_to(batch, dev), limits.to(dev)
         with self._autocast():
-            out, _gates, hard = self._module("joint")(batch.images.to(dev), self.task_enc[tids.to(dev)], limits,
-                                                      use_hard.to(dev))
-        out, hard = out.float(), [h.float() for h in hard]
-        ce = nn.functional.cross_entropy(out, labels)
+            out, _gates, hard = as_float(
+                self._module("joint")(batch.images, self.task_enc[tids.to(dev)], limits, use_hard.to(dev)))
+        if self.objective is not None:
+            ce, metrics = self.objective.joint_loss(out, batch)
+        else:
+            ce = nn.functional.cross_entropy(out, batch.labels)
+            metrics = {"acc": (out.argmax(1) == batch.labels).float().mean().item()}
         gl = gate_loss(hard, limits)
         loss = ce + cfg.gate_lambda * gl
         self.optimizer.zero_grad(set_to_none=True)
@@ -490,7 +532,7 @@ class Trainer:
             "loss": loss.item(),
             "ce": ce.item(),
             "gl": gl.item(),
-            "acc": (out.argmax(1) == labels).float().mean().item(),
+            **metrics,
             "act": hard_ratio.mean().item(),
             "lim": limits.mean().item(),
         }
@@ -506,7 +548,10 @@ class Trainer:
     # -- validation -----------------------------------------------------------------------------
     def validate(self) -> dict[str, float]:
         """Mean seen/unseen accuracy and ratio at ``eval_limit`` (keys ``seen_acc`` ...) and at each
-        extra limit (keys ``seen_acc@0.1`` ...); ``select`` is what the best checkpoint maximises."""
+        extra limit (keys ``seen_acc@0.1`` ...); ``select`` is what the best checkpoint maximises.
+        A family objective returns its own metrics (with ``select``)."""
+        if self.objective is not None:
+            return self.objective.validate(self.models, self.cfg)
         if self._val is None:
             fam = get_family(self.space.family)
             vs = fam.make_sampler(self.space, "val")
@@ -576,7 +621,7 @@ class Trainer:
                     if self.world > 1:
                         dist.barrier()
                 dt = time.perf_counter() - t_mark
-                bar.set_postfix(phase=phase, loss=f"{last['loss']:.3f}", acc=f"{last['acc']:.3f}",
+                bar.set_postfix(phase=phase, loss=f"{last['loss']:.3f}", acc=f"{last.get('acc', float('nan')):.3f}",
                                 act=f"{last['act']:.3f}", img_s=f"{imgs * 1.0 / max(dt, 1e-9):.0f}", refresh=False)
                 bar.update(1)
         finally:

@@ -17,7 +17,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     d = TrainConfig()
     p = sub.add_parser("train", help="train supernet + assembler on a task space", description=__doc__)
     p.add_argument("--space", default=d.space, help="task space name or .toml path (default: %(default)s)")
-    p.add_argument("--backbone", default=d.backbone, help="supernet config (default: %(default)s)")
+    p.add_argument("--backbone", default=None,
+                   help=f"supernet config (default: the space's `backbone`, else {d.backbone})")
     p.add_argument("--out", required=True, type=Path, help="run directory (checkpoints, latest.json)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint (its saved settings apply; only --steps may change)")
     p.add_argument("--init-from", type=Path, default=None,
@@ -56,10 +57,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from host.cli import print_json
+    from host.tasks import load_space
 
+    backbone = args.backbone or str(load_space(args.space).params.get("backbone", TrainConfig().backbone))
     cfg = TrainConfig(
         space=args.space,
-        backbone=args.backbone,
+        backbone=backbone,
         seed=args.seed,
         steps=args.steps,
         pretrain_steps=args.pretrain_steps,

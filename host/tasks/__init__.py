@@ -103,30 +103,19 @@ class TaskSpace:
         )
 
     def compose(self, attributes: Sequence[str]) -> Task:
-        """The task made of ``attributes`` (one per group, any order); its listed split if it has one."""
-        by_group: dict[str, str] = {}
+        """The task made of ``attributes`` (any order); its listed split if it has one.
+
+        By default a task takes exactly one attribute per group; a family may allow more (see
+        :meth:`Family.compose`)."""
         for attr in attributes:
             self.attribute_index(attr)  # raises with suggestions
-            group = next(g for g, attrs in self.groups.items() if attr in attrs)
-            if group in by_group:
-                raise ConfigError(
-                    f"task attributes {list(attributes)} give two values for group {group!r} "
-                    f"({by_group[group]!r} and {attr!r}); give exactly one attribute per group"
-                )
-            by_group[group] = attr
-        missing = [g for g in self.groups if g not in by_group]
-        if missing:
-            raise ConfigError(
-                f"task attributes {list(attributes)} lack a value for group(s) {missing}; "
-                f"choose from: " + "; ".join(f"{g}: {', '.join(self.groups[g])}" for g in missing)
-            )
-        attrs = tuple(by_group[g] for g in self.groups)
+        family = get_family(self.family)
+        attrs = family.compose(self, attributes)
         for t in self.tasks:
             if t.attributes == attrs:
                 return t
-        family = get_family(self.family)
         family.validate_task(self, attrs)
-        return Task(name=self.name_format.format(**by_group), attributes=attrs, split="composed")
+        return Task(name=family.task_name(self, attrs), attributes=attrs, split="composed")
 
     def encode(self, tasks: Iterable[Task | str]) -> torch.Tensor:
         """Multi-hot encodings, shape (N, vocab_size)."""
@@ -163,9 +152,14 @@ class TaskSpace:
 
 
 class Family:
-    """Code that labels the tasks of one kind of space. Subclasses implement the three hooks."""
+    """Code that labels the tasks of one kind of space. Subclasses implement the labelling hooks;
+    the task-grammar hooks (:meth:`expand_block`, :meth:`task_name`, :meth:`compose`,
+    :meth:`combinations`) default to "one attribute per group" and the training hook
+    (:meth:`objective`) to the built-in yes/no objective of :mod:`host.training`."""
 
     name: str = ""
+    #: keys a ``[[tasks]]`` block may hold besides the group names
+    block_keys: tuple[str, ...] = ()
 
     def check_params(self, space_name: str, groups: dict[str, tuple[str, ...]], params: dict) -> None:
         raise NotImplementedError
@@ -191,6 +185,46 @@ class Family:
         """A sampler of labelled inputs from ``split``; ``augment``: jitter the inputs (training)."""
         raise NotImplementedError
 
+    # ---- task grammar -------------------------------------------------------------------------
+    def expand_block(
+        self, space: TaskSpace, values: dict[str, list[str]], block: dict[str, Any], where: str
+    ) -> list[tuple[str, ...]]:
+        """The tasks one ``[[tasks]]`` block declares: by default the cartesian product of its values."""
+        return [tuple(c) for c in itertools.product(*(values[g] for g in space.groups))]
+
+    def task_name(self, space: TaskSpace, attributes: tuple[str, ...]) -> str:
+        """Readable name of a task: by default ``name_format`` filled with one attribute per group."""
+        return space.name_format.format(**dict(zip(space.groups, attributes, strict=True)))
+
+    def compose(self, space: TaskSpace, attributes: Sequence[str]) -> tuple[str, ...]:
+        """Canonical attribute tuple of the task ``attributes`` (known attributes, any order) describe."""
+        by_group: dict[str, str] = {}
+        for attr in attributes:
+            group = next(g for g, attrs in space.groups.items() if attr in attrs)
+            if group in by_group:
+                raise ConfigError(
+                    f"task attributes {list(attributes)} give two values for group {group!r} "
+                    f"({by_group[group]!r} and {attr!r}); give exactly one attribute per group"
+                )
+            by_group[group] = attr
+        missing = [g for g in space.groups if g not in by_group]
+        if missing:
+            raise ConfigError(
+                f"task attributes {list(attributes)} lack a value for group(s) {missing}; "
+                f"choose from: " + "; ".join(f"{g}: {', '.join(space.groups[g])}" for g in missing)
+            )
+        return tuple(by_group[g] for g in space.groups)
+
+    def combinations(self, space: TaskSpace) -> Iterable[tuple[str, ...]]:
+        """Every attribute combination of the grammar (candidates for ``extra_combinations``)."""
+        return itertools.product(*space.groups.values())
+
+    # ---- training -----------------------------------------------------------------------------
+    def objective(self, space: TaskSpace) -> Any:
+        """What training optimises for this family (model, samples, losses, validation), or None for
+        the built-in yes/no-question objective of :mod:`host.training`."""
+        return None
+
 
 _FAMILIES: dict[str, Callable[[], Family]] = {}
 
@@ -212,6 +246,10 @@ def _register_builtin_families() -> None:
         from host.tasks.digit_grid import DigitGridCount
 
         register_family("digit_grid_count", DigitGridCount)
+    if "attributed_scenes" not in _FAMILIES:
+        from host.tasks.attrod import AttributedScenes
+
+        register_family("attributed_scenes", AttributedScenes)
 
 
 # ---- loading ----------------------------------------------------------------------------------
@@ -272,31 +310,31 @@ def space_from_dict(data: dict, *, source: str = "<dict>") -> TaskSpace:
 
     listed: list[tuple[str, ...]] = []
     for i, block in enumerate(need("tasks")):
-        unknown_keys = [k for k in block if k not in groups]
+        where = f"task space {source}: [[tasks]] #{i + 1}"
+        unknown_keys = [k for k in block if k not in groups and k not in family.block_keys]
         if unknown_keys:
             raise ConfigError(
-                f"task space {source}: [[tasks]] #{i + 1} has key(s) {unknown_keys} that are not groups "
-                f"({', '.join(groups)})"
+                f"{where} has key(s) {unknown_keys} that are not groups "
+                f"({', '.join(groups)}{''.join(', ' + k for k in family.block_keys)})"
             )
-        values = []
+        values: dict[str, list[str]] = {}
         for g in groups:
             vals = block.get(g)
             if not vals:
-                raise ConfigError(f"task space {source}: [[tasks]] #{i + 1} lists no values for group {g!r}")
+                raise ConfigError(f"{where} lists no values for group {g!r}")
             for v in vals:
                 if v not in groups[g]:
                     raise ConfigError(
-                        f"task space {source}: [[tasks]] #{i + 1}: {v!r} is not an attribute of group "
-                        f"{g!r}.{suggest(str(v), groups[g])}"
+                        f"{where}: {v!r} is not an attribute of group {g!r}.{suggest(str(v), groups[g])}"
                     )
-            values.append([str(v) for v in vals])
-        for combo in itertools.product(*values):
+            values[g] = [str(v) for v in vals]
+        for combo in family.expand_block(proto, values, block, where):
             family.validate_task(proto, combo)
             if combo not in listed:
                 listed.append(combo)
 
     def task_name(attrs: tuple[str, ...]) -> str:
-        return name_format.format(**dict(zip(groups, attrs, strict=True)))
+        return family.task_name(proto, attrs)
 
     names = {task_name(a): a for a in listed}
     unseen_names = [str(n) for n in data.get("split", {}).get("unseen", [])]
@@ -307,7 +345,7 @@ def space_from_dict(data: dict, *, source: str = "<dict>") -> TaskSpace:
             )
     tasks = [Task(task_name(a), a, "unseen" if task_name(a) in unseen_names else "seen") for a in listed]
     if data.get("extra_combinations", False):
-        for combo in itertools.product(*groups.values()):
+        for combo in family.combinations(proto):
             if combo in listed:
                 continue
             try:
