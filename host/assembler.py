@@ -186,11 +186,11 @@ class _StraightThrough(torch.autograd.Function):
     """Forward: the hard gates exactly; backward: the gradient goes to the soft gates unchanged."""
 
     @staticmethod
-    def forward(ctx, hard: torch.Tensor, soft: torch.Tensor) -> torch.Tensor:  # noqa: ANN001
+    def forward(ctx, hard: torch.Tensor, soft: torch.Tensor) -> torch.Tensor:
         return hard.clone()
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> tuple[None, torch.Tensor]:  # noqa: ANN001
+    def backward(ctx, grad: torch.Tensor) -> tuple[None, torch.Tensor]:
         return None, grad
 
 

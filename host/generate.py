@@ -12,6 +12,7 @@ from __future__ import annotations
 import statistics
 import time
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -51,7 +52,7 @@ class ModelFactory:
     def space(self) -> TaskSpace:
         return self.models.space
 
-    def gates(self, tasks: list[Task | str], limits: list[float] | torch.Tensor) -> GateResult:
+    def gates(self, tasks: Sequence[Task | str], limits: Sequence[float] | torch.Tensor) -> GateResult:
         """Hard gates for a batch of requests (one forward of the assembler)."""
         resolved = [self.space.task(t) if isinstance(t, str) else t for t in tasks]
         lim = torch.as_tensor(limits, dtype=torch.float64).reshape(-1)
@@ -202,13 +203,13 @@ def evaluate_generated(
     for split_name in ("seen", "unseen"):
         out[split_name] = {}
         for lim in limits:
-            rows = [r for r in per_limit[limit_key(lim)].values() if r["split"] == split_name]
-            if rows:
+            found = [r for r in per_limit[limit_key(lim)].values() if r["split"] == split_name]
+            if found:
                 out[split_name][limit_key(lim)] = {
-                    "accuracy": statistics.fmean(r["accuracy"] for r in rows),
-                    "activation_ratio": statistics.fmean(r["activation_ratio"] for r in rows),
-                    "max_activation_ratio": max(r["activation_ratio"] for r in rows),
-                    "tasks": len(rows),
+                    "accuracy": statistics.fmean(r["accuracy"] for r in found),
+                    "activation_ratio": statistics.fmean(r["activation_ratio"] for r in found),
+                    "max_activation_ratio": max(r["activation_ratio"] for r in found),
+                    "tasks": len(found),
                 }
     out["per_task_samples"] = per_task
     out["data_split"] = split

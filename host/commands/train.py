@@ -57,6 +57,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from host.cli import print_json
+    from host.commands.options import check_out
     from host.tasks import load_space
 
     backbone = args.backbone or str(load_space(args.space).params.get("backbone", TrainConfig().backbone))
@@ -79,6 +80,7 @@ def run(args: argparse.Namespace) -> int:
         **({"eval_limit": args.eval_limits[0], "extra_eval_limits": tuple(args.eval_limits[1:])}
            if args.eval_limits else {}),
     )
+    check_out(args.out, directory=True)
     trainer = Trainer(cfg, args.out, resume=args.resume, threads=args.threads, progress=not args.no_progress,
                       init_from=args.init_from, warm_from=args.warm_start, target=args.target, amp=args.amp)
     try:
