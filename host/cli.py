@@ -41,6 +41,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "host.commands.fit",
     "host.commands.devices",
     "host.commands.deploy",
+    "host.commands.report",
 )
 
 #: Loggers of third-party libraries that talk on import or conversion (quiet unless -v).

@@ -4,11 +4,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# System peers the tests talk to: a real OpenSSH server and Debian's adb client.
-if ! command -v sshd >/dev/null 2>&1 && [ ! -x /usr/sbin/sshd ] || ! command -v adb >/dev/null 2>&1; then
+# System peers the tests talk to: a real OpenSSH server, Debian's adb client, and headless chromium with its
+# WebDriver (the browser test of `nnf report`).
+if ! command -v sshd >/dev/null 2>&1 && [ ! -x /usr/sbin/sshd ] || ! command -v adb >/dev/null 2>&1 \
+    || ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
   $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq openssh-server openssh-client adb >/dev/null
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq openssh-server openssh-client adb \
+    chromium chromium-driver >/dev/null
 fi
 
 python3 -m venv .venv
