@@ -1,4 +1,4 @@
-"""Joint training of a gated supernet and its module assembler (DESIGN.md §3).
+"""Joint training of a gated supernet and its module assembler (docs/design.md §3).
 
 Two phases, one optimizer, one step counter:
 
