@@ -3,7 +3,7 @@
 Everything reads ``/proc`` and ``/sys`` (Linux and Android); where a file is missing or unreadable the
 value is simply left out, never guessed.
 
-Peak-memory helpers used by the measurement worker (see ../shared/MEASURED.md):
+Peak-memory helpers used by the measurement worker (the method is in docs/design.md, "Measured on this machine"):
 ``VmHWM`` in ``/proc/self/status`` is the process's resident high-water mark. Writing ``5`` to
 ``/proc/self/clear_refs`` resets it to the current RSS; before that, ``malloc_trim(0)`` hands memory that
 the allocator kept back to the OS, so what an earlier phase freed does not hide in the new baseline.

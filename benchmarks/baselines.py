@@ -44,7 +44,7 @@ DEFAULT_TASKS = "exactly one 3,at least two 5,exactly three odd,exactly two 0"
 DEFAULT_FRACTIONS = "0.45,0.6"
 
 
-def build_settings(args: argparse.Namespace):  # noqa: ANN201
+def build_settings(args: argparse.Namespace):
     from host.baselines.compare import ComparisonSettings
     from host.baselines.prune_tune import PruneTuneConfig, UnifiedConfig
     from host.baselines.retrain import RetrainConfig

@@ -39,7 +39,7 @@ class LinearPredictor:
     runtime = "torchscript"
     entry = {"latency_statistic": "p10", "measure": {"repeats": 3, "warmup_runs": 1, "min_time_s": 0.0}}
 
-    def __init__(self, layout) -> None:  # noqa: ANN001
+    def __init__(self, layout) -> None:
         self.layout = layout
 
     def predict_counts(self, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -112,7 +112,7 @@ def test_report_from_result_files_and_cli(tmp_path, capsys):
     assert (other / "notes.txt").read_text() == "x"
 
 
-def _browser():  # noqa: ANN202
+def _browser():
     webdriver = pytest.importorskip("selenium.webdriver")
     from selenium.webdriver.chrome.service import Service
 

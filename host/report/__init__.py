@@ -94,7 +94,7 @@ class _Page:
         path = self.out / f"{name}.png"
         try:
             caption = draw(path)
-        except Exception as exc:  # noqa: BLE001 - any plotting failure becomes a visible note on the page
+        except Exception as exc:
             self.report.failed.append({"figure": name, "error": f"{type(exc).__name__}: {exc}"})
             self.add(f'<div class="failed"><b>{esc(title)}</b> could not be produced: '
                      f"{esc(type(exc).__name__)}: {esc(exc)}<br><span class=src>{esc(source)}</span></div>")
@@ -401,7 +401,7 @@ def _profiles_table(page: _Page, profiles_dir: Path | None) -> None:
     for dev in devices:
         try:
             data = read_profile(dev, root)
-        except Exception as exc:  # noqa: BLE001 - an unreadable profile is reported, not fatal
+        except Exception as exc:
             rows.append(f"<tr><td class=l>{esc(dev)}</td><td colspan=5 class=l>unreadable: {esc(exc)}</td></tr>")
             continue
         page.report.inputs.append({"kind": "device_profile", "path": str(root / f"{dev}.json")})
