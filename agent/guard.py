@@ -110,7 +110,7 @@ def safe_deserializer(deserialize: Callable[[bytes], Any] | None) -> Callable[[b
     def decode(data: bytes) -> Any:
         try:
             return deserialize(data)
-        except Exception as exc:  # noqa: BLE001 - protobuf raises DecodeError, but any failure means "bad bytes"
+        except Exception as exc:  # protobuf raises DecodeError, but any failure means "bad bytes"
             return Undecodable(f"{type(exc).__name__}: {str(exc)[:120]}")
 
     return decode

@@ -70,7 +70,7 @@ def _child(sock: socket.socket, wake: tuple[int, int], zygote_pid: int, msg: dic
         answer = worker.run_request(msg["payload"], isolation="fork", populated=populated)
         worker.write_answer(result_fd, answer)
         sys.stderr.flush()
-    except BaseException as exc:  # noqa: BLE001 - the child must leave with _exit whatever happened
+    except BaseException as exc:  # the child must leave with _exit whatever happened
         with contextlib.suppress(OSError):
             os.write(2, f"zygote child failed: {type(exc).__name__}: {exc}\n".encode())
         code = 70
@@ -171,7 +171,7 @@ class _Loop:
 def serve(sock: socket.socket, runtime: int, parent_pid: int) -> int:
     try:
         runtimes.import_runtime(runtime)
-    except BaseException as exc:  # noqa: BLE001 - report any import failure to the agent
+    except BaseException as exc:  # report any import failure to the agent
         _send(sock, {"op": "error", "message": f"importing runtime {runtimes.runtime_name(runtime)!r} failed: "
                                                f"{type(exc).__name__}: {exc}"[:2000]})
         return 3
