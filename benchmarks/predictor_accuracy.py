@@ -34,17 +34,14 @@ sys.path.insert(0, str(ROOT))
 
 
 def start_local_agent(cache_dir: Path) -> tuple[subprocess.Popen, str]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "agent", "serve", "--port", "0", "--cache-dir", str(cache_dir)],
-        cwd=str(ROOT), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-    )
-    assert proc.stdout is not None
-    line = proc.stdout.readline()
-    if not line.startswith("NNF_AGENT_LISTENING"):
-        proc.kill()
-        raise SystemExit(f"local agent did not start (got {line!r}; exit {proc.wait()})")
-    fields = dict(kv.split("=", 1) for kv in line.split()[1:])
-    return proc, f"127.0.0.1:{fields['port']}"
+    from agent.launch import LaunchError
+    from agent.launch import start_local_agent as launch
+
+    try:  # this benchmark's own loopback agent, without a token (explicit --no-auth)
+        agent = launch(cache_dir=cache_dir / "cache", no_auth=True)
+    except LaunchError as exc:
+        raise SystemExit(f"local agent did not start: {exc}") from None
+    return agent.proc, agent.address
 
 
 def stop_agent(proc: subprocess.Popen) -> None:
@@ -59,16 +56,11 @@ def stop_agent(proc: subprocess.Popen) -> None:
 def measure(args: argparse.Namespace, store_path: Path) -> None:
     import torch
 
-    from host.campaign import (
-        AgentMeasurer,
-        CampaignPlan,
-        CampaignRunner,
-        CampaignStore,
-        DeviceTarget,
-        ExtractingBuilder,
-        MeasureSettings,
-        schedule,
-    )
+    from host.profiling.build import ExtractingBuilder
+    from host.profiling.measurers import AgentMeasurer
+    from host.profiling.plan import CampaignPlan, MeasureSettings, schedule
+    from host.profiling.runner import CampaignRunner, DeviceTarget
+    from host.profiling.store import CampaignStore
     from host.supernets import build_supernet
 
     torch.manual_seed(args.seed)
@@ -105,8 +97,9 @@ def measure(args: argparse.Namespace, store_path: Path) -> None:
 
 
 def evaluate(args: argparse.Namespace, store_path: Path) -> dict:
-    from host.campaign import CampaignStore, load_samples
-    from host.device_profile import fit_models, heldout_arrays
+    from host.profiling.data import load_samples
+    from host.profiling.device_profile import fit_models, heldout_arrays
+    from host.profiling.store import CampaignStore
 
     with CampaignStore(store_path) as store:
         layout = store.layout()
@@ -168,9 +161,10 @@ def ablation(args: argparse.Namespace, store_path: Path) -> dict:
     """Improved latency model with one ingredient removed, plus drift correction, on all training subnets."""
     from dataclasses import replace
 
-    from host.campaign import CampaignStore, load_samples
-    from host.device_profile import heldout_arrays
-    from host.predictor import LatencyModel, LatencySchema, accuracy
+    from host.profiling.data import load_samples
+    from host.profiling.device_profile import heldout_arrays
+    from host.profiling.predictor import LatencyModel, LatencySchema, accuracy
+    from host.profiling.store import CampaignStore
 
     out = {}
     with CampaignStore(store_path) as store:
@@ -199,7 +193,9 @@ def time_host_work(args: argparse.Namespace, n: int) -> dict:
     """Host work per subnet with the current builder, in isolation: gates + extraction + export + store commit."""
     import torch
 
-    from host.campaign import CampaignStore, ExtractingBuilder, Job, sample_gates
+    from host.profiling.build import ExtractingBuilder
+    from host.profiling.plan import Job, sample_gates
+    from host.profiling.store import CampaignStore
     from host.supernets import build_supernet
 
     torch.manual_seed(args.seed)

@@ -91,8 +91,13 @@ def test_checkpoint_for_another_space_or_backbone(run_dir, tmp_path, capsys):
                "--out", str(tmp_path / "x"), "--checkpoint", str(run_dir)])
     assert rc == 2 and "trained for task space 'numvqa', not 'digits'" in capsys.readouterr().err
     changed = tmp_path / "numvqa.toml"
-    changed.write_text(text.replace('"exactly two 6",\n', ""))
-    with pytest.raises(SpecError, match="different definition"):
+    changed.write_text(text.replace('"exactly two 6",\n', ""))  # an unseen task becomes trained: still fine
+    assert ModelFactory.load(space=str(changed), checkpoint=run_dir).space.task("exactly two 6").split == "seen"
+    changed.write_text(text.replace('unseen = [\n', 'unseen = [\n  "exactly one 0",\n'))  # trained, now held out
+    with pytest.raises(SpecError, match="different definition.*trained on 'exactly one 0'"):
+        ModelFactory.load(space=str(changed), checkpoint=run_dir)
+    changed.write_text(text.replace("cell_size = 28", "cell_size = 28\nextra_param = 1"))
+    with pytest.raises(SpecError, match="different definition.*params differ"):
         ModelFactory.load(space=str(changed), checkpoint=run_dir)
     with pytest.raises(SpecError, match="holds backbone 'resnet_numvqa', not 'resnet_tiny'"):
         ModelFactory.load(space="numvqa", checkpoint=run_dir, backbone="resnet_tiny")
@@ -131,3 +136,15 @@ def test_shipped_checkpoint_generates(tmp_path, capsys):
     assert rc == 0
     s = _last_json(capsys)
     assert s["activation_ratio"] <= 0.3 and s["checkpoint"] == str(path)
+
+
+def test_inference_does_not_import_training() -> None:
+    """Generation, evaluation and export load checkpoints through host.models, never the trainer."""
+    import subprocess
+    import sys
+
+    code = ("import sys, host.generate, host.commands.eval, host.commands.generate, host.commands.export; "
+            "sys.exit(1 if 'host.training' in sys.modules else 0)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          cwd=Path(__file__).resolve().parents[1])
+    assert proc.returncode == 0, proc.stdout + proc.stderr
