@@ -185,7 +185,7 @@ def test_corrupt_artifact_and_bad_requests(client: AgentClient, tmp_path: Path, 
 
 
 # ------------------------------------------------------------------------------- profiling
-def _check_result(r, repeats: int) -> None:  # noqa: ANN001
+def _check_result(r, repeats: int) -> None:
     s = sorted(r.samples_ns)
     assert len(s) >= repeats
     assert r.min_latency_us == pytest.approx(s[0] / 1e3)
@@ -268,7 +268,7 @@ def test_concurrent_clients_are_queued(agent_server: str, mm_onnx: Path) -> None
             with AgentClient(agent_server) as c:
                 results.append(c.profile(ProfileRequest(sha, request_id=str(i), warmup_runs=1, repeats=5,
                                                         min_time_s=0.3)))
-        except Exception as exc:  # noqa: BLE001 - collected and asserted below
+        except Exception as exc:
             errors.append(exc)
 
     threads = [threading.Thread(target=work, args=(i,)) for i in range(3)]
@@ -293,7 +293,7 @@ def test_two_agents_on_one_device_never_overlap(tmp_path: Path, mm_onnx: Path) -
             with AgentClient(addr) as c:
                 sha = c.upload(mm_onnx).sha256
                 results.append(c.profile(ProfileRequest(sha, warmup_runs=1, repeats=5, min_time_s=0.3)))
-        except Exception as exc:  # noqa: BLE001 - collected and asserted below
+        except Exception as exc:
             errors.append(exc)
 
     with running_agent(tmp_path / "c0", device_lock_path=lock, worker_nice=5) as (a0, _), \
@@ -332,7 +332,7 @@ def test_queue_deadline_and_busy(tmp_path: Path, mm_onnx: Path) -> None:
             def queued() -> None:
                 try:
                     c.profile(ProfileRequest(sha, deadline_s=1.0, **QUICK))
-                except Exception as exc:  # noqa: BLE001 - asserted below
+                except Exception as exc:
                     waiter_err.append(exc)
 
             q = threading.Thread(target=queued)
@@ -356,7 +356,7 @@ def test_concurrent_uploads_of_one_artifact(agent_server: str, tmp_path: Path) -
         try:
             with AgentClient(agent_server, chunk_bytes=64 * 1024, backoff_s=0.05) as c:
                 results.append(c.upload(p))
-        except Exception as exc:  # noqa: BLE001 - asserted below
+        except Exception as exc:
             errors.append(exc)
 
     threads = [threading.Thread(target=up) for _ in range(3)]
