@@ -1,4 +1,4 @@
-"""The requirement-aware module assembler (DESIGN.md §2): request in, gate vectors out.
+"""The requirement-aware module assembler (docs/design.md §2): request in, gate vectors out.
 
 A request is ``<task, activation_limit>``. The task is a multi-hot vector over the task space's
 attribute vocabulary; the limit is encoded sinusoidally (like a transformer's positional encoding,

@@ -195,11 +195,10 @@ def test_unified_training_save_load_and_prune_tune(supernet, space, adapter, tmp
 
 @pytest.fixture()
 def agent_addr(tmp_path):
-    from agent.server import create_server
+    from tests.agent_servers import agent_server
 
-    server, port = create_server("127.0.0.1:0", cache_dir=tmp_path / "agent-cache")
-    yield f"127.0.0.1:{port}"
-    server.stop(grace=None).wait()
+    with agent_server(tmp_path / "agent-cache") as (addr, _):
+        yield addr
 
 
 def test_comparison_end_to_end(tmp_path, agent_addr):
