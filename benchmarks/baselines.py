@@ -145,13 +145,14 @@ def main() -> int:
             print(f"trained ({time.perf_counter() - t_start:.0f} s); now measure on a quiet machine: "
                   "python benchmarks/baselines.py --phase measure [same options]", file=sys.stderr)
             return 0
-    token = os.environ.get("NNF_AGENT_TOKEN")
     parts = []
     with contextlib.ExitStack() as stack:
-        addr = args.agent or stack.enter_context(local_agent())
+        if args.agent:
+            addr, token = args.agent, os.environ.get("NNF_AGENT_TOKEN")
+        else:
+            addr, token = stack.enter_context(local_agent())
         for cmp, scenarios in plans:
-            parts.append(cmp.measure(scenarios, addr, token=token if args.agent else None,
-                                     train_missing=args.phase == "all"))
+            parts.append(cmp.measure(scenarios, addr, token=token, train_missing=args.phase == "all"))
     result = merge_results(parts, skipped)
     result["quick"] = bool(args.quick)
     result["benchmark_seconds"] = round(time.perf_counter() - t_start, 1)
