@@ -160,15 +160,19 @@ class AgentMeter:
 def local_agent(cache_dir: Path | None = None) -> Iterator[tuple[str, str | None]]:
     """An agent on this machine (``agent.launch``, any free loopback port) for the ``with`` block.
 
-    Yields ``(HOST:PORT, token)``. The agent measures with its defaults (a fresh worker per request at
+    Yields ``(HOST:PORT, token)``. The agent measures with its defaults (a child forked per request at
     nice -20, the device-wide lock) and is stopped when the block ends.
     """
     from agent.launch import LaunchError
     from agent.launch import local_agent as launch
+    from host.client import AgentClient
 
-    with tempfile.TemporaryDirectory(prefix="nnf-baselines-agent-") as tmp:
-        try:
-            with launch(cache_dir=cache_dir or Path(tmp) / "cache", state_dir=Path(tmp) / "state") as agent:
-                yield agent.address, agent.token
+    with tempfile.TemporaryDirectory(prefix="nnf-baselines-agent-") as tmp, contextlib.ExitStack() as stack:
+        try:  # a private loopback agent with its own token (generated in its state directory)
+            agent = stack.enter_context(launch(cache_dir=cache_dir or Path(tmp) / "cache",
+                                               state_dir=Path(tmp) / "state"))
         except LaunchError as exc:
-            raise AgentError(f"the local agent did not start: {exc}") from exc
+            raise AgentError(f"the local agent did not start: {exc}") from None
+        with AgentClient(agent.address, token=agent.token, timeout_s=60.0) as client:
+            client.wait_ready(60.0)
+        yield agent.address, agent.token
