@@ -153,5 +153,9 @@ def test_training_generation_and_eval(tmp_path: Path, capsys):
                  "--tasks", "crimson 3", "--per-task", "2", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["metric"] == "map50" and "crimson 3" in out["per_limit"]["0.3"]
+    warm = Trainer(TrainConfig(**{**kw, "pretrain_steps": 0, "steps": 1}), tmp_path / "warm", progress=False,
+                   warm_from=tmp_path / "full")
+    assert warm.fresh_tensors == []  # every supernet and assembler tensor came from the checkpoint
+    assert warm.run()["step"] == 1
     with pytest.raises(ConfigError, match="detect"):
         Trainer(TrainConfig(**{**kw, "backbone": "resnet_tiny"}), tmp_path / "bad", progress=False)
