@@ -20,7 +20,7 @@ from host.profiling.store import CampaignStore
 from host.supernets import build_supernet
 
 sys.path.insert(0, str(Path(__file__).parent))
-from campaign_fakes import FakeDevice  # noqa: E402
+from campaign_fakes import FakeDevice
 
 
 class LawDevice(FakeDevice):

@@ -46,6 +46,7 @@ def run(args: argparse.Namespace) -> int:
     import time
 
     from host.cli import print_json
+    from host.commands.options import check_out
     from host.errors import ConfigError
     from host.generate import ModelFactory
 
@@ -58,7 +59,8 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("--latency-ms/--memory-mb/--live need --device NAME (whose profile or agent to use)")
     from host.commands.export import check_format_arguments, export_after_generate
 
-    check_format_arguments(args)  # --format/--int8 mistakes fail before any generation work
+    check_format_arguments(args)  # --format/--int8 mistakes and a missing extra fail before any work
+    check_out(args.out, directory=True)
     t0 = time.perf_counter()
     factory = ModelFactory.load(space=args.space, checkpoint=args.checkpoint)
     load_s = time.perf_counter() - t0
@@ -95,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run_device(args: argparse.Namespace, factory, load_s: float) -> int:  # noqa: ANN001
+def _run_device(args: argparse.Namespace, factory, load_s: float) -> int:
     """Device-budget generation (owned by the campaigns feature; see host/profiling/budget.py)."""
     import os
 
