@@ -440,7 +440,6 @@ def evaluate_generated_detection(
 
     space = factory.space
     fam = space_family(space)
-    num_classes = len(space.groups["category"])
     names = tasks if tasks is not None else space.names("seen") + space.names("unseen")
     task_objs = [space.task(n) for n in names]
     if any(t not in space.tasks for t in task_objs):
@@ -454,13 +453,7 @@ def evaluate_generated_detection(
         for i, t in enumerate(task_objs):
             compact = extract(factory.models.supernet, res.request(i))
             sub = scenes.select(torch.nonzero(scenes.task_ids == ids[i]).flatten())
-            dets: list[Detections] = []
-            for s in range(0, len(sub), batch_size):
-                y = compact(sub.images[s : s + batch_size])
-                dets += decode(y, num_classes, sub.images.shape[-1] // y.shape[-1])
-            mask = fam.pair_mask(space, t)[None].expand(len(sub), -1, -1)
-            gb, gc = scene_ground_truth(sub, mask)
-            m = coco_map50(gb, gc, dets, num_classes)
+            m = score_detector(compact, space, t, sub, batch_size=batch_size)
             rows[t.name] = {
                 "map50": m["map50"],
                 "per_category": {space.groups["category"][k]: v for k, v in m["per_class"].items() if v is not None},
@@ -489,6 +482,20 @@ def evaluate_generated_detection(
     out["checkpoint"] = str(factory.checkpoint)
     out["checkpoint_step"] = factory.meta.get("train_state", {}).get("step")
     return out
+
+
+@torch.no_grad()
+def score_detector(model: nn.Module, space: Any, task: Any, scenes: Any, *, batch_size: int = 256) -> dict[str, Any]:
+    """COCO AP@0.5 (:func:`coco_map50`) of ``model``'s decoded detections on ``scenes``, the ground truth
+    being the objects of ``task``."""
+    num_classes = len(space.groups["category"])
+    dets: list[Detections] = []
+    for s in range(0, len(scenes), batch_size):
+        y = model(scenes.images[s : s + batch_size])
+        dets += decode(y, num_classes, scenes.images.shape[-1] // y.shape[-1])
+    mask = space_family(space).pair_mask(space, task)[None].expand(len(scenes), -1, -1)
+    gb, gc = scene_ground_truth(scenes, mask)
+    return coco_map50(gb, gc, dets, num_classes)
 
 
 def space_family(space: Any) -> Any:
