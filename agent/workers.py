@@ -130,11 +130,11 @@ def _collect(res_r: int, err_r: int, ctrl: socket.socket | None, deadline: float
     answer = bytearray()
     tail = _Tail()
     open_pipes = 2
-    exited = ctrl is None
+    exited = False  # known from the zygote's message; a fresh process is done when its pipes close
     timed_out = False
     drain_until: float | None = None
     try:
-        while open_pipes or not exited:
+        while open_pipes or (ctrl is not None and not exited):
             now = time.monotonic()
             if not timed_out and now >= deadline:
                 timed_out = True
