@@ -18,6 +18,7 @@ import platform
 import resource
 import socket
 from pathlib import Path
+from typing import Any
 
 
 def _read(path: str | Path) -> str | None:
@@ -59,16 +60,6 @@ def malloc_trim() -> bool:
     fn.restype = ctypes.c_int
     fn(0)
     return True
-
-
-def reset_hwm() -> bool:
-    """Reset VmHWM to the current RSS; True when the kernel accepted it."""
-    try:
-        with open("/proc/self/clear_refs", "w") as fh:
-            fh.write("5")
-        return True
-    except OSError:
-        return False
 
 
 def cpu_model() -> str:
@@ -134,7 +125,7 @@ def temperatures_c() -> dict[str, float]:
     return out
 
 
-def host_facts() -> dict[str, object]:
+def host_facts() -> dict[str, Any]:
     uname = platform.uname()
     return {
         "hostname": socket.gethostname(),

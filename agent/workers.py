@@ -131,8 +131,9 @@ def _collect(res_r: int, err_r: int, ctrl: socket.socket | None, deadline: float
             wait = (drain_until if drain_until is not None else deadline) - now
             for key, _ in sel.select(max(0.0, min(wait, 3600.0))):
                 if key.data == "ctrl":
+                    assert ctrl is not None  # only registered when there is one
                     try:
-                        data = ctrl.recv(1 << 20)  # type: ignore[union-attr]
+                        data = ctrl.recv(1 << 20)
                     except OSError:
                         data = b""
                     if not data:
@@ -263,8 +264,8 @@ class Zygote:
             data = b""
         finally:
             self.sock.settimeout(None)
-        msg = json.loads(data) if data else {"op": "error", "message": f"the {self.name} zygote exited "
-                                                                        f"(code {self.proc.poll()})"}
+        msg: dict[str, Any] = json.loads(data) if data else {
+            "op": "error", "message": f"the {self.name} zygote exited (code {self.proc.poll()})"}
         if msg.get("op") != "ready":
             self.close()
             raise ProfileFailure(ErrorKind.UNAVAILABLE, str(msg.get("message", msg))[:2000])

@@ -25,12 +25,9 @@ def _all_parsers(p: argparse.ArgumentParser, path: tuple[str, ...] = ("nnf",)):
                 yield from _all_parsers(sp, (*path, name))
 
 
-PENDING = {("nnf", "agent"), ("nnf", "profile-model")}  # being reworked with the agent's wire contract
-
-
 def test_every_option_has_help() -> None:
     missing = [(" ".join(path), a.option_strings or a.dest) for path, p in _all_parsers(build_parser())
-               if path[:2] not in PENDING for a in p._actions if not isinstance(a, argparse._SubParsersAction)
+               for a in p._actions if not isinstance(a, argparse._SubParsersAction)
                and (a.help is None or (a.help != argparse.SUPPRESS and not a.help.strip()))]
     assert not missing, missing
 
@@ -73,6 +70,12 @@ def test_old_option_spellings_still_work_with_a_note(capsys) -> None:
                          "--runtime", "litert", "--target", "cuda:1"])
     assert (prof.warmup_runs, prof.runtime, prof.target) == (3, "tflite", "cuda:1")
     assert p.parse_args(["profile", "--device", "d", "--backbone", "b"]).warmup_runs == 5
+    pm = p.parse_args(["profile-model", "m.pt", "--agent", "127.0.0.1:1", "--device", "cuda", "--warmup", "2"])
+    assert (pm.target, pm.warmup_runs, pm.runtime) == ("cuda", 2, None)
+    assert "--device is deprecated" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        p.parse_args(["agent", "info", "--agent", "localhost"])
+    assert "give the agent's port too" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("bad", ["localhost", "127.0.0.1:", "host:99999", "::1:50051", ":50051"])
