@@ -45,7 +45,7 @@ COMMAND_MODULES: tuple[str, ...] = (
 )
 
 #: Loggers of third-party libraries that talk on import or conversion (quiet unless -v).
-NOISY_LOGGERS: tuple[str, ...] = ("tensorflow", "absl", "jax", "jax._src", "torchao", "litert_torch",
+NOISY_LOGGERS: tuple[str, ...] = ("torch", "tensorflow", "absl", "jax", "jax._src", "torchao", "litert_torch",
                                   "ai_edge_litert", "onnxscript", "onnx_ir", "torch.onnx", "torch._export",
                                   "torch.export", "torch._dynamo", "torch._inductor", "paramiko", "adb_shell")
 
@@ -148,7 +148,7 @@ def quiet_third_party(verbose: bool) -> None:
         return
     # C++ logs of TensorFlow / XLA / glog read these at import; respect values the user already set.
     for var, value in (("TF_CPP_MIN_LOG_LEVEL", "3"), ("GLOG_minloglevel", "2"), ("ABSL_MIN_LOG_LEVEL", "3"),
-                       ("TF_ENABLE_ONEDNN_OPTS", "0")):
+                       ("TF_ENABLE_ONEDNN_OPTS", "0"), ("LITERT_TORCH_SHOW_PROGRESS", "n")):
         os.environ.setdefault(var, value)
     for name in NOISY_LOGGERS:
         logging.getLogger(name).setLevel(logging.ERROR)

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from host.cli import main
-from tests import agent_artifacts as A
+from tests.support import agent_artifacts as A
 
 ROOT = Path(__file__).resolve().parents[1]
 

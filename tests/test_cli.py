@@ -160,3 +160,25 @@ def test_missing_extra_is_checked_before_writing(tmp_path, monkeypatch, capsys) 
     assert rc == 2 and obj["type"] == "MissingExtraError"
     assert "torch==" in obj["hint"] and "[tflite]'" in obj["hint"]
     assert list(tmp_path.iterdir()) == []
+
+
+def test_third_party_noise_is_off_unless_verbose(monkeypatch) -> None:
+    import logging
+    import os
+
+    from host.cli import NOISY_LOGGERS, quiet_third_party
+
+    for var in ("TF_CPP_MIN_LOG_LEVEL", "LITERT_TORCH_SHOW_PROGRESS"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("GLOG_minloglevel", "0")  # a value the user set is kept
+    levels = {n: logging.getLogger(n).level for n in NOISY_LOGGERS}
+    try:
+        quiet_third_party(verbose=True)
+        assert "TF_CPP_MIN_LOG_LEVEL" not in os.environ
+        quiet_third_party(verbose=False)
+        env = os.environ
+        assert (env["TF_CPP_MIN_LOG_LEVEL"], env["LITERT_TORCH_SHOW_PROGRESS"], env["GLOG_minloglevel"]) == ("3", "n", "0")
+        assert all(logging.getLogger(n).level == logging.ERROR for n in NOISY_LOGGERS)
+    finally:
+        for n, lvl in levels.items():
+            logging.getLogger(n).setLevel(lvl)

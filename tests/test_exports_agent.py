@@ -18,8 +18,8 @@ from host.exports import FORMATS, export_artifact, read_sidecar, sidecar_path
 from host.extraction import extract
 from host.gates import random_gates
 from host.supernets import build_supernet
-from tests.agent_servers import agent_server
-from tests.helpers import randomize_norms
+from tests.support.agent_servers import agent_server
+from tests.support.helpers import randomize_norms
 
 QUICK = {"warmup_runs": 2, "repeats": 5, "min_time_s": 0.0}
 AGENT_RUNTIME = {"torchscript": "torchscript", "torch-export": "torch_export", "onnx": "onnxruntime",

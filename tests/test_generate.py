@@ -13,17 +13,12 @@ from host.cli import main
 from host.errors import SpecError
 from host.generate import ModelFactory, evaluate_generated
 from host.tasks import SPACES_DIR, get_family
-from host.training import TrainConfig, Trainer, evaluate
+from host.training import evaluate
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
-    torch.set_num_threads(1)
-    out = tmp_path_factory.mktemp("gen") / "run"
-    cfg = TrainConfig(steps=4, pretrain_steps=2, batch_size=8, checkpoint_every=2, eval_every=100,
-                      eval_per_task=2, warmup_steps=1)
-    Trainer(cfg, out, progress=False).run()
-    return out
+def run_dir(tiny_numvqa_run):
+    return tiny_numvqa_run  # tests/conftest.py: built once per session
 
 
 def _last_json(capsys) -> dict:

@@ -27,7 +27,8 @@ from host.commands.options import (
 
 def add_inventory_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--inventory", default=None,
-                   help="device inventory TOML (default: $NNF_INVENTORY, else ./devices.toml)")
+                   help="device inventory TOML (default: $NNF_INVENTORY, ./devices.toml, "
+                        "~/.config/nn-factory/devices.toml)")
 
 
 def add_host_key_arg(p: argparse.ArgumentParser) -> None:

@@ -27,7 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_format_arguments(p)
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     # device budgets (host.profiling.budget): search the largest limit whose model fits the device
-    p.add_argument("--device", default=None, help="device whose profile (device_profiles/<device>.json) sets the limit")
+    p.add_argument("--device", default=None, help="device whose fitted profile (`nnf fit`, or shipped) sets the limit")
     p.add_argument("--latency-ms", type=float, default=None, help="latency budget on --device (milliseconds)")
     p.add_argument("--memory-mb", type=float, default=None, help="memory budget on --device (MB = 10^6 bytes)")
     p.add_argument("--live", action="store_true",
