@@ -9,6 +9,14 @@ import pytest
 import torch
 
 
+@pytest.hookimpl(tryfirst=True)  # before `-m` selects
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """A TFLite conversion takes tens of seconds on a 2-core CPU: tests marked `tflite` run in the slow tier."""
+    for item in items:
+        if item.get_closest_marker("tflite") is not None and item.get_closest_marker("slow") is None:
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(autouse=True)
 def _seed_and_threads():
     torch.manual_seed(0)
