@@ -23,7 +23,7 @@ import os
 import re
 import sys
 from collections.abc import Sequence
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from host import __version__
 from host.errors import NNFactoryError
@@ -154,6 +154,31 @@ def quiet_third_party(verbose: bool) -> None:
         logging.getLogger(name).setLevel(logging.ERROR)
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is at the time of each record (it may be replaced, e.g. by tests)."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: Any) -> None:
+        pass
+
+
+def show_progress_logs() -> None:
+    """NN-Factory's own INFO logs (``host.*`` loggers: progress of long steps) go to stderr, one line each."""
+    logger = logging.getLogger("host")
+    if not any(isinstance(h, _StderrHandler) for h in logger.handlers):
+        handler = _StderrHandler()
+        handler.setFormatter(logging.Formatter("nnf: %(message)s"))
+        logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+
+
 def _run(args: argparse.Namespace) -> int:
     return int(args.func(args) or 0)
 
@@ -167,6 +192,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         _ARGV = None
     quiet_third_party(bool(getattr(args, "verbose", False)))
+    show_progress_logs()
     want_json = bool(getattr(args, "json", False))
     command = " ".join(x for x in (args.command, *(getattr(args, k, None) for k in _SUBCOMMAND_DESTS)) if x)
     try:

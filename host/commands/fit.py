@@ -3,7 +3,7 @@
     nnf fit --device local-cpu [--backbone resnet_numvqa] [--test 100] [--drift-correct]
 
 Writes ``<profiles dir>/<device>.json`` (default ``~/.local/share/nn-factory/device_profiles``; see
-``host.paths``) with held-out accuracy figures for the paper's linear latency model and the improved one, and
+docs/cli.md) with held-out accuracy figures for the paper's linear latency model and the improved one, and
 for the memory model. ``nnf generate --device`` finds it there (then among the profiles shipped with NN-Factory).
 """
 

@@ -4,7 +4,7 @@
     nnf profile --device a --agent HOST1:PORT --device b --agent HOST2:PORT --backbone resnet18
 
 Each device gets its own durable store (``<campaigns-dir>/<device>/<backbone>-<runtime>.sqlite``); running the
-same command again resumes where it stopped. See ``host.profiling`` for the measuring protocol.
+same command again resumes where it stopped. The measuring protocol: docs/campaigns.md.
 """
 
 from __future__ import annotations
