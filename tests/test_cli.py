@@ -73,9 +73,12 @@ def test_old_option_spellings_still_work_with_a_note(capsys) -> None:
     pm = p.parse_args(["profile-model", "m.pt", "--agent", "127.0.0.1:1", "--device", "cuda", "--warmup", "2"])
     assert (pm.target, pm.warmup_runs, pm.runtime) == ("cuda", 2, None)
     assert "--device is deprecated" in capsys.readouterr().err
-    with pytest.raises(SystemExit):
-        p.parse_args(["agent", "info", "--agent", "localhost"])
-    assert "give the agent's port too" in capsys.readouterr().err
+    for argv in (["agent", "info", "--agent", "localhost"],
+                 ["generate", "--task", "t", "--out", "o", "--device", "d", "--live", "--agent", "localhost"],
+                 ["profile", "--device", "d", "--backbone", "b", "--agent", "localhost"]):
+        with pytest.raises(SystemExit):
+            p.parse_args(argv)
+        assert "give the agent's port too" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("bad", ["localhost", "127.0.0.1:", "host:99999", "::1:50051", ":50051"])
