@@ -110,7 +110,7 @@ def safe_deserializer(deserialize: Callable[[bytes], Any] | None) -> Callable[[b
     def decode(data: bytes) -> Any:
         try:
             return deserialize(data)
-        except Exception as exc:  # noqa: BLE001 - protobuf raises DecodeError, but any failure means "bad bytes"
+        except Exception as exc:  # protobuf raises DecodeError, but any failure means "bad bytes"
             return Undecodable(f"{type(exc).__name__}: {str(exc)[:120]}")
 
     return decode
@@ -170,6 +170,28 @@ class Guard(grpc.ServerInterceptor):
             return False, "missing bearer token (metadata 'authorization: Bearer <token>')"
         return False, "wrong bearer token"
 
+    def _enter(self, requests: Iterator[Any], context: grpc.ServicerContext, method: str,
+               sem: threading.BoundedSemaphore | None, cap: int, req_stream: bool) -> tuple[Any, bool]:
+        """(the argument for the service's handler, whether a cap slot is held)."""
+        if sem is not None and not sem.acquire(blocking=False):
+            abort(context, ErrorKind.BUSY, f"agent busy: {cap} {method.rsplit('/', 1)[-1]} calls already "
+                                           f"open (the most it serves at once); retry later")
+        stream = checked_stream(requests, context, method, self.watchdog)
+        if req_stream:
+            return stream, sem is not None
+        try:
+            first = next(stream, None)
+        except BaseException:
+            if sem is not None:
+                sem.release()
+            raise
+        if first is None:
+            if sem is not None:
+                sem.release()
+            abort(context, ErrorKind.INVALID, f"{method.rsplit('/', 1)[-1]} takes exactly one request message; "
+                                              f"none was sent")
+        return first, sem is not None
+
     def intercept_service(self, continuation: Callable[[Any], Any], handler_call_details: Any) -> Any:
         handler = continuation(handler_call_details)
         if handler is None:
@@ -184,31 +206,12 @@ class Guard(grpc.ServerInterceptor):
             return grpc.stream_unary_rpc_method_handler(deny, **kw)  # answers without reading any message
         sem = self._caps.get(method)
         cap = self._cap_sizes.get(method, 0)
-        watchdog = self.watchdog
         req_stream, resp_stream = handler.request_streaming, handler.response_streaming
         inner = (handler.stream_stream if req_stream and resp_stream else handler.stream_unary if req_stream
                  else handler.unary_stream if resp_stream else handler.unary_unary)
 
         def enter(requests: Iterator[Any], context: grpc.ServicerContext) -> tuple[Any, bool]:
-            """(the argument for the service's handler, whether a cap slot is held)."""
-            if sem is not None and not sem.acquire(blocking=False):
-                abort(context, ErrorKind.BUSY, f"agent busy: {cap} {method.rsplit('/', 1)[-1]} calls already "
-                                               f"open (the most it serves at once); retry later")
-            stream = checked_stream(requests, context, method, watchdog)
-            if req_stream:
-                return stream, sem is not None
-            try:
-                first = next(stream, None)
-            except BaseException:
-                if sem is not None:
-                    sem.release()
-                raise
-            if first is None:
-                if sem is not None:
-                    sem.release()
-                abort(context, ErrorKind.INVALID, f"{method.rsplit('/', 1)[-1]} takes exactly one request message; "
-                                                  f"none was sent")
-            return first, sem is not None
+            return self._enter(requests, context, method, sem, cap, req_stream)
 
         if resp_stream:
             def behaviour_stream(requests: Any, context: grpc.ServicerContext) -> Iterator[Any]:

@@ -451,7 +451,7 @@ def import_runtime(runtime: int) -> None:
     elif runtime == RUNTIME_TORCH_EXPORT:
         # torch.export.load pulls in its deserialiser (and sympy, FX) on first use: ~75 MiB that belong
         # to the runtime, not to the model, so they go into the baseline.
-        import torch._export.serde.serialize  # noqa: F401
+        import torch._export.serde.serialize
         import torch.export  # noqa: F401
     else:
         importlib.import_module(info.module)

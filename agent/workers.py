@@ -100,6 +100,22 @@ class _Tail:
         return self.data.decode(errors="replace").strip()
 
 
+def _ctrl_message(ctrl: socket.socket, handle: WorkerHandle, on_ctrl: Any) -> tuple[bool, bool]:
+    """Read one zygote message: (zygote gone, child exited)."""
+    try:
+        data = ctrl.recv(1 << 20)
+    except OSError:
+        data = b""
+    if not data:
+        handle.note = handle.note or "the runtime's zygote process died"
+        return True, True
+    try:
+        msg = json.loads(data)
+    except ValueError:
+        return False, False
+    return False, bool(on_ctrl(msg))
+
+
 def _collect(res_r: int, err_r: int, ctrl: socket.socket | None, deadline: float, handle: WorkerHandle,
              on_ctrl: Any) -> tuple[bytes, _Tail, bool]:
     """Read the answer and stderr pipes (and the zygote's messages) until the child is done or the deadline.
@@ -132,21 +148,10 @@ def _collect(res_r: int, err_r: int, ctrl: socket.socket | None, deadline: float
             for key, _ in sel.select(max(0.0, min(wait, 3600.0))):
                 if key.data == "ctrl":
                     assert ctrl is not None  # only registered when there is one
-                    try:
-                        data = ctrl.recv(1 << 20)
-                    except OSError:
-                        data = b""
-                    if not data:
+                    gone, done = _ctrl_message(ctrl, handle, on_ctrl)
+                    if gone:
                         sel.unregister(ctrl)
-                        exited = True
-                        handle.note = handle.note or "the runtime's zygote process died"
-                        continue
-                    try:
-                        msg = json.loads(data)
-                    except ValueError:
-                        continue
-                    if on_ctrl(msg):
-                        exited = True
+                    exited = exited or gone or done
                     continue
                 fd = res_r if key.data == "res" else err_r
                 try:
