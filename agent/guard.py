@@ -33,7 +33,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any
+from typing import Any, NoReturn
 
 import grpc
 
@@ -119,10 +119,14 @@ def safe_deserializer(deserialize: Callable[[bytes], Any] | None) -> Callable[[b
 
 
 def abort(context: grpc.ServicerContext, kind: ErrorKind, message: str,
-          code: grpc.StatusCode | None = None) -> None:
-    """End the call with ``code`` (default: the kind's), ``nnf-error-kind: kind`` and a short message."""
+          code: grpc.StatusCode | None = None) -> NoReturn:
+    """End the call with ``code`` (default: the kind's), ``nnf-error-kind: kind`` and a short message.
+
+    Never returns: ``context.abort`` raises, and the handler's remaining code does not run.
+    """
     context.set_trailing_metadata(((ERROR_KIND_KEY, str(kind)),))
     context.abort(code or status_for(kind), clip_message(message))
+    raise RuntimeError("grpc context.abort returned")  # pragma: no cover - it always raises
 
 
 def _undecodable(context: grpc.ServicerContext, method: str, what: Undecodable) -> None:

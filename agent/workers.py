@@ -147,7 +147,8 @@ def _collect(res_r: int, err_r: int, ctrl: socket.socket | None, deadline: float
             wait = (drain_until if drain_until is not None else deadline) - now
             for key, _ in sel.select(max(0.0, min(wait, 3600.0))):
                 if key.data == "ctrl":
-                    gone, done = _ctrl_message(ctrl, handle, on_ctrl)  # type: ignore[arg-type]
+                    assert ctrl is not None  # only registered when there is one
+                    gone, done = _ctrl_message(ctrl, handle, on_ctrl)
                     if gone:
                         sel.unregister(ctrl)
                     exited = exited or gone or done
@@ -268,8 +269,8 @@ class Zygote:
             data = b""
         finally:
             self.sock.settimeout(None)
-        msg = json.loads(data) if data else {"op": "error", "message": f"the {self.name} zygote exited "
-                                                                        f"(code {self.proc.poll()})"}
+        msg: dict[str, Any] = json.loads(data) if data else {
+            "op": "error", "message": f"the {self.name} zygote exited (code {self.proc.poll()})"}
         if msg.get("op") != "ready":
             self.close()
             raise ProfileFailure(ErrorKind.UNAVAILABLE, str(msg.get("message", msg))[:2000])
