@@ -36,8 +36,8 @@ from host.client import (
     ProfileRequest,
     TensorSpec,
 )
-from tests import agent_artifacts as A
-from tests.agent_servers import agent_server as running_agent
+from tests.support import agent_artifacts as A
+from tests.support.agent_servers import agent_server as running_agent
 
 ROOT = Path(__file__).resolve().parents[1]
 QUICK = {"warmup_runs": 2, "repeats": 5, "min_time_s": 0.0}

@@ -26,8 +26,8 @@ from agent._proto.nnfactory.agent.v1 import agent_pb2_grpc as pb_grpc
 from agent.launch import local_agent
 from host.client import AgentClient, ProfileRequest, TensorSpec
 from host.errors import AgentError, ConfigError
-from tests import agent_artifacts as A
-from tests.agent_servers import agent_server
+from tests.support import agent_artifacts as A
+from tests.support.agent_servers import agent_server
 
 ROOT = Path(__file__).resolve().parents[1]
 QUICK = {"warmup_runs": 1, "repeats": 3, "min_time_s": 0.0}

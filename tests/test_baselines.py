@@ -195,7 +195,7 @@ def test_unified_training_save_load_and_prune_tune(supernet, space, adapter, tmp
 
 @pytest.fixture()
 def agent_addr(tmp_path):
-    from tests.agent_servers import agent_server
+    from tests.support.agent_servers import agent_server
 
     with agent_server(tmp_path / "agent-cache") as (addr, _):
         yield addr

@@ -427,12 +427,12 @@ def _one_time(page: _Page, rf: ResultFile, factories: list[tuple[Any, str]]) -> 
 
 
 def _profiles_table(page: _Page, profiles_dir: Path | None) -> None:
-    from host.profiling.device_profile import default_profiles_dir, list_devices, read_profile
+    from host.profiling.device_profile import default_profiles_dir, list_devices, profile_path, read_profile
 
-    root = Path(profiles_dir) if profiles_dir is not None else default_profiles_dir()
+    root = Path(profiles_dir) if profiles_dir is not None else None
     devices = list_devices(root)
     if not devices:
-        page.missing("a fitted device profile", str(root), "nnf profile --device D --agent HOST:PORT && nnf fit --device D")
+        page.missing("a fitted device profile", str(root or default_profiles_dir()), "nnf profile --device D --agent HOST:PORT && nnf fit --device D")
         return
     rows = []
     for dev in devices:
@@ -441,7 +441,7 @@ def _profiles_table(page: _Page, profiles_dir: Path | None) -> None:
         except Exception as exc:
             rows.append(f"<tr><td class=l>{esc(dev)}</td><td colspan=5 class=l>unreadable: {esc(exc)}</td></tr>")
             continue
-        page.report.inputs.append({"kind": "device_profile", "path": str(root / f"{dev}.json")})
+        page.report.inputs.append({"kind": "device_profile", "path": str(profile_path(dev, root))})
         for key, e in sorted(data.get("profiles", {}).items()):
             acc = e.get("accuracy", {})
             lat = acc.get("latency", {})
