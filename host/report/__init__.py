@@ -208,10 +208,11 @@ def _write_page(page: _Page, results: dict[str, ResultFile], ckpts: list[Path], 
             page.figure(f"predicted_vs_measured_{space}", f"Predicted vs. measured latency and memory ({space})",
                         functools.partial(F.predicted_vs_measured, part.data or {}), _source(part))
     page.add("<h2 id=\"fig14\">Fig. 14 — unseen tasks</h2>")
-    if _usable(page, results["numvqa_accuracy"], "NumVQA accuracy per limit"):
-        rf = results["numvqa_accuracy"]
-        page.figure("fig14_unseen_tasks", "Fig. 14: unseen tasks (NumVQA)", lambda p: F.unseen_tasks(rf.data or {}, p),
-                    _source(rf))
+    for name, space in (("numvqa_accuracy", "NumVQA"), ("attrod_accuracy", "AttrOD")):
+        if _usable(page, results[name], f"{space} unseen tasks"):
+            rf = results[name]
+            page.figure(f"fig14_unseen_tasks_{space.lower()}", f"Fig. 14: unseen tasks ({space})",
+                        functools.partial(F.unseen_tasks, rf.data or {}, title=f"{space}: unseen tasks"), _source(rf))
     page.add("<h2 id=\"fig15\">Fig. 15 — gate similarity across tasks and across limits</h2>")
     _per_generator(page, factories, "fig15_tasks", "Fig. 15a: gate similarity across tasks",
                    lambda f: functools.partial(F.gate_similarity_tasks, f))
