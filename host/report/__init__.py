@@ -178,6 +178,7 @@ def _write_page(page: _Page, results: dict[str, ResultFile], ckpts: list[Path], 
         if len(baselines) > 1:
             page.add(f"<h3>{esc(space)}</h3>")
         _table3(page, part)
+        _stale_generator(page, part, factories)
     _skipped_spaces(page, results["baselines"])
     page.add("<h2 id=\"table4\">Table 4 — customization cost</h2>")
     for space, part in baselines:
@@ -326,6 +327,22 @@ def _ok(v: bool | None) -> str:
     if v is None:
         return "—"
     return '<span class="ok">✓</span>' if v else '<span class="bad">✗</span>'
+
+
+def _stale_generator(page: _Page, rf: ResultFile, factories: list[tuple[Any, str]]) -> None:
+    """Say so when a comparison's NN-Factory models came from another checkpoint than the one shipped now."""
+    d = rf.data or {}
+    used = (d.get("checkpoint") or {}).get("model_sha256")
+    for factory, _src in factories:
+        if factory.space.name != d.get("space"):
+            continue
+        shipped = factory.meta.get("files", {}).get("model.safetensors")
+        if used and shipped and used != shipped:
+            page.add(f'<div class="missing"><b>Out of date:</b> these NN-Factory models were generated from checkpoint '
+                     f"sha256 {esc(used[:12])} (step {esc((d.get('checkpoint') or {}).get('step'))}); the shipped "
+                     f"{esc(factory.space.name)} checkpoint is now {esc(shipped[:12])} (step "
+                     f"{esc(factory.meta.get('train_state', {}).get('step'))}). Re-run: <code>{esc(rf.spec.command)}</code>"
+                     "</div>")
 
 
 def _table3(page: _Page, rf: ResultFile) -> None:
