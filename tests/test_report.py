@@ -49,6 +49,7 @@ def fixture_results(results: Path) -> None:
                     "nnfactory_meets_every_budget": True, "speedup_vs_retrain": 4000.0, "speedup_at_least_1000": True},
         "device": {"name": "test-device", "latency_statistic": "p90", "runtime": "torchscript"},
         "baseline_init": {"init": "generator"},
+        "checkpoint": {"model_sha256": "0" * 64, "step": 1},  # not the shipped generator: flagged as out of date
         "settings": {"test_per_task": 100, "retrain": {"train": {"steps": 10, "batch_size": 8}}},
     }, "python benchmarks/baselines.py --json")
     limits = ["0.05", "0.1", "0.3", "1.0"]
@@ -128,6 +129,7 @@ def test_report_from_result_files_and_cli(tmp_path, capsys):
     page = (out / "index.html").read_text()
     assert "Prune&amp;Tune cannot meet latency &lt;= 2 ms" in page  # a method that missed is said so
     assert "4000×" in page and "made by `python benchmarks/baselines.py --json`" in page
+    assert "Out of date:</b> these NN-Factory models were generated from checkpoint sha256 000000000000" in page
     for img in re.findall(r'<img src="([^"]+)"', page):
         assert (out / img).is_file()
     # a second run replaces the report in place; a directory that is not a report is refused
