@@ -512,9 +512,11 @@ def _fmt(v: Any) -> str:
 
 
 def budgets_from_profile(predictor: Any, layout: Any, fractions: Sequence[float]) -> list[float]:
-    """Latency budgets (ms, 2 decimals) at fractions of the predicted latency of the all-on model."""
+    """Latency budgets (ms, 2 decimals) at fractions of what the device profile holds the full supernet (every
+    module on) to: its predicted latency plus the profile's calibrated margin, when it has one — the figure a
+    budget search compares with the budget, so a fraction f leaves room for models of roughly f of its cost."""
     full = [layer.modules for layer in layout.layers]
-    lat, _ = predict_counts(predictor, [full])
+    lat, _ = predict_counts(predictor, [full], bound=True)
     return [round(float(lat[0]) * f, 2) for f in fractions]
 
 
