@@ -170,8 +170,10 @@ def _write_page(page: _Page, results: dict[str, ResultFile], ckpts: list[Path], 
 
     page.add("<h2 id=\"table2\">Table 2 — NumVQA: accuracy of generated models vs. activation limit</h2>")
     _table2(page, results["numvqa_accuracy"])
+    _stale_step(page, results["numvqa_accuracy"], factories, "numvqa")
     page.add("<h2 id=\"attrod\">AttrOD — mAP@0.5 of generated detectors</h2>")
     _attrod(page, results["attrod_accuracy"])
+    _stale_step(page, results["attrod_accuracy"], factories, "attrod")
     baselines = _space_parts(results["baselines"])
     page.add("<h2 id=\"table3\">Table 3 — NN-Factory vs. Retrain vs. Prune&amp;Tune under device budgets</h2>")
     for space, part in baselines:
@@ -327,6 +329,16 @@ def _ok(v: bool | None) -> str:
     if v is None:
         return "—"
     return '<span class="ok">✓</span>' if v else '<span class="bad">✗</span>'
+
+
+def _stale_step(page: _Page, rf: ResultFile, factories: list[tuple[Any, str]], space: str) -> None:
+    """Say so when an accuracy result was measured on another checkpoint step than the one shipped now."""
+    step = (rf.data or {}).get("checkpoint_step")
+    for factory, _src in factories:
+        shipped = factory.meta.get("train_state", {}).get("step")
+        if factory.space.name == space and step is not None and shipped is not None and step != shipped:
+            page.add(f'<div class="missing"><b>Out of date:</b> measured on checkpoint step {esc(step)}; the shipped '
+                     f"{esc(space)} checkpoint is step {esc(shipped)}. Re-run: <code>{esc(rf.spec.command)}</code></div>")
 
 
 def _stale_generator(page: _Page, rf: ResultFile, factories: list[tuple[Any, str]]) -> None:
