@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 
 from host.errors import ConfigError, SearchError
 from host.gates import GatedLayer, GateLayout
-from host.profiling.budget import Budget, algorithm1, batched_search, gates_key, limit_grid, live_search
+from host.profiling.budget import Budget, algorithm1, batched_search, limit_grid, live_search
+from host.profiling.build import gates_sha256
 from host.profiling.predictor import LatencyModel, LatencySchema, active_counts
+
+sys.path.insert(0, str(Path(__file__).parent))
+from campaign_fakes import synthetic_entry  # noqa: E402
 
 LAYOUT = GateLayout(
     "resnet",
@@ -115,7 +122,7 @@ def test_live_search_matches_batched_with_few_measurements(start) -> None:
     measured = []
 
     def measure(gates):
-        measured.append(gates_key(gates))
+        measured.append(gates_sha256(gates))
         lat, mem = ev([g.reshape(1, -1) for g in gates])
         return float(lat[0]), float(mem[0])
 
@@ -188,9 +195,7 @@ def device_profiles(tmp_path_factory):
     coef[1 : 1 + layout.num_layers] = 10.0
     lat = LatencyModel(layout, schema, coef=coef)
     mem = MemoryModel(coef=np.array([2e6, 1.0, 1.0, 0.0]))
-    entry = {"backbone": "resnet", "config": "resnet_tiny", "layout_fingerprint": layout.fingerprint(),
-             "runtime": "torchscript", "latency": lat.to_json(), "memory": mem.to_json(),
-             "structure": StructureModel.calibrate(fac.models.supernet).to_json(), "latency_statistic": "p10"}
+    entry = synthetic_entry(layout, lat, mem, StructureModel.calibrate(fac.models.supernet), latency_margin=0.05)
     root = tmp_path_factory.mktemp("profiles")
     write_profile_entry("tiny-dev", {"cpu_model": "synthetic"}, entry, root)
     return fac, root
@@ -205,10 +210,17 @@ def test_generate_for_device_predictor_mode(device_profiles, tmp_path) -> None:
     budget = Budget(latency_ms=1.2)  # 500 µs + 10 µs per module: ~70 of 120 modules
     compact, report = generate_for_device(fac, "two even", "tiny-dev", budget, out_dir=tmp_path / "m", profiles_root=root)
     pred = load_predictor("tiny-dev", fac.layout, root=root)
-    want = batched_search(factory_assembler(fac), "two even", pred, budget)
+    want = batched_search(factory_assembler(fac), "two even", pred.guarded(), budget)
     assert report["limit"] == pytest.approx(want.limit) and 0.3 < report["limit"] < 1.0
-    assert report["predicted"]["latency_ms"] <= 1.2
-    assert "measured" not in report
+    # the 5 % margin is applied: the raw prediction alone would allow a larger model
+    raw = batched_search(factory_assembler(fac), "two even", pred, budget)
+    assert raw.limit > report["limit"] and report["margin"]["latency"] == 0.05
+    p = report["predicted"]
+    assert p["latency_bound_ms"] <= 1.2 and p["latency_ms"] == pytest.approx(p["latency_bound_ms"] / 1.05, rel=1e-3)
+    assert "measured" not in report and report["percentile"] == "p90" and report["runtime"] == "torchscript"
+    assert report["drift_check"]["status"] == "skipped"
+    meta = load_compact(tmp_path / "m").spec.meta
+    assert meta["percentile"] == "p90" and meta["margin"]["latency"] == 0.05 and meta["drift_check"]["status"] == "skipped"
     assert load_compact(tmp_path / "m").spec.gates_fingerprint == compact.spec.gates_fingerprint
     _, rep_a1 = generate_for_device(fac, "two even", "tiny-dev", budget, method="algorithm1", profiles_root=root)
     assert rep_a1["limit"] == report["limit"] and rep_a1["search"]["rounds"] > 1
@@ -224,6 +236,10 @@ def test_generate_for_device_bad_inputs(device_profiles) -> None:
         generate_for_device(fac, "x", "tiny-de", Budget(latency_ms=1.0), profiles_root=root)
     with pytest.raises(ConfigError, match="--agent"):
         generate_for_device(fac, "x", "tiny-dev", Budget(latency_ms=1.0), live=True, profiles_root=root)
+    with pytest.raises(ConfigError, match="runtime 'torchscript', not on 'onnxruntime'.*--runtime onnxruntime"):
+        generate_for_device(fac, "x", "tiny-dev", Budget(latency_ms=1.0), runtime="onnxruntime", profiles_root=root)
+    with pytest.raises(ConfigError, match="--drift-check on needs the agent"):
+        generate_for_device(fac, "x", "tiny-dev", Budget(latency_ms=1.0), drift_check="on", profiles_root=root)
 
 
 # ---- nnf generate --device on a (briefly) trained NumVQA checkpoint, with a real agent for --live ----
@@ -247,11 +263,9 @@ def numvqa_run(tmp_path_factory):
     layout = net.gate_layout()
     schema = LatencySchema.named("linear")
     coef = np.array([800.0] + [4.0] * layout.num_layers)
-    entry = {"backbone": net.backbone, "config": layout.config, "layout_fingerprint": layout.fingerprint(),
-             "runtime": "torchscript", "latency": LatencyModel(layout, schema, coef=coef).to_json(),
-             "memory": MemoryModel(coef=np.array([3e6, 1.0, 1.0, 0.0])).to_json(),
-             "structure": StructureModel.calibrate(net).to_json(), "latency_statistic": "p10",
-             "measure": {"threads": 1, "warmup_runs": 1, "repeats": 3, "min_time_s": 0.0, "deadline_s": 60.0}}
+    entry = synthetic_entry(layout, LatencyModel(layout, schema, coef=coef), MemoryModel(coef=np.array([3e6, 1.0, 1.0, 0.0])),
+                            StructureModel.calibrate(net), backbone=net.backbone,
+                            measure={"threads": 1, "warmup_runs": 1, "repeats": 3, "min_time_s": 0.0, "deadline_s": 60.0})
     write_profile_entry("synthetic-dev", {"cpu_model": "synthetic law (test)"}, entry, tmp / "profiles")
     return run, tmp / "profiles", layout
 

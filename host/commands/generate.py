@@ -28,14 +28,24 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     # device budgets (host.profiling.budget): search the largest limit whose model fits the device
     p.add_argument("--device", default=None, help="device whose profile (device_profiles/<device>.json) sets the limit")
-    p.add_argument("--latency-ms", type=float, default=None, help="latency budget on --device (milliseconds)")
+    p.add_argument("--latency-ms", type=float, default=None,
+                   help="latency budget on --device (milliseconds), held at --percentile of the model's runs")
     p.add_argument("--memory-mb", type=float, default=None, help="memory budget on --device (MB = 10^6 bytes)")
+    p.add_argument("--percentile", default="90", choices=["50", "90", "99"],
+                   help="which share of inferences must meet --latency-ms: 90 (default, for shipping: 9 of 10 runs "
+                        "at most that slow), 50 (the median) or 99 (a tail budget); the profile predicts that "
+                        "percentile and adds its calibrated safety margin")
     p.add_argument("--live", action="store_true",
-                   help="measure candidates on the device's agent (--agent) instead of predicting them")
+                   help="measure candidates on the device's agent instead of predicting them (--agent, or the "
+                        "device's deployed agent from the inventory)")
     p.add_argument("--agent", default=None, metavar="HOST:PORT",
-                   help="the device's agent: with --live candidates are measured there; otherwise the chosen model "
-                        "is measured there too (predicted vs. measured in the report)")
-    p.add_argument("--token", default=None, help="agent bearer token (default: $NNF_AGENT_TOKEN)")
+                   help="the device's agent (default: the inventory's deployed agent, tunnel and token opened here): "
+                        "used for the drift check, to measure the chosen model, and by --live")
+    p.add_argument("--token", default=None, help="agent bearer token for --agent (default: $NNF_AGENT_TOKEN)")
+    p.add_argument("--inventory", default=None, help="device inventory TOML (default $NNF_INVENTORY or ./devices.toml)")
+    p.add_argument("--drift-check", default="auto", choices=["auto", "on", "off"],
+                   help="re-measure the profile's reference subnets before a predicted search: auto (default: when "
+                        "the device's agent is reachable), on (required), off")
     p.add_argument("--search", default="batched", choices=["batched", "algorithm1"],
                    help="predictor search: one batched pass (default) or the paper's Algorithm 1 (same answer)")
     p.add_argument("--profiles-dir", type=Path, default=None, help="device profiles directory")
@@ -87,37 +97,65 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run_device(args: argparse.Namespace, factory, load_s: float) -> int:  # noqa: ANN001
-    """Device-budget generation (owned by the campaigns feature; see host/profiling/budget.py)."""
-    import os
+    """Device-budget generation (owned by the profiling package; see host/profiling/budget.py)."""
+    import contextlib
+    import sys
 
     from host.cli import print_json
+    from host.errors import ConfigError
     from host.profiling.budget import Budget, generate_for_device
     from host.profiling.device_profile import safe_device_id
 
     budget = Budget(latency_ms=args.latency_ms, memory_mb=args.memory_mb)
-    token = args.token if args.token is not None else os.environ.get("NNF_AGENT_TOKEN")
-    _, report = generate_for_device(
-        factory, args.task, safe_device_id(args.device), budget, live=args.live, agent=args.agent, token=token,
-        method=args.search, out_dir=args.out, profiles_root=args.profiles_dir,
-    )
+    device = safe_device_id(args.device)
+    runtime = None
+    if args.format is not None:
+        from host.profiling.build import runtime_for_format
+
+        if args.int8:
+            raise ConfigError("device budgets are profiled on float32 artifacts; an int8 model runs at another cost: "
+                              "drop --int8, or generate with --activation-limit and profile the int8 model yourself")
+        runtime = runtime_for_format(args.format)  # the budget must be priced on the runtime that will run it
+
+    def progress(m, latency_us: float) -> None:  # noqa: ANN001
+        if not args.json:
+            print(f"  measured {latency_us / 1000:.3f} ms (p{args.percentile}), {m.peak_bytes / 1e6:.2f} MB peak",
+                  file=sys.stderr, flush=True)
+
+    with contextlib.ExitStack() as stack:
+        measurer, agent, note = _device_agent(stack, device, args)
+        if note and args.drift_check == "on":
+            raise ConfigError(f"--drift-check on: {note}")
+        _, report = generate_for_device(
+            factory, args.task, device, budget, percentile=args.percentile, runtime=runtime, live=args.live,
+            measurer=measurer, agent=agent, drift_check=args.drift_check, method=args.search, out_dir=args.out,
+            profiles_root=args.profiles_dir, on_measure=progress, meta={"checkpoint": str(factory.checkpoint)},
+        )
+    if note and report["drift_check"]["status"] == "skipped":
+        report["drift_check"]["message"] = note
     report["seconds_load_checkpoint"] = round(load_s, 4)
     from host.commands.export import export_after_generate
 
-    exported = export_after_generate(args, args.out)  # --format: the artifact for the device
+    exported = export_after_generate(args, args.out)  # --format: the artifact for the device (issue 6)
     if exported is not None:
         report["export"] = exported
     if args.json:
         print_json(report)
         return 0
     s = report["search"]
+    d = report["drift_check"]
     print(f"task              {report['task']}")
-    print(f"device            {report['device']}  budget: {budget.describe()}")
+    print(f"device            {report['device']}  budget: {budget.describe()} at p{args.percentile} "
+          f"({report['runtime']})")
+    print(f"drift check       {d['status']}: {d['message']}")
     print(f"search            {s['method']}: {s['rounds']} rounds, {s['assembler_calls']} assembler call(s), "
           f"{report['seconds_search']:.3f} s")
     print(f"activation limit  {report['limit']:g}  (ratio {report['activation_ratio']:.4f})")
     if "predicted" in report:
-        p = report["predicted"]
-        print(f"predicted         {p['latency_ms']:.3f} ms, {p['memory_mb']:.2f} MB ({p['latency_statistic']} latency)")
+        p, m = report["predicted"], report["margin"]
+        print(f"predicted         {p['latency_ms']:.3f} ms, {p['memory_mb']:.2f} MB (p{args.percentile}); with the "
+              f"safety margin (+{100 * m['latency']:.1f} % latency, +{100 * m['memory']:.1f} % memory) "
+              f"{p['latency_bound_ms']:.3f} ms, {p['memory_bound_mb']:.2f} MB")
     if "measured" in report:
         m = report["measured"]
         print(f"measured          {m['latency_ms']:.3f} ms, {m['memory_mb']:.2f} MB on {m['agent']} "
@@ -130,3 +168,31 @@ def _run_device(args: argparse.Namespace, factory, load_s: float) -> int:  # noq
 
         print(f"exported to       {export_line(exported)}")
     return 0
+
+
+def _device_agent(stack, device: str, args: argparse.Namespace):  # noqa: ANN001, ANN202
+    """(measurer, agent address, note) for the device: --agent, else its inventory entry. For --live (or
+    --drift-check on) an unreachable agent is an error; otherwise the note says why there is none."""
+    from host.errors import AgentError, ConfigError, DeployError
+    from host.profiling.measurers import open_agent
+
+    need = args.live or args.drift_check == "on"
+    if args.agent is None and not need:
+        if args.drift_check == "off":
+            return None, None, None
+        from host.deploy.inventory import default_inventory_path, load_inventory
+
+        inv = args.inventory or default_inventory_path()
+        try:
+            if device not in load_inventory(inv).devices:
+                return None, None, f"no agent given (--agent) and {device!r} is not in the device inventory {inv}"
+        except ConfigError:
+            return None, None, f"no agent given (--agent) and no device inventory ({inv})"
+    try:
+        measurer, link = stack.enter_context(open_agent(device, args.agent, token=args.token, inventory=args.inventory))
+        measurer.device_info()  # reachable?
+    except (AgentError, DeployError) as exc:
+        if need:
+            raise
+        return None, None, f"the agent of {device} is not reachable ({exc}): the profile is used as it is"
+    return measurer, link.address, None

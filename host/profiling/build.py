@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from host.errors import ConfigError
+from host.exports.formats import ExportFormat
 
 
 def gates_sha256(gates: Sequence[torch.Tensor]) -> str:
@@ -69,8 +70,25 @@ def torchscript_bytes(module: torch.nn.Module, input_shape: Sequence[int]) -> by
     return buf.getvalue()
 
 
-RUNTIME_FORMATS = {"torchscript": "torchscript", "torch_export": "torch-export", "onnxruntime": "onnx", "litert": "tflite"}
-RUNTIME_SUFFIX = {"torchscript": ".pt", "torch_export": ".pt2", "onnxruntime": ".onnx", "litert": ".tflite"}
+def format_for_runtime(runtime: str) -> ExportFormat:
+    """The export format a device runtime loads (``host.exports.formats`` has each format's suffix, the agent's
+    runtime table which runtime reads that suffix: the protocol's contract, not another copy of it)."""
+    from agent.runtimes import runtime_from_suffix, runtime_name
+    from host.exports.formats import FORMATS
+
+    for fmt in FORMATS.values():
+        if runtime_name(runtime_from_suffix("model" + fmt.suffix)) == runtime:
+            return fmt
+    known = [runtime_name(runtime_from_suffix("model" + f.suffix)) for f in FORMATS.values()]
+    raise ConfigError(f"unknown runtime {runtime!r}; choose one of {', '.join(known)}")
+
+
+def runtime_for_format(name: str) -> str:
+    """The device runtime that loads export format ``name`` (``--format``)."""
+    from agent.runtimes import runtime_from_suffix, runtime_name
+    from host.exports.formats import get_format
+
+    return runtime_name(runtime_from_suffix("model" + get_format(name).suffix))
 
 
 class ExtractingBuilder:
@@ -86,8 +104,7 @@ class ExtractingBuilder:
 
     def __init__(self, net: torch.nn.Module, runtime: str = "torchscript", *, exact_costs: bool = False,
                  constant_weights: bool = False) -> None:
-        if runtime not in RUNTIME_FORMATS:
-            raise ConfigError(f"unknown runtime {runtime!r}; choose one of {', '.join(RUNTIME_FORMATS)}")
+        self.format = format_for_runtime(runtime)
         self.net = net.eval()
         self.runtime = runtime
         self.input_shape = tuple(net.input_shape)
@@ -108,8 +125,8 @@ class ExtractingBuilder:
         from host.exports import export_artifact
 
         with tempfile.TemporaryDirectory(prefix="nnf-export-") as tmp:
-            out = Path(tmp) / f"model{RUNTIME_SUFFIX[self.runtime]}"
-            export_artifact(compact, RUNTIME_FORMATS[self.runtime], out, verify_samples=2)
+            out = Path(tmp) / f"model{self.format.suffix}"
+            export_artifact(compact, self.format.name, out, verify_samples=2)
             return out.read_bytes()
 
     def __call__(self, gates: Sequence[torch.Tensor]) -> BuiltArtifact:
