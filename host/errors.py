@@ -14,6 +14,10 @@ one type. Each message names what is wrong and what to do about it.
     ├── CampaignError          a profiling campaign store is unusable
     └── SearchError            no candidate meets the budgets
         └── DriftError         the device no longer behaves as its profile says (drift check refused)
+
+    NNFactoryWarning (UserWarning)
+    └── GenerationWarning      a generated model that will answer poorly (no gated module left, a limit
+                               below what the generator was trained for)
 """
 
 from __future__ import annotations
@@ -72,6 +76,14 @@ class SearchError(NNFactoryError):
 
 class DriftError(SearchError):
     """The device's reference subnets moved beyond what one rescale factor explains: re-profile or search live."""
+
+
+class NNFactoryWarning(UserWarning):
+    """Base class of NN-Factory's warnings."""
+
+
+class GenerationWarning(NNFactoryWarning):
+    """A request the generator can serve, but whose model will answer poorly."""
 
 
 def suggest(name: str, choices: Iterable[str]) -> str:

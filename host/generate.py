@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import statistics
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ import torch
 
 from host.assembler import GateResult, check_limits
 from host.checkpoint import read_checkpoint, shipped_checkpoint
-from host.errors import ConfigError
+from host.errors import ConfigError, GenerationWarning
 from host.models import Models, load_models
 from host.tasks import Task, TaskSpace, get_family, load_space
 
@@ -77,8 +78,12 @@ class ModelFactory:
             "activation_limit": limit,
             "checkpoint": str(self.checkpoint),
             "checkpoint_step": self.meta.get("train_state", {}).get("step"),
-            "input": "grayscale (1, H, W) float in [0, 1] (pixel / 255); output logits [no, yes]",
+            "input": getattr(get_family(self.space.family), "io_description",
+                             "grayscale (1, H, W) float in [0, 1] (pixel / 255); output logits [no, yes]"),
         }
+        notes = self.quality_warnings(limit, res)
+        for note in notes:
+            warnings.warn(note, GenerationWarning, stacklevel=2)
         compact = extract(self.models.supernet, res.request(0), meta=meta)
         t_extract = time.perf_counter()
         if out_dir is not None:
@@ -102,8 +107,28 @@ class ModelFactory:
             "seconds_extract": round(t_extract - t_gates, 4),
             "out": str(out_dir) if out_dir is not None else None,
             "checkpoint": str(self.checkpoint),
+            "warnings": notes,
         }
         return compact, summary
+
+    def quality_warnings(self, limit: float, res: GateResult, row: int = 0) -> list[str]:
+        """Why the model of request ``row`` may answer poorly ([] when nothing is known against it)."""
+        notes = []
+        total = sum(int(g.shape[1]) for g in res.gates)
+        active = sum(int(g[row].sum()) for g in res.gates)
+        trained_min = float(self.meta.get("train_config", {}).get("limit_min", 0.0))
+        if active == 0:
+            notes.append(
+                f"the model keeps none of the {total} gated modules at activation limit {limit:g} (one module is "
+                f"{1 / total:.4f} of them): the task reaches a generated model only through which modules are on, "
+                "so this one is the same model for every task and cannot answer this one; raise the limit"
+            )
+        elif limit < trained_min:
+            notes.append(
+                f"activation limit {limit:g} is below the lowest limit the generator was trained for "
+                f"({trained_min:g}); its accuracy there is unknown, measure it (nnf eval) before use"
+            )
+        return notes
 
 
 def _check_limit(limit: float) -> float:
@@ -130,7 +155,8 @@ def evaluate_generated(
     split: str = "test",
     batch_size: int = 512,
 ) -> dict[str, Any]:
-    """Accuracy and activation ratio of generated compact models on the space's ``split``.
+    """Accuracy and activation ratio of generated compact models on the space's ``split``
+    (for a detection space: mAP@0.5, see :func:`host.detection.evaluate_generated_detection`).
 
     For every (task, limit), extract the compact model and run it on ``per_task`` balanced questions
     of that task. Returns {"seen"/"unseen": {limit: {"accuracy", "activation_ratio"}}, "per_limit":
@@ -141,6 +167,11 @@ def evaluate_generated(
     space = factory.space
     for lim in limits:
         _check_limit(lim)
+    if getattr(get_family(space.family), "metric", "accuracy") == "map50":  # a detection space
+        from host.detection import evaluate_generated_detection
+
+        return evaluate_generated_detection(factory, limits, tasks=tasks, per_task=per_task, seed=seed,
+                                            split=split, batch_size=batch_size)
     names = tasks if tasks is not None else space.names("seen") + space.names("unseen")
     task_objs = [space.task(n) for n in names]
     ids = torch.tensor([space.tasks.index(t) if t in space.tasks else -1 for t in task_objs])

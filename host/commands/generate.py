@@ -74,7 +74,16 @@ def run(args: argparse.Namespace) -> int:
     load_s = time.perf_counter() - t0
     if device_mode:
         return _run_device(args, factory, load_s)
-    _, summary = factory.generate(args.task, args.activation_limit, args.out)
+    import sys
+    import warnings
+
+    from host.errors import GenerationWarning
+
+    with warnings.catch_warnings():  # printed below as one line each, not as Python warnings
+        warnings.simplefilter("ignore", GenerationWarning)
+        _, summary = factory.generate(args.task, args.activation_limit, args.out)
+    for note in summary["warnings"]:
+        print(f"warning: {note}", file=sys.stderr)
     summary["seconds_load_checkpoint"] = round(load_s, 4)
     exported = export_after_generate(args, args.out)  # None without --format
     if exported is not None:

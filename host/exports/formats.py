@@ -22,7 +22,7 @@ from host.errors import ConfigError, suggest
 ONNX_OPSET = 18
 
 #: Backbones whose compact models every format can export.
-SUPPORTED_BACKBONES: tuple[str, ...] = ("resnet", "mobilenetv2", "vit")
+SUPPORTED_BACKBONES: tuple[str, ...] = ("resnet", "mobilenetv2", "vit", "centernet")
 
 
 @dataclass(frozen=True)
