@@ -339,3 +339,73 @@ def test_factory_assembler_matches_factory_gates(numvqa_run) -> None:
         assert all(torch.equal(a, b) for a, b in zip(fast, ref, strict=True))
         one = assemble(task, grid[17:18])
         assert all(torch.equal(a[0], b[17]) for a, b in zip(one, ref, strict=True))
+
+
+@pytest.mark.slow
+def test_cli_generate_checks_drift_on_a_real_agent(numvqa_run, tmp_path, capsys) -> None:
+    """Predicted generation with the device's agent at hand re-measures the profile's reference subnets first:
+    proceed, rescale (recorded in the model's spec) or refuse (no model written)."""
+    import json as _json
+    import shutil
+    import subprocess
+
+    from host.artifact import read_spec
+    from host.gates import random_gates
+    from host.profiling.build import ExtractingBuilder
+    from host.profiling.measurers import AgentMeasurer, CandidateMeasurer
+    from host.profiling.plan import MeasureSettings
+    from host.profiling.store import pack_gates
+    from host.supernets import build_supernet
+
+    run, profiles, layout = numvqa_run
+    root = Path(__file__).resolve().parents[1]
+    agent = subprocess.Popen([sys.executable, "-m", "agent", "serve", "--port", "0", "--cache-dir", str(tmp_path / "cache")],
+                             cwd=str(root), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        line = agent.stdout.readline()
+        addr = "127.0.0.1:" + dict(kv.split("=", 1) for kv in line.split()[1:])["port"]
+        net = build_supernet(layout.config)
+        g = torch.Generator().manual_seed(5)
+        refs = [random_gates(layout, r, generator=g) for r in (1.0, 0.5, 0.25)]
+        settings = MeasureSettings(warmup_runs=2, repeats=20, min_time_s=0.05)
+        with AgentMeasurer(addr) as m:
+            cm = CandidateMeasurer(ExtractingBuilder(net), m, net.input_shape, settings, stat="p90")
+            measured = [cm.measure(r) for r in refs]
+        mine = tmp_path / "profiles"
+        shutil.copytree(profiles, mine)
+        path = mine / "synthetic-dev.json"
+
+        def write(scale: list[float], level: float, shape: float) -> None:
+            data = _json.loads(path.read_text())
+            entry = data["profiles"][f"{layout.config}/torchscript"]
+            entry["measure"] = {"threads": 1, "warmup_runs": 2, "repeats": 20, "min_time_s": 0.05, "deadline_s": 60.0}
+            entry["references"] = {
+                "ratios": [1.0, 0.5, 0.25], "gates": [pack_gates(r) for r in refs],
+                "latency_us": {p: [x.latency("p90") * s for x, s in zip(measured, scale, strict=True)]
+                               for p in ("p50", "p90", "p99")},
+                "peak_bytes": [float(x.peak_bytes) for x in measured], "rounds": 3,
+                "tolerance": {p: {"level": level, "shape": shape} for p in ("p50", "p90", "p99")} | {"memory": 0.5}}
+            path.write_text(_json.dumps(data))
+
+        write([1.0, 1.0, 1.0], level=0.5, shape=0.5)  # as measured a moment ago: proceed
+        rc = _gen(run, mine, tmp_path / "ok", "--device", "synthetic-dev", "--latency-ms", "1000", "--agent", addr)
+        rep = _json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+        assert rc == 0 and rep["drift_check"]["status"] == "proceed" and len(rep["drift_check"]["latency_ratios"]) == 3
+        assert rep["measured"]["fits"] and rep["measured"]["measurements"] == 1  # the chosen model (references apart)
+        assert read_spec(tmp_path / "ok")[1]["meta"]["drift_check"]["status"] == "proceed"
+
+        write([1 / 1.6] * 3, level=0.1, shape=0.5)  # the device got ~1.6x slower, uniformly: rescaled
+        rc = _gen(run, mine, tmp_path / "slow", "--device", "synthetic-dev", "--latency-ms", "1000", "--agent", addr)
+        rep = _json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+        d = rep["drift_check"]
+        assert rc == 0 and d["status"] == "rescaled" and 1.2 < d["latency_factor"] < 2.1, d
+        assert read_spec(tmp_path / "slow")[1]["meta"]["drift_check"]["latency_factor"] == d["latency_factor"]
+
+        write([1.0, 1.0, 0.2], level=0.1, shape=0.3)  # the small reference 5x slower, the others not: refused
+        rc = _gen(run, mine, tmp_path / "no", "--device", "synthetic-dev", "--latency-ms", "1000", "--agent", addr)
+        err = capsys.readouterr().err
+        assert rc == 2 and "drift check on synthetic-dev" in err and "--live" in err and not (tmp_path / "no").exists()
+    finally:
+        agent.terminate()
+        agent.wait(timeout=30)
+        agent.stdout.close()
