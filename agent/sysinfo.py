@@ -1,9 +1,11 @@
 """What the OS exposes about the device: CPU, memory, frequency governor, temperature, process memory.
 
 Everything reads ``/proc`` and ``/sys`` (Linux and Android); where a file is missing or unreadable the
-value is simply left out, never guessed.
+value is simply left out, never guessed. :func:`platform_notes` says in words what could not be known, and
+when the userland runs under user-mode emulation (an aarch64 root through qemu-user on an x86-64 kernel):
+then the kernel release, frequencies and temperatures are the host's and latencies are not the hardware's.
 
-Peak-memory helpers used by the measurement worker (see ../shared/MEASURED.md):
+Peak-memory helpers used by the measurement worker (the method is in docs/design.md, "Measured on this machine"):
 ``VmHWM`` in ``/proc/self/status`` is the process's resident high-water mark. Writing ``5`` to
 ``/proc/self/clear_refs`` resets it to the current RSS; before that, ``malloc_trim(0)`` hands memory that
 the allocator kept back to the OS, so what an earlier phase freed does not hide in the new baseline.
@@ -71,6 +73,46 @@ def reset_hwm() -> bool:
         return False
 
 
+# MIDR implementer -> vendor, (implementer, part) -> core: what ARM Linux's /proc/cpuinfo gives as numbers
+_ARM_VENDORS = {0x00: "software implementation", 0x41: "ARM", 0x42: "Broadcom", 0x43: "Cavium", 0x48: "HiSilicon",
+                0x4E: "NVIDIA", 0x51: "Qualcomm", 0x53: "Samsung", 0x61: "Apple", 0xC0: "Ampere"}
+_ARM_CORES = {
+    (0x41, 0xD03): "Cortex-A53", (0x41, 0xD04): "Cortex-A35", (0x41, 0xD05): "Cortex-A55",
+    (0x41, 0xD07): "Cortex-A57", (0x41, 0xD08): "Cortex-A72", (0x41, 0xD09): "Cortex-A73",
+    (0x41, 0xD0A): "Cortex-A75", (0x41, 0xD0B): "Cortex-A76", (0x41, 0xD0C): "Neoverse-N1",
+    (0x41, 0xD0D): "Cortex-A77", (0x41, 0xD40): "Neoverse-V1", (0x41, 0xD41): "Cortex-A78",
+    (0x41, 0xD42): "Cortex-A78AE", (0x41, 0xD44): "Cortex-X1", (0x41, 0xD46): "Cortex-A510",
+    (0x41, 0xD47): "Cortex-A710", (0x41, 0xD48): "Cortex-X2", (0x41, 0xD49): "Neoverse-N2",
+    (0x41, 0xD4F): "Neoverse-V2", (0x4E, 0x004): "Carmel",
+    (0x00, 0x051): "QEMU emulated CPU",  # qemu's "max" CPU: implementer 0 (software), part 'Q'
+}
+
+
+def _arm_cores(text: str) -> str | None:
+    """'4x ARM Cortex-A55 + 4x ARM Cortex-A76' from the CPU implementer/part lines of ARM Linux."""
+    counts: dict[str, int] = {}
+    impl = None
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        key, value = key.strip().lower(), value.strip()
+        try:
+            if key == "cpu implementer":
+                impl = int(value, 16)
+            elif key == "cpu part" and impl is not None:
+                part = int(value, 16)
+                name = _ARM_CORES.get((impl, part))
+                vendor = _ARM_VENDORS.get(impl, f"implementer 0x{impl:02x}")
+                label = f"{vendor} {name}" if name else f"{vendor} part 0x{part:03x}"
+                if impl == 0x00:
+                    label = f"{name or 'software CPU'} (implementer 0x00, part 0x{part:03x})"
+                counts[label] = counts.get(label, 0) + 1
+        except ValueError:
+            continue
+    if not counts:
+        return None
+    return " + ".join(f"{n}x {label}" for label, n in counts.items())
+
+
 def cpu_model() -> str:
     text = _read("/proc/cpuinfo") or ""
     for line in text.splitlines():
@@ -79,7 +121,7 @@ def cpu_model() -> str:
             value = line.split(":", 1)[1].strip()
             if value and not value.isdigit():
                 return value
-    return platform.processor() or platform.machine()
+    return _arm_cores(text) or platform.processor() or platform.machine()
 
 
 def meminfo_bytes(field: str) -> int:
@@ -134,6 +176,34 @@ def temperatures_c() -> dict[str, float]:
     return out
 
 
+# a 32-bit userland on its own 64-bit kernel is native (compat mode), not emulation
+_NATIVE_COMPAT = {("aarch64", "armv7l"), ("aarch64", "armv8l"), ("x86_64", "i686"), ("x86_64", "i386")}
+
+
+def platform_notes() -> dict[str, str]:
+    """What this device cannot report, and emulation, in words (``DeviceInfo.extra``); nothing is guessed.
+
+    ``/proc/sys/kernel/arch`` is the running kernel's architecture (Linux >= 6.1; user-mode emulators pass it
+    through): an aarch64 userland (``uname -m`` as the emulator reports it) on an x86_64 kernel is emulated.
+    """
+    notes: dict[str, str] = {}
+    machine = platform.machine()
+    kernel_arch = _read("/proc/sys/kernel/arch")
+    if kernel_arch:
+        notes["kernel_arch"] = kernel_arch
+        if machine and kernel_arch != machine and (kernel_arch, machine) not in _NATIVE_COMPAT:
+            notes["emulation"] = (
+                f"user-mode emulation: a {machine} userland on a {kernel_arch} kernel (e.g. qemu-user through "
+                f"binfmt_misc); os_release, memory, CPU frequencies and temperatures are the host's, and "
+                f"latencies are not those of {machine} hardware")
+    cpus = allowed_cpus()
+    if not temperatures_c():
+        notes["temperature"] = "unknown: no readable thermal zone in /sys/class/thermal"
+    if not governors(cpus) and not cpu_freq_khz(cpus):
+        notes["cpu_frequency"] = "unknown: no cpufreq governor or frequency in /sys/devices/system/cpu"
+    return notes
+
+
 def host_facts() -> dict[str, object]:
     uname = platform.uname()
     return {
@@ -147,6 +217,7 @@ def host_facts() -> dict[str, object]:
         "total_memory_bytes": meminfo_bytes("MemTotal"),
         "available_memory_bytes": meminfo_bytes("MemAvailable"),
         "python_version": platform.python_version(),
+        "extra": platform_notes(),
     }
 
 

@@ -70,6 +70,103 @@ def fresh_profile(args: argparse.Namespace, addr: str, workdir: Path) -> tuple[s
     return "bench-local", profiles
 
 
+class Bench:
+    """The scenarios' shared state: the device's predictor (after the drift check), the generator's gates, and
+    every model measured on the agent (chosen models pooled over repeats, live-search probes once each)."""
+
+    def __init__(self, predictor, assemble, candidates, pct: str, device: str, repeats: int) -> None:
+        self.pred = predictor
+        self.assemble = assemble
+        self.cm = candidates
+        self.pct = pct
+        self.device = device
+        self.repeats = repeats
+        self.chosen: dict[str, dict] = {}  # gates hash -> pooled runs and peaks of a chosen model
+        self.probes: dict[str, tuple[list[torch.Tensor], float, float]] = {}  # live probes: (gates, lat_us, bytes)
+
+    def probe(self, gates: list[torch.Tensor]) -> tuple[float, float]:
+        from host.profiling.build import gates_sha256
+
+        lat_us, mem_b = self.cm(gates)
+        self.probes[gates_sha256(gates)] = ([g.clone() for g in gates], lat_us, mem_b)
+        return lat_us, mem_b
+
+    def measure_chosen(self, gates: list[torch.Tensor]) -> tuple[float, float]:
+        """(latency_us at the percentile of the pooled runs, largest peak bytes) over ``repeats`` measurements."""
+        from host.profiling.build import gates_sha256
+        from host.profiling.data import runs_latency
+
+        have = self.chosen.setdefault(gates_sha256(gates), {"runs": [], "peaks": []})
+        while len(have["peaks"]) < self.repeats:
+            meas = self.cm.measure(gates)
+            have["runs"].extend(meas.samples_us)
+            have["peaks"].append(meas.peak_bytes)
+        return runs_latency(have["runs"], self.pct), float(max(have["peaks"]))
+
+    def budgets(self, task: str) -> list:
+        """Latency budgets at 20/50/80 % and memory budgets at 30/70 % of the task's predicted range."""
+        from host.profiling.budget import Budget, limit_grid
+
+        lat, mem = self.pred(self.assemble(task, limit_grid()))
+        lo_l, hi_l, lo_m, hi_m = float(lat.min()), float(lat.max()), float(mem.min()), float(mem.max())
+        return ([Budget(latency_ms=(lo_l + f * (hi_l - lo_l)) / 1000) for f in (0.2, 0.5, 0.8)]
+                + [Budget(memory_mb=(lo_m + f * (hi_m - lo_m)) / 1e6) for f in (0.3, 0.7)])
+
+    def scenario(self, task: str, b, cache: dict) -> dict:
+        from host.errors import SearchError
+        from host.profiling.budget import batched_search, live_search
+
+        row: dict = {"task": task, "latency_ms": b.latency_ms, "memory_mb": b.memory_mb}
+        try:
+            r = batched_search(self.assemble, task, self.pred.guarded(), b, device=self.device)
+        except SearchError as exc:
+            return {**row, "fit": False, "error": str(exc)}
+        lat_m, mem_m = self.measure_chosen(r.gates)
+        p_lat, p_mem = self.pred([g.reshape(1, -1) for g in r.gates])
+        row.update({"fit": True, "limit": r.limit, "index": r.grid_index,
+                    "predicted_ms": float(p_lat[0]) / 1000, "bound_ms": r.latency_us / 1000,
+                    "predicted_mb": float(p_mem[0]) / 1e6, "measured_ms": lat_m / 1000, "measured_mb": mem_m / 1e6,
+                    "latency_ok": b.latency_ms is None or lat_m <= b.latency_ms * 1000,
+                    "memory_ok": b.memory_mb is None or mem_m <= b.memory_mb * 1e6})
+        try:
+            live = live_search(self.assemble, task, self.probe, b, start_index=r.grid_index, device=self.device,
+                               cache=cache)
+            row.update({"live_limit": live.limit, "live_index": live.grid_index,
+                        "regret_steps": live.grid_index - r.grid_index})
+        except SearchError:  # nothing fits when measured: the predicted answer is above the largest feasible one
+            row.update({"live_limit": None, "live_index": -1, "regret_steps": -1 - r.grid_index})
+        return row
+
+    def predictor_on_generated(self, fits: list[dict]) -> dict:
+        """Best-estimate accuracy on every generated model measured here (chosen ones and live probes)."""
+
+        rel = [abs(r["predicted_ms"] - r["measured_ms"]) / r["measured_ms"] for r in fits]
+        rel_m = [abs(r["predicted_mb"] - r["measured_mb"]) / r["measured_mb"] for r in fits]
+        chosen = {"models": len(rel), **_shares(rel, rel_m)}
+        extra = [v for k, v in self.probes.items() if k not in self.chosen]
+        if extra:
+            layers = len(extra[0][0])
+            p_lat, p_mem = self.pred([torch.stack([g[i] for g, _, _ in extra]) for i in range(layers)])
+            rel += [abs(p - t) / t for p, (_, t, _) in zip(p_lat.tolist(), extra, strict=True)]
+            rel_m += [abs(p - t) / t for p, (_, _, t) in zip(p_mem.tolist(), extra, strict=True)]
+        return {"models": len(rel), **_shares(rel, rel_m), "chosen_models": chosen,
+                "truth": f"chosen models: {self.pct} of the pooled runs of {self.repeats} measurements (memory: their "
+                         "largest peak); live-search probes: one measurement each"}
+
+
+def _shares(rel: list[float], rel_m: list[float]) -> dict:
+    if not rel:
+        return {"latency_within_10pct": None, "latency_mape": None, "memory_within_5pct": None}
+    return {"latency_within_10pct": statistics.fmean(x <= 0.10 for x in rel), "latency_mape": statistics.fmean(rel),
+            "memory_within_5pct": statistics.fmean(x <= 0.05 for x in rel_m)}
+
+
+def pick_tasks(space, n: int) -> list[str]:
+    """``n`` tasks: seen ones spread over the space, plus one unseen."""
+    seen, unseen = space.names("seen"), space.names("unseen")
+    return ([seen[int(i)] for i in np.linspace(0, len(seen) - 1, max(1, n - 1))] + unseen[:1])[:n]
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default=None, help="device profile to use (default: the one shipped for this machine)")
@@ -90,11 +187,10 @@ def main() -> int:
 
     from predictor_accuracy import start_local_agent, stop_agent
 
-    from host.errors import SearchError
     from host.generate import ModelFactory
-    from host.profiling.budget import Budget, batched_search, factory_assembler, limit_grid, live_search
-    from host.profiling.build import ExtractingBuilder, gates_sha256
-    from host.profiling.data import percentile_name, runs_latency
+    from host.profiling.budget import factory_assembler
+    from host.profiling.build import ExtractingBuilder
+    from host.profiling.data import percentile_name
     from host.profiling.device_profile import list_devices, load_predictor
     from host.profiling.drift import DriftCheck, fingerprint
     from host.profiling.measurers import AgentMeasurer, CandidateMeasurer
@@ -117,79 +213,23 @@ def main() -> int:
                 raise SystemExit("no device profile: pass --device NAME or --fresh N")
         factory = ModelFactory.load(space=args.space)
         net = factory.models.supernet
-        layout = net.gate_layout()
-        pred = load_predictor(device, layout, root=profiles, percentile=pct)
-        assemble = factory_assembler(factory)
-        grid = limit_grid()
+        pred = load_predictor(device, net.gate_layout(), root=profiles, percentile=pct)
         settings = MeasureSettings(**{k: v for k, v in pred.entry.get("measure", {}).items()
                                       if k in MeasureSettings.__dataclass_fields__})
         with AgentMeasurer(addr) as m:
-            if pred.entry.get("references"):
-                check = fingerprint(pred.entry, layout, net, m, percentile=pct, agent=addr)
-            else:
-                check = DriftCheck.skipped("the profile keeps no reference subnets")
+            check = (fingerprint(pred.entry, net.gate_layout(), net, m, percentile=pct, agent=addr)
+                     if pred.entry.get("references") else DriftCheck.skipped("the profile keeps no reference subnets"))
             used = pred.rescaled(latency=check.latency_factor, memory=check.memory_factor) \
                 if check.status == "rescaled" else pred
             cm = CandidateMeasurer(ExtractingBuilder(net, pred.runtime), m, net.input_shape, settings, stat=pct)
-            seen, unseen = factory.space.names("seen"), factory.space.names("unseen")
-            n_seen = max(1, args.tasks - 1)
-            tasks = ([seen[int(i)] for i in np.linspace(0, len(seen) - 1, n_seen)] + unseen[:1])[: args.tasks]
-            measured: dict[str, dict] = {}  # gates hash -> pooled measurement of a chosen model
-            probes: dict[str, tuple[list[torch.Tensor], float, float]] = {}  # every live probe (one measurement)
-
-            def probe(gates):  # noqa: ANN001, ANN202
-                lat_us, mem_b = cm(gates)
-                probes[gates_sha256(gates)] = ([g.clone() for g in gates], lat_us, mem_b)
-                return lat_us, mem_b
-
-            def measure_model(gates: list[torch.Tensor], repeats: int) -> dict:
-                key = gates_sha256(gates)
-                have = measured.setdefault(key, {"runs": [], "peaks": [], "gates": gates})
-                while len(have["peaks"]) < repeats:
-                    meas = cm.measure(gates)
-                    have["runs"].extend(meas.samples_us)
-                    have["peaks"].append(meas.peak_bytes)
-                return have
-
+            bench = Bench(used, factory_assembler(factory), cm, pct, device, args.repeats)
             rows = []
-            for task in tasks:
-                all_gates = assemble(task, grid)
-                lat, mem = used(all_gates)
-                lo_l, hi_l = float(lat.min()), float(lat.max())
-                lo_m, hi_m = float(mem.min()), float(mem.max())
-                budgets = [Budget(latency_ms=(lo_l + f * (hi_l - lo_l)) / 1000) for f in (0.2, 0.5, 0.8)]
-                budgets += [Budget(memory_mb=(lo_m + f * (hi_m - lo_m)) / 1e6) for f in (0.3, 0.7)]
+            for task in pick_tasks(factory.space, args.tasks):
                 cache: dict[str, tuple[float, float]] = {}
-                for b in budgets:
-                    row: dict = {"task": task, "latency_ms": b.latency_ms, "memory_mb": b.memory_mb}
-                    try:
-                        r = batched_search(assemble, task, used.guarded(), b, device=device)
-                    except SearchError as exc:
-                        row.update({"fit": False, "error": str(exc)})
-                        rows.append(row)
-                        continue
-                    have = measure_model(r.gates, args.repeats)
-                    lat_m = runs_latency(have["runs"], pct)
-                    mem_m = float(max(have["peaks"]))
-                    p_lat, p_mem = used(_batch(r.gates))
-                    row.update({"fit": True, "limit": r.limit, "index": r.grid_index,
-                                "predicted_ms": float(p_lat[0]) / 1000, "bound_ms": r.latency_us / 1000,
-                                "predicted_mb": float(p_mem[0]) / 1e6, "measured_ms": lat_m / 1000,
-                                "measured_mb": mem_m / 1e6,
-                                "latency_ok": b.latency_ms is None or lat_m <= b.latency_ms * 1000,
-                                "memory_ok": b.memory_mb is None or mem_m <= b.memory_mb * 1e6})
-                    try:
-                        live = live_search(assemble, task, probe, b, start_index=r.grid_index, device=device, cache=cache)
-                        row.update({"live_limit": live.limit, "live_index": live.grid_index,
-                                    "regret_steps": live.grid_index - r.grid_index})
-                    except SearchError:
-                        row.update({"live_limit": None, "live_index": -1, "regret_steps": -1 - r.grid_index})
-                    rows.append(row)
+                for b in bench.budgets(task):
+                    rows.append(bench.scenario(task, b, cache))
                     if not args.json:
-                        print(f"{task[:26]:26s} {_budget(b):>14s}  limit {r.limit:4.2f}  predicted "
-                              f"{row['predicted_ms']:.3f} ms (bound {row['bound_ms']:.3f})  measured {lat_m / 1000:.3f} ms "
-                              f"{mem_m / 1e6:6.2f} MB  ok {row['latency_ok'] and row['memory_ok']}  live limit "
-                              f"{row['live_limit']}  regret {row['regret_steps']}", flush=True)
+                        _print_row(rows[-1])
     finally:
         if agent_proc is not None:
             stop_agent(agent_proc)
@@ -198,34 +238,13 @@ def main() -> int:
     fits = [r for r in rows if r["fit"]]
     lat_rows = [r for r in fits if r["latency_ms"] is not None]
     mem_rows = [r for r in fits if r["memory_mb"] is not None]
-    chosen_rel = [abs(r["predicted_ms"] - r["measured_ms"]) / r["measured_ms"] for r in fits]
-    chosen_mem = [abs(r["predicted_mb"] - r["measured_mb"]) / r["measured_mb"] for r in fits]
-    # the live searches' probes are generated models too (one measurement each): a larger sample
-    extra = [(g, lat_us, mem_b) for key, (g, lat_us, mem_b) in probes.items() if key not in measured]
-    if extra:
-        p_lat, p_mem = used([torch.stack([g[i] for g, _, _ in extra]) for i in range(layout.num_layers)])
-        all_rel = chosen_rel + [abs(pl - t) / t for pl, (_, t, _) in zip(p_lat.tolist(), extra, strict=True)]
-        all_mem = chosen_mem + [abs(pm - t) / t for pm, (_, _, t) in zip(p_mem.tolist(), extra, strict=True)]
-    else:
-        all_rel, all_mem = chosen_rel, chosen_mem
     out = {
         "scenarios": len(rows),
         "scenarios_without_fit": len(rows) - len(fits),
         "percentile": pct,
         "latency_compliance": statistics.fmean(r["latency_ok"] for r in lat_rows) if lat_rows else None,
         "memory_compliance": statistics.fmean(r["memory_ok"] for r in mem_rows) if mem_rows else None,
-        "predictor_on_generated": {
-            "models": len(all_rel),
-            "latency_within_10pct": statistics.fmean(x <= 0.10 for x in all_rel) if all_rel else None,
-            "latency_mape": statistics.fmean(all_rel) if all_rel else None,
-            "memory_within_5pct": statistics.fmean(x <= 0.05 for x in all_mem) if all_mem else None,
-            "truth": f"chosen models: {pct} of the pooled runs of {args.repeats} measurements (memory: their largest "
-                     f"peak); live-search probes: one measurement each",
-            "chosen_models": {"models": len(chosen_rel),
-                              "latency_within_10pct": statistics.fmean(x <= 0.10 for x in chosen_rel) if fits else None,
-                              "latency_mape": statistics.fmean(chosen_rel) if fits else None,
-                              "memory_within_5pct": statistics.fmean(x <= 0.05 for x in chosen_mem) if fits else None},
-        },
+        "predictor_on_generated": bench.predictor_on_generated(fits),
         "median_regret_grid_steps": statistics.median(r["regret_steps"] for r in fits) if fits else None,
         "regret_grid_steps": sorted(r["regret_steps"] for r in fits),
         "drift_check": check.to_json(),
@@ -236,22 +255,25 @@ def main() -> int:
         "rows": rows,
     }
     if not args.json:
+        pg = out["predictor_on_generated"]
         print(f"scenarios {out['scenarios']} ({out['scenarios_without_fit']} without a fitting model); compliance "
               f"latency {out['latency_compliance']}, memory {out['memory_compliance']}; predictor on generated "
-              f"±10 % {out['predictor_on_generated']['latency_within_10pct']}, MAPE "
-              f"{out['predictor_on_generated']['latency_mape']}; median regret {out['median_regret_grid_steps']} "
-              f"steps; drift check {check.status} ({check.message})")
+              f"±10 % {pg['latency_within_10pct']}, MAPE {pg['latency_mape']}; median regret "
+              f"{out['median_regret_grid_steps']} steps; drift check {check.status} ({check.message})")
     if args.json:
         print(json.dumps(out, sort_keys=True))
     return 0
 
 
-def _batch(gates: list[torch.Tensor]) -> list[torch.Tensor]:
-    return [g.reshape(1, -1) for g in gates]
-
-
-def _budget(b) -> str:  # noqa: ANN001
-    return f"{b.latency_ms:.3f} ms" if b.latency_ms is not None else f"{b.memory_mb:.2f} MB"
+def _print_row(row: dict) -> None:
+    budget = f"{row['latency_ms']:.3f} ms" if row["latency_ms"] is not None else f"{row['memory_mb']:.2f} MB"
+    if not row["fit"]:
+        print(f"{row['task'][:26]:26s} {budget:>10s}  no fit: {row['error']}", flush=True)
+        return
+    print(f"{row['task'][:26]:26s} {budget:>10s}  limit {row['limit']:4.2f}  predicted {row['predicted_ms']:.3f} ms "
+          f"(bound {row['bound_ms']:.3f})  measured {row['measured_ms']:.3f} ms {row['measured_mb']:6.2f} MB  ok "
+          f"{row['latency_ok'] and row['memory_ok']}  live limit {row['live_limit']}  regret {row['regret_steps']}",
+          flush=True)
 
 
 if __name__ == "__main__":

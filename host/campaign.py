@@ -1,6 +1,6 @@
 """Transition shim: this module moved to ``host.profiling`` (import from there; this file will be removed)."""
 
-# ruff: noqa: F401, F403
+# ruff: noqa: F403
 from host.profiling.build import *
 from host.profiling.data import *
 from host.profiling.measurers import *

@@ -51,11 +51,30 @@ class MissingExtraError(NNFactoryError, ImportError):
 
     def __init__(self, what: str, extra: str, package: str | None = None) -> None:
         pkg = package or extra
-        super().__init__(
-            f"{what} needs the optional dependency {pkg!r}, which is not installed; "
-            f"install it with: pip install 'nn-factory[{extra}]'"
-        )
         self.extra = extra
+        self.hint = install_command(extra)
+        super().__init__(f"{what} needs the optional dependency {pkg!r}, which is not installed; "
+                         f"install it with: {self.hint}")
+
+
+def install_command(extra: str) -> str:
+    """The pip command that adds the extra ``extra`` to this installation.
+
+    torch is pinned in the same command (to the installed version): an unpinned torch pulled in by an extra
+    would be replaced by a multi-GB CUDA build. From a source clone (an editable install) the command
+    installs the clone itself, so it works where ``nn-factory`` is not on a package index.
+    """
+    import importlib.metadata
+    from pathlib import Path
+
+    try:
+        torch = f"torch=={importlib.metadata.version('torch').split('+')[0]} "
+    except importlib.metadata.PackageNotFoundError:
+        torch = ""
+    root = Path(__file__).resolve().parent.parent
+    if (root / "pyproject.toml").is_file():
+        return f"python -m pip install {torch}-e '{root}[{extra}]'"
+    return f"python -m pip install {torch}'nn-factory[{extra}]'"
 
 
 class AgentError(NNFactoryError):

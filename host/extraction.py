@@ -77,6 +77,7 @@ def _surgery_bottleneck(block: Bottleneck, p: str, keep: Keep, sd: StateDict) ->
         c2 = torch.relu(bn_shift(block.bn2)).index_select(0, k2)  # (m2,)
         v = block.conv3.weight[:, :, 0, 0].index_select(1, k2) @ c2  # (out,)
         bn3 = block.bn3
+        assert bn3.running_mean is not None and bn3.running_var is not None  # BN with running stats
         const = (v - bn3.running_mean) / torch.sqrt(bn3.running_var + bn3.eps) * bn3.weight + bn3.bias
     sd[f"{p}.branch_const"] = const.detach().clone()
     _drop(sd, p, ("conv1", "bn1", "conv2", "bn2", "conv3", "bn3"))
@@ -113,6 +114,7 @@ def _surgery_ffn(ffn: FFN, p: str, keep: Keep, sd: StateDict) -> None:
 def _surgery_head(head: GatedHead, p: str, keep: Keep, sd: StateDict) -> None:
     k = keep[f"{p}.hidden"]
     if k.numel() == 0:  # the output conv sees zeros: its bias everywhere
+        assert head.out.bias is not None  # the output conv has a bias
         sd[f"{p}.branch_const"] = head.out.bias.detach().clone()
         _drop(sd, p, ("conv", "bn", "out"))
         return

@@ -10,8 +10,10 @@ one compact model per (task, limit), each evaluated on its own task's questions.
 from __future__ import annotations
 
 import statistics
+import sys
 import time
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -51,7 +53,7 @@ class ModelFactory:
     def space(self) -> TaskSpace:
         return self.models.space
 
-    def gates(self, tasks: list[Task | str], limits: list[float] | torch.Tensor) -> GateResult:
+    def gates(self, tasks: Sequence[Task | str], limits: Sequence[float] | torch.Tensor) -> GateResult:
         """Hard gates for a batch of requests (one forward of the assembler)."""
         resolved = [self.space.task(t) if isinstance(t, str) else t for t in tasks]
         lim = torch.as_tensor(limits, dtype=torch.float64).reshape(-1)
@@ -154,9 +156,11 @@ def evaluate_generated(
     seed: int = 1234,
     split: str = "test",
     batch_size: int = 512,
+    progress: bool = False,
 ) -> dict[str, Any]:
     """Accuracy and activation ratio of generated compact models on the space's ``split``
     (for a detection space: mAP@0.5, see :func:`host.detection.evaluate_generated_detection`).
+    ``progress``: a progress bar on stderr (one step per generated model).
 
     For every (task, limit), extract the compact model and run it on ``per_task`` balanced questions
     of that task. Returns {"seen"/"unseen": {limit: {"accuracy", "activation_ratio"}}, "per_limit":
@@ -180,10 +184,16 @@ def evaluate_generated(
     sampler = get_family(space.family).make_sampler(space, split)
     data = sampler.balanced(ids, per_task, seed=seed)
     per_limit: dict[str, dict[str, dict[str, Any]]] = {}
+    from tqdm import tqdm
+
+    bar = tqdm(total=len(limits) * len(task_objs), desc="eval", unit="model", disable=not progress,
+               file=sys.stderr, dynamic_ncols=True, mininterval=1.0 if sys.stderr.isatty() else 30.0)
     for lim in limits:
         res = factory.gates(task_objs, [lim] * len(task_objs))
         rows: dict[str, dict[str, Any]] = {}
         for i, t in enumerate(task_objs):
+            bar.set_postfix_str(f"limit {lim:g}, {t.name}", refresh=False)
+            bar.update(1)
             compact = extract(factory.models.supernet, res.request(i))
             sel = data.task_ids == ids[i]
             x, y = data.images[sel], data.labels[sel]
@@ -198,17 +208,18 @@ def evaluate_generated(
                 "split": t.split,
             }
         per_limit[limit_key(lim)] = rows
+    bar.close()
     out: dict[str, Any] = {"per_limit": per_limit}
     for split_name in ("seen", "unseen"):
         out[split_name] = {}
         for lim in limits:
-            rows = [r for r in per_limit[limit_key(lim)].values() if r["split"] == split_name]
-            if rows:
+            found = [r for r in per_limit[limit_key(lim)].values() if r["split"] == split_name]
+            if found:
                 out[split_name][limit_key(lim)] = {
-                    "accuracy": statistics.fmean(r["accuracy"] for r in rows),
-                    "activation_ratio": statistics.fmean(r["activation_ratio"] for r in rows),
-                    "max_activation_ratio": max(r["activation_ratio"] for r in rows),
-                    "tasks": len(rows),
+                    "accuracy": statistics.fmean(r["accuracy"] for r in found),
+                    "activation_ratio": statistics.fmean(r["activation_ratio"] for r in found),
+                    "max_activation_ratio": max(r["activation_ratio"] for r in found),
+                    "tasks": len(found),
                 }
     out["per_task_samples"] = per_task
     out["data_split"] = split

@@ -18,15 +18,21 @@ from torch import nn
 from host.assembler import AssemblerConfig, ModuleAssembler
 from host.checkpoint import Checkpoint
 from host.errors import ConfigError, SpecError
+from host.supernets.base import Supernet
 from host.tasks import TaskSpace, get_family, load_space
 
 
 class AssemblerDims(Protocol):
     """The assembler settings :func:`build_models` needs (a ``TrainConfig`` or an ``AssemblerConfig``)."""
 
-    hidden: int
-    experts: int
-    limit_dims: int
+    @property
+    def hidden(self) -> int: ...
+
+    @property
+    def experts(self) -> int: ...
+
+    @property
+    def limit_dims(self) -> int: ...
 
 def final_linear(net: nn.Module) -> tuple[str, nn.Linear]:
     """The supernet's classifier: its last nn.Linear."""
@@ -36,7 +42,7 @@ def final_linear(net: nn.Module) -> tuple[str, nn.Linear]:
     return found[-1]
 
 
-def build_supernet_for(space: TaskSpace, backbone: str, sampler_shape: tuple[int, ...]) -> nn.Module:
+def build_supernet_for(space: TaskSpace, backbone: str, sampler_shape: tuple[int, ...]) -> Supernet:
     from host.supernets import build_supernet, list_configs
 
     names = list(list_configs())
@@ -80,7 +86,7 @@ class Models:
     """What a checkpoint holds: the space, the supernet, the assembler (+ aux head when training)."""
 
     space: TaskSpace
-    supernet: nn.Module
+    supernet: Supernet
     assembler: ModuleAssembler
     aux: nn.Module | None  # pre-training head (AuxCountHead, or the family objective's)
     backbone: str
@@ -176,7 +182,7 @@ def _check_definition(ckpt: Checkpoint, trained: dict | None, space: TaskSpace) 
         )
 
 
-def check_layout(ckpt: Checkpoint, supernet: nn.Module, backbone: str) -> None:
+def check_layout(ckpt: Checkpoint, supernet: Supernet, backbone: str) -> None:
     """Raise SpecError unless the checkpoint was trained on this supernet's gate layout."""
     if ckpt.meta.get("gate_layout", {}).get("fingerprint") != supernet.gate_layout().fingerprint():
         raise SpecError(

@@ -1,4 +1,4 @@
-"""Joint training of a gated supernet and its module assembler (DESIGN.md §3).
+"""Joint training of a gated supernet and its module assembler (docs/design.md §3).
 
 Two phases, one optimizer, one step counter:
 
@@ -16,7 +16,11 @@ Two phases, one optimizer, one step counter:
 Every batch is a pure function of ``(seed, step, rank)``, the learning rate a pure function of the
 step, and a checkpoint holds weights, BN statistics and optimizer state, so ``--resume`` continues
 exactly where the last checkpoint left off. Under ``torchrun`` (``WORLD_SIZE > 1``) the same code
-trains with DistributedDataParallel (gloo on CPU); rank 0 writes checkpoints.
+trains with DistributedDataParallel (gloo on CPU, NCCL on CUDA: ``--target cuda``, one GPU per process,
+``LOCAL_RANK`` picks it); rank 0 writes checkpoints. Batches are always drawn on the CPU from the step's
+generator and then moved, so a run's data do not depend on where it trains; ``--amp`` runs the forward
+passes under bfloat16 autocast on CUDA. Exact resume is guaranteed on the CPU; CUDA kernels may differ in
+the last bits between runs.
 """
 
 from __future__ import annotations
@@ -176,6 +180,52 @@ def _dist_info() -> tuple[int, int]:
     return world, rank
 
 
+def batch_to(batch: Any, device: torch.device) -> Any:
+    """A copy of a sampler's batch (a dataclass of tensors) with every tensor field on ``device``."""
+    import dataclasses
+
+    if device.type == "cpu" or not dataclasses.is_dataclass(batch):
+        return batch
+    moved = {f.name: getattr(batch, f.name).to(device, non_blocking=True) for f in dataclasses.fields(batch)
+             if isinstance(getattr(batch, f.name), torch.Tensor)}
+    return dataclasses.replace(batch, **moved)
+
+
+def as_float(out: Any) -> Any:
+    """Model outputs (tensors, or tuples/lists of them) in float32, e.g. after bfloat16 autocast."""
+    if isinstance(out, torch.Tensor):
+        return out.float() if out.is_floating_point() else out
+    if isinstance(out, dict):
+        return {k: as_float(v) for k, v in out.items()}
+    if isinstance(out, tuple) and hasattr(out, "_fields"):  # a NamedTuple
+        return type(out)(*(as_float(o) for o in out))
+    if isinstance(out, (tuple, list)):
+        return type(out)(as_float(o) for o in out)
+    return out
+
+
+def resolve_target(target: str, *, amp: bool = False) -> torch.device:
+    """The device a training process computes on: ``cpu``, ``cuda`` (this process's ``LOCAL_RANK`` GPU
+    under torchrun) or ``cuda:N``. A ConfigError that says what to do when it cannot be used."""
+    name = str(target).strip().lower()
+    if name == "cpu":
+        if amp:
+            raise ConfigError("--amp (bfloat16 autocast) is offered for --target cuda only; drop --amp on the CPU")
+        return torch.device("cpu")
+    if name != "cuda" and not (name.startswith("cuda:") and name[5:].isdigit()):
+        raise ConfigError(f"unknown training target {target!r}; use cpu, cuda or cuda:N")
+    if not torch.cuda.is_available():
+        raise ConfigError(
+            f"--target {target} asks for a CUDA GPU, but this PyTorch sees none (torch.cuda.is_available() is "
+            f"False; torch {torch.__version__}, built with CUDA {torch.version.cuda or 'no'}); train with "
+            "--target cpu, or install a CUDA build of torch on a machine with a GPU"
+        )
+    index = int(name[5:]) if ":" in name else int(os.environ.get("LOCAL_RANK", "0"))
+    if index >= torch.cuda.device_count():
+        raise ConfigError(f"--target {target}: GPU {index} does not exist ({torch.cuda.device_count()} visible)")
+    return torch.device("cuda", index)
+
+
 # ---- evaluation ---------------------------------------------------------------------------------
 
 
@@ -192,31 +242,32 @@ def evaluate(
     Returns {limit: {"per_task": {task_id: acc}, "ratio": {task_id: generated ratio}}}.
     """
     net, asm, space = models.supernet, models.assembler, models.space
+    dev = next(net.parameters()).device
     was = net.training, asm.training
     net.eval()
     asm.eval()
     try:
         task_ids = torch.unique(batch.task_ids)
-        enc = space.encode([space.tasks[i] for i in task_ids.tolist()])
+        enc = space.encode([space.tasks[i] for i in task_ids.tolist()]).to(dev)
         row_of = torch.full((len(space.tasks),), -1, dtype=torch.long)
         row_of[task_ids] = torch.arange(task_ids.shape[0])
         out: dict[float, dict[str, Any]] = {}
         for limit in limits:
-            res = asm.generate(enc, torch.full((enc.shape[0],), float(limit), dtype=torch.float64))
+            res = asm.generate(enc, torch.full((enc.shape[0],), float(limit), dtype=torch.float64, device=dev))
             correct = torch.zeros(task_ids.shape[0])
             count = torch.zeros(task_ids.shape[0])
             for s in range(0, batch.labels.shape[0], batch_size):
                 tid = batch.task_ids[s : s + batch_size]
                 rows = row_of[tid]
-                gates = [g[rows] for g in res.gates]
-                pred = net(batch.images[s : s + batch_size], gates=gates).argmax(dim=1)
+                gates = [g[rows.to(dev)] for g in res.gates]
+                pred = net(batch.images[s : s + batch_size].to(dev), gates=gates).argmax(dim=1).cpu()
                 ok = (pred == batch.labels[s : s + batch_size]).float()
                 correct.index_add_(0, rows, ok)
                 count.index_add_(0, rows, torch.ones_like(ok))
             acc = correct / count.clamp(min=1)
             out[float(limit)] = {
                 "per_task": {int(t): float(a) for t, a in zip(task_ids.tolist(), acc.tolist(), strict=True)},
-                "ratio": {int(t): float(r) for t, r in zip(task_ids.tolist(), res.ratios.tolist(), strict=True)},
+                "ratio": {int(t): float(r) for t, r in zip(task_ids.tolist(), res.ratios.cpu().tolist(), strict=True)},
             }
         return out
     finally:
@@ -242,11 +293,16 @@ class Trainer:
     """Runs (or resumes) one training run into a run directory."""
 
     def __init__(self, cfg: TrainConfig, out_dir: Path, *, resume: bool = False, threads: int = 1,
-                 progress: bool = True, init_from: Path | None = None, warm_from: Path | None = None) -> None:
+                 progress: bool = True, init_from: Path | None = None, warm_from: Path | None = None,
+                 target: str = "cpu", amp: bool = False) -> None:
         self.out = Path(out_dir)
         self.world, self.rank = _dist_info()
+        self.device = resolve_target(target, amp=amp)
+        self.amp = amp
+        if self.device.type == "cuda":
+            torch.cuda.set_device(self.device)
         if self.world > 1 and not dist.is_initialized():
-            dist.init_process_group("gloo")
+            dist.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
         torch.set_num_threads(max(1, threads))
         self.progress = progress and self.rank == 0
         self.state: dict[str, Any] = {"step": 0, "seconds": 0.0, "history": [], "best": None}
@@ -286,6 +342,9 @@ class Trainer:
         self.space = load_space(cfg.space)
         torch.manual_seed(cfg.seed)
         self.models = build_models(self.space, cfg.backbone, cfg)
+        for mod in (self.models.supernet, self.models.assembler, self.models.aux):
+            if mod is not None:
+                mod.to(self.device)
         fam = get_family(self.space.family)
         self.sampler = fam.make_sampler(self.space, "train", augment=cfg.augment)
         # The family's training hooks (model, samples, losses, validation); None: yes/no questions.
@@ -301,7 +360,7 @@ class Trainer:
         extra = [i for i, t in enumerate(self.space.tasks) if t.split == "extra"]
         self.seen_ids = torch.tensor(seen, dtype=torch.long)
         self.extra_ids = torch.tensor(extra, dtype=torch.long)
-        self.task_enc = self.space.encode(self.space.tasks)
+        self.task_enc = self.space.encode(self.space.tasks).to(self.device)
         self._wrapped: dict[str, nn.Module] = {}
 
     def _load(self, ckpt: Checkpoint) -> None:
@@ -398,7 +457,7 @@ class Trainer:
             else:
                 m = JointModel(self.models.supernet, self.models.assembler)
             if self.world > 1:
-                m = DistributedDataParallel(m)
+                m = DistributedDataParallel(m, device_ids=[self.device.index] if self.device.type == "cuda" else None)
             self._wrapped[phase] = m
         return self._wrapped[phase]
 
@@ -412,8 +471,10 @@ class Trainer:
             batch = self.sampler.draw(tids, torch.rand(b, generator=gen) < 0.5, gen)
         keep = self.cfg.pretrain_keep_min + (1 - self.cfg.pretrain_keep_min) * torch.rand(b, 1, generator=gen)
         layout = self.models.supernet.gate_layout()
-        gates = [(torch.rand(b, d, generator=gen) < keep).float() for d in layout.module_counts]
-        counts, out = self._module("pretrain")(batch.images, gates)
+        gates = [(torch.rand(b, d, generator=gen) < keep).float().to(self.device) for d in layout.module_counts]
+        batch = batch_to(batch, self.device)
+        with self._autocast():
+            counts, out = as_float(self._module("pretrain")(batch.images, gates))
         metrics: dict[str, float] = {}
         if self.objective is not None:
             loss, metrics = self.objective.pretrain_loss((counts, out), batch)
@@ -449,7 +510,11 @@ class Trainer:
             low = lo + (hi - lo) * torch.rand(b, generator=gen)
             limits = torch.where(torch.rand(b, generator=gen) < cfg.low_limit_fraction, low, limits)
         use_hard = torch.rand(b, generator=gen) < 0.5
-        out, _gates, hard = self._module("joint")(batch.images, self.task_enc[tids], limits, use_hard)
+        dev = self.device
+        batch, limits = batch_to(batch, dev), limits.to(dev)
+        with self._autocast():
+            out, _gates, hard = as_float(
+                self._module("joint")(batch.images, self.task_enc[tids.to(dev)], limits, use_hard.to(dev)))
         if self.objective is not None:
             ce, metrics = self.objective.joint_loss(out, batch)
         else:
@@ -471,6 +536,14 @@ class Trainer:
             "act": hard_ratio.mean().item(),
             "lim": limits.mean().item(),
         }
+
+    def _autocast(self) -> Any:
+        """bfloat16 autocast for --amp on CUDA; otherwise a no-op context."""
+        import contextlib
+
+        if self.amp:
+            return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
 
     # -- validation -----------------------------------------------------------------------------
     def validate(self) -> dict[str, float]:

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 
-def _save_onnx(graph, path: Path) -> Path:  # noqa: ANN001 - onnx.GraphProto
+def _save_onnx(graph, path: Path) -> Path:
     import onnx
     from onnx import helper
 
@@ -79,7 +79,7 @@ def onnx_oom(path: Path) -> Path:
     return _save_onnx(graph, path)
 
 
-def _tiny_torch_module():  # noqa: ANN202
+def _tiny_torch_module():
     import torch
 
     torch.manual_seed(0)
@@ -121,7 +121,7 @@ def tflite(path: Path) -> Path:
     k = tf.constant(rng.standard_normal((3, 3, 3, 8)).astype(np.float32))
 
     @tf.function(input_signature=[tf.TensorSpec([1, 16, 16, 3], tf.float32)])
-    def f(x):  # noqa: ANN001, ANN202
+    def f(x):
         return tf.reduce_mean(tf.nn.relu(tf.nn.conv2d(x, k, 1, "SAME")), axis=[1, 2])
 
     conv = tf.lite.TFLiteConverter.from_concrete_functions([f.get_concrete_function()], f)

@@ -20,7 +20,7 @@ from host.profiling.store import CampaignStore
 from host.supernets import build_supernet
 
 sys.path.insert(0, str(Path(__file__).parent))
-from campaign_fakes import FakeDevice  # noqa: E402
+from campaign_fakes import FakeDevice
 
 
 class LawDevice(FakeDevice):
@@ -104,8 +104,8 @@ def test_bad_profiles(fitted, tmp_path: Path) -> None:
         read_profile("broken", tmp_path)
     with pytest.raises(ConfigError, match="letters, digits"):
         read_profile("../etc/passwd", tmp_path)
-    with pytest.raises(ConfigError, match="profiled for resnet_tiny on runtime 'torchscript', not on 'litert'.*"
-                                          "--runtime litert"):
+    with pytest.raises(ConfigError, match="profiled for resnet_tiny on runtime 'torchscript', not on 'tflite'.*"
+                                          "--runtime tflite"):
         load_predictor("dev-1", layout, runtime="litert", root=profiles)
     with pytest.raises(ConfigError, match="choose one of 50, 90, 99"):
         load_predictor("dev-1", layout, root=profiles, percentile=95)

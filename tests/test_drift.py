@@ -45,7 +45,7 @@ def test_apply_rescales_refuses_or_keeps() -> None:
     class P:
         device = "dev"
 
-        def rescaled(self, latency: float, memory: float):  # noqa: ANN201
+        def rescaled(self, latency: float, memory: float):
             return ("rescaled", latency, memory)
 
     p = P()

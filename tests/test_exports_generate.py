@@ -89,7 +89,7 @@ def test_generate_for_a_device_budget_with_format(numvqa_run, tmp_path: Path, ca
     # the profile is TorchScript's: an ONNX model's budget cannot be priced with it (refused, nothing written)
     onnx = tmp_path / "onnx"
     assert main([*base, "--out", str(onnx), "--format", "onnx"]) == 2
-    assert "not on 'onnxruntime'" in capsys.readouterr().err and not onnx.exists()
+    assert "not on 'onnx'" in capsys.readouterr().err and not onnx.exists()
     # flag mistakes fail before any generation work: nothing is written
     bad = tmp_path / "bad"
     assert main([*base, "--out", str(bad), "--format", "torch-export", "--int8"]) == 2

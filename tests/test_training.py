@@ -234,3 +234,19 @@ def test_low_limits_augmentation_and_several_validation_limits(tmp_path):
         TrainConfig(extra_eval_limits=(1.5,))
     with pytest.raises(ConfigError, match="low_limit_fraction"):
         TrainConfig(low_limit_fraction=2.0)
+
+
+def test_training_target_is_checked_before_any_work(tmp_path, capsys):
+    from host.cli import main
+    from host.training import resolve_target
+
+    assert resolve_target("cpu") == torch.device("cpu")
+    with pytest.raises(ConfigError, match="unknown training target 'tpu'"):
+        resolve_target("tpu")
+    with pytest.raises(ConfigError, match="--amp .* for --target cuda only"):
+        resolve_target("cpu", amp=True)
+    if not torch.cuda.is_available():  # this machine: the error says what to do
+        rc = main(["train", "--out", str(tmp_path / "run"), "--target", "cuda", "--steps", "2"])
+        err = capsys.readouterr().err
+        assert rc == 2 and "sees none" in err and "train with --target cpu" in err, err
+        assert not (tmp_path / "run").exists()

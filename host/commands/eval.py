@@ -23,6 +23,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="test questions (NumVQA: even) or scenes (AttrOD) per task (default: %(default)s)")
     p.add_argument("--seed", type=int, default=1234, help="seed of the test questions (default: %(default)s)")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default: %(default)s)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (it goes to stderr)")
     p.add_argument("--json", action="store_true", help="print the result as one JSON object")
     p.set_defaults(func=run)
 
@@ -46,7 +47,8 @@ def run(args: argparse.Namespace) -> int:
     limits = parse_limits(args.limits)
     factory = ModelFactory.load(space=args.space, checkpoint=args.checkpoint)
     tasks = [t.strip() for t in args.tasks.split(",")] if args.tasks else None
-    result = evaluate_generated(factory, limits, tasks=tasks, per_task=args.per_task, seed=args.seed)
+    result = evaluate_generated(factory, limits, tasks=tasks, per_task=args.per_task, seed=args.seed,
+                                progress=not args.no_progress)
     if args.json:
         print_json(result)
         return 0

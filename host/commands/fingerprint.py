@@ -18,16 +18,18 @@ from pathlib import Path
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
+    from host.commands.options import add_agent_arg, add_runtime_arg
+
     p = sub.add_parser("fingerprint", help="re-measure a device's reference subnets and compare them with its profile",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("name", help="device name (its profile, and its inventory entry unless --agent is given)")
-    p.add_argument("--agent", default=None, metavar="HOST:PORT", help="the device's agent (default: the inventory's)")
+    add_agent_arg(p, help="the device's agent (default: the inventory's deployed agent, tunnel and token opened here)")
     p.add_argument("--token", default=None, help="agent bearer token for --agent (default: $NNF_AGENT_TOKEN)")
     p.add_argument("--inventory", default=None, help="device inventory TOML (default $NNF_INVENTORY or ./devices.toml)")
     p.add_argument("--profile", default=None, help="device profile id (default: NAME)")
     p.add_argument("--profiles-dir", type=Path, default=None, help="device profiles directory")
     p.add_argument("--backbone", default=None, help="supernet config of the profile entry (needed if it has several)")
-    p.add_argument("--runtime", default=None, help="runtime of the profile entry (needed if it has several)")
+    add_runtime_arg(p, help="runtime of the profile entry (needed if it has several)")
     p.add_argument("--percentile", default="90", choices=["50", "90", "99"],
                    help="statistic of the reference runs to compare (default 90)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
@@ -60,7 +62,9 @@ def run(args: argparse.Namespace) -> int:
     name = safe_device_id(args.name)
     profile = safe_device_id(args.profile or name)
     pct = percentile_name(args.percentile)
-    entry = _entry(profile, args.backbone, args.runtime, args.profiles_dir)
+    from host.commands.options import agent_runtime
+
+    entry = _entry(profile, args.backbone, agent_runtime(args.runtime), args.profiles_dir)
     torch.manual_seed(0)
     torch.set_num_threads(1)
     net = build_supernet(entry["config"])

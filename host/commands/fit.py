@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from host.commands.options import add_runtime_arg, agent_runtime
 from host.errors import ConfigError
 
 
@@ -23,7 +24,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", required=True, help="device name used with `nnf profile`")
     p.add_argument("--backbone", default=None, help="supernet config (needed when the device has several campaigns)")
-    p.add_argument("--runtime", default=None, help="runtime (needed when the device has several campaigns)")
+    add_runtime_arg(p, help="runtime of the campaign (needed when the device has several campaigns)")
     p.add_argument("--store", default=None, help="campaign store path (default: found under --campaigns-dir)")
     p.add_argument("--campaigns-dir", default=None, help="default $NNF_CAMPAIGNS_DIR or ./nnf-campaigns")
     p.add_argument("--profiles-dir", default=None, help="default $NNF_PROFILES_DIR or the repository's device_profiles/")
@@ -42,7 +43,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="share of held-out subnets the safety margin must cover (default 0.99)")
     p.add_argument("--name", default=None,
                    help="device id to write the profile under (default: --device), e.g. a name for the hardware")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print the result as one JSON object")
     p.set_defaults(func=run)
 
 
@@ -81,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
     device = safe_device_id(args.device)
     percentiles = [percentile_name(p.strip()) for p in args.percentiles.split(",") if p.strip()]
     root = Path(args.campaigns_dir) if args.campaigns_dir else default_campaigns_dir()
-    path = Path(args.store) if args.store else find_store(device, args.backbone, args.runtime, root)
+    path = Path(args.store) if args.store else find_store(device, args.backbone, agent_runtime(args.runtime), root)
     if not path.exists():
         raise ConfigError(f"campaign store {path} does not exist")
     with contextlib.ExitStack() as stack:
@@ -140,13 +141,14 @@ def _hints(name: str, entry: dict, args: argparse.Namespace) -> list[str]:
     pct = entry["default_percentile"][1:]
     gen = ["nnf", "generate", "--task", "TASK", "--out", "OUT", "--device", name, "--latency-ms", "MS",
            "--percentile", pct]
-    if entry["runtime"] != "torchscript":
-        from host.profiling.build import format_for_runtime
+    from host.profiling.build import format_for_runtime
 
-        gen += ["--format", format_for_runtime(entry["runtime"]).name]
+    runtime = format_for_runtime(entry["runtime"]).name
+    if runtime != "torchscript":
+        gen += ["--format", runtime]
     if args.profiles_dir:
         gen += ["--profiles-dir", args.profiles_dir]
-    check = ["nnf", "devices", "fingerprint", name, "--backbone", entry["config"], "--runtime", entry["runtime"]]
+    check = ["nnf", "devices", "fingerprint", name, "--backbone", entry["config"], "--runtime", runtime]
     if args.profiles_dir:
         check += ["--profiles-dir", args.profiles_dir]
     return [shlex.join(gen), shlex.join(check) + " [--agent HOST:PORT]"]

@@ -26,6 +26,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     add_format_arguments(p)
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    from host.commands.options import add_agent_arg
+
     # device budgets (host.profiling.budget): search the largest limit whose model fits the device
     p.add_argument("--device", default=None, help="device whose profile (device_profiles/<device>.json) sets the limit")
     p.add_argument("--latency-ms", type=float, default=None,
@@ -38,9 +40,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--live", action="store_true",
                    help="measure candidates on the device's agent instead of predicting them (--agent, or the "
                         "device's deployed agent from the inventory)")
-    p.add_argument("--agent", default=None, metavar="HOST:PORT",
-                   help="the device's agent (default: the inventory's deployed agent, tunnel and token opened here): "
-                        "used for the drift check, to measure the chosen model, and by --live")
+    add_agent_arg(p, help="the device's agent (default: the inventory's deployed agent, tunnel and token opened "
+                          "here): used for the drift check, to measure the chosen model, and by --live")
     p.add_argument("--token", default=None, help="agent bearer token for --agent (default: $NNF_AGENT_TOKEN)")
     p.add_argument("--inventory", default=None, help="device inventory TOML (default $NNF_INVENTORY or ./devices.toml)")
     p.add_argument("--drift-check", default="auto", choices=["auto", "on", "off"],
@@ -56,6 +57,7 @@ def run(args: argparse.Namespace) -> int:
     import time
 
     from host.cli import print_json
+    from host.commands.options import check_out
     from host.errors import ConfigError
     from host.generate import ModelFactory
 
@@ -68,7 +70,8 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("--latency-ms/--memory-mb/--live need --device NAME (whose profile or agent to use)")
     from host.commands.export import check_format_arguments, export_after_generate
 
-    check_format_arguments(args)  # --format/--int8 mistakes fail before any generation work
+    check_format_arguments(args)  # --format/--int8 mistakes and a missing extra fail before any work
+    check_out(args.out, directory=True)
     t0 = time.perf_counter()
     factory = ModelFactory.load(space=args.space, checkpoint=args.checkpoint)
     load_s = time.perf_counter() - t0
@@ -105,7 +108,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run_device(args: argparse.Namespace, factory, load_s: float) -> int:  # noqa: ANN001
+def _run_device(args: argparse.Namespace, factory, load_s: float) -> int:
     """Device-budget generation (owned by the profiling package; see host/profiling/budget.py)."""
     import contextlib
     import sys
@@ -119,14 +122,14 @@ def _run_device(args: argparse.Namespace, factory, load_s: float) -> int:  # noq
     device = safe_device_id(args.device)
     runtime = None
     if args.format is not None:
-        from host.profiling.build import runtime_for_format
+        from host.commands.options import agent_runtime
 
         if args.int8:
             raise ConfigError("device budgets are profiled on float32 artifacts; an int8 model runs at another cost: "
                               "drop --int8, or generate with --activation-limit and profile the int8 model yourself")
-        runtime = runtime_for_format(args.format)  # the budget must be priced on the runtime that will run it
+        runtime = agent_runtime(args.format)  # the budget must be priced on the runtime that will run it
 
-    def progress(m, latency_us: float) -> None:  # noqa: ANN001
+    def progress(m, latency_us: float) -> None:
         if not args.json:
             print(f"  measured {latency_us / 1000:.3f} ms (p{args.percentile}), {m.peak_bytes / 1e6:.2f} MB peak",
                   file=sys.stderr, flush=True)
@@ -145,7 +148,7 @@ def _run_device(args: argparse.Namespace, factory, load_s: float) -> int:  # noq
     report["seconds_load_checkpoint"] = round(load_s, 4)
     from host.commands.export import export_after_generate
 
-    exported = export_after_generate(args, args.out)  # --format: the artifact for the device (issue 6)
+    exported = export_after_generate(args, args.out)  # --format: the artifact for the device
     if exported is not None:
         report["export"] = exported
     if args.json:
@@ -179,7 +182,7 @@ def _run_device(args: argparse.Namespace, factory, load_s: float) -> int:  # noq
     return 0
 
 
-def _device_agent(stack, device: str, args: argparse.Namespace):  # noqa: ANN001, ANN202
+def _device_agent(stack, device: str, args: argparse.Namespace):
     """(measurer, agent address, note) for the device: --agent, else its inventory entry. For --live (or
     --drift-check on) an unreachable agent is an error; otherwise the note says why there is none."""
     from host.errors import AgentError, ConfigError, DeployError

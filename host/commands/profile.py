@@ -19,6 +19,13 @@ import os
 import shlex
 from pathlib import Path
 
+from host.commands.options import (
+    add_agent_arg,
+    add_runtime_arg,
+    add_target_arg,
+    add_warmup_runs_arg,
+    agent_runtime,
+)
 from host.errors import ConfigError
 
 DEFAULT_MIX_WITH_GENERATOR = "uniform=0.4,stratified=0.2,generated=0.4"
@@ -38,9 +45,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--device", action="append", required=True, metavar="NAME",
                    help="device name (repeat for several devices, each with its --agent)")
-    p.add_argument("--agent", action="append", default=[], metavar="HOST:PORT",
-                   help="address of the device's agent (one per --device, same order); without it each device is "
-                        "looked up in the device inventory and reached through its deployed agent")
+    add_agent_arg(p, action="append",
+                  help="address of the device's agent (one per --device, same order); without it each device is "
+                       "looked up in the device inventory and reached through its deployed agent")
     p.add_argument("--inventory", default=None, help="device inventory TOML (default $NNF_INVENTORY or ./devices.toml)")
     p.add_argument("--token", default=None, help="agent bearer token for --agent (default: $NNF_AGENT_TOKEN)")
     p.add_argument("--backbone", required=True, help="supernet config name, e.g. resnet_numvqa, resnet18")
@@ -55,9 +62,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="generator checkpoint (or training run) whose models to sample (default: the one shipped "
                         "for the backbone)")
     p.add_argument("--space", default=None, help="task space of the generator (default: the checkpoint's)")
-    p.add_argument("--runtime", default="torchscript",
-                   help="runtime on the device: torchscript (default), torch_export, onnxruntime, litert")
-    p.add_argument("--target", default="cpu", help="execution device on the agent: cpu (default) or cuda")
+    add_runtime_arg(p, default="torchscript")
+    add_target_arg(p)
     p.add_argument("--passes", type=int, default=1,
                    help="measure every subnet this many times in independently shuffled orders (3 = median of three)")
     p.add_argument("--seed", type=int, default=0, help="campaign seed (gate vectors and order)")
@@ -66,8 +72,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--ratio-min", type=float, default=0.05)
     p.add_argument("--ratio-max", type=float, default=1.0)
     p.add_argument("--jitter", type=float, default=0.3, help="per-layer keep-ratio spread around each sample's ratio")
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--warmup", type=int, default=5)
+    p.add_argument("--threads", type=int, default=1, help="threads the agent runs each subnet with (default 1)")
+    add_warmup_runs_arg(p, default=5, help="untimed runs before measuring each subnet")
     p.add_argument("--repeats", type=int, default=30, help="minimum timed runs per subnet")
     p.add_argument("--min-time-s", type=float, default=0.5, help="minimum timed seconds per subnet")
     p.add_argument("--deadline-s", type=float, default=120.0, help="per-subnet deadline on the agent")
@@ -105,7 +111,7 @@ def shipped_generator_for(backbone: str) -> Path | None:
     return None
 
 
-def load_generator(backbone: str, layout, checkpoint: Path | None, space: str | None):  # noqa: ANN001, ANN201
+def load_generator(backbone: str, layout, checkpoint: Path | None, space: str | None):
     """The generator to sample (``host.profiling.budget.FactoryGenerator``), checked against the supernet."""
     from host.generate import ModelFactory
     from host.profiling.budget import factory_generator
@@ -125,7 +131,7 @@ def load_generator(backbone: str, layout, checkpoint: Path | None, space: str | 
     return factory_generator(factory)
 
 
-def _stored_mix(paths: list[Path]):  # noqa: ANN202
+def _stored_mix(paths: list[Path]):
     from host.profiling.store import CampaignStore
 
     for path in paths:
@@ -149,6 +155,8 @@ def run(args: argparse.Namespace) -> int:
     from host.supernets import build_supernet
 
     devices = [safe_device_id(d) for d in args.device]
+    user_runtime = args.runtime
+    args.runtime = agent_runtime(args.runtime)  # stores, plans and the wire use the agent's runtime names
     if args.agent and len(args.agent) != len(devices):
         raise ConfigError(f"{len(devices)} --device but {len(args.agent)} --agent: give one agent per device, same order")
     if args.store and len(devices) > 1:
@@ -172,7 +180,7 @@ def run(args: argparse.Namespace) -> int:
         input_shape=tuple(net.input_shape), samples=args.samples, seed=args.seed, ratio_min=args.ratio_min,
         ratio_max=args.ratio_max, jitter=args.jitter, passes=args.passes, reference_every=args.reference_every,
         weights=args.weights, mix=mix,
-        measure=MeasureSettings(threads=args.threads, warmup_runs=args.warmup, repeats=args.repeats,
+        measure=MeasureSettings(threads=args.threads, warmup_runs=args.warmup_runs, repeats=args.repeats,
                                 min_time_s=args.min_time_s, deadline_s=args.deadline_s,
                                 clock=args.clock),
     )
@@ -188,7 +196,7 @@ def run(args: argparse.Namespace) -> int:
                                 progress=not args.no_progress and not args.json)
         summaries = runner.run(targets, stop_after=args.stop_after)
         stores = [str(t.store.path) for t in targets]
-    hints = [fit_hint(d, args) for d in devices]
+    hints = [fit_hint(d, args, user_runtime) for d in devices]
     out = {"backbone": args.backbone, "runtime": args.runtime, "samples": args.samples, "passes": args.passes,
            "mix": mix.fractions(), "next": hints,
            "devices": [s.to_json() | {"store": path} for s, path in zip(summaries, stores, strict=True)]}
@@ -218,9 +226,9 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def fit_hint(device: str, args: argparse.Namespace) -> str:
+def fit_hint(device: str, args: argparse.Namespace, runtime: str) -> str:
     """The ``nnf fit`` command for one device of this campaign, with every option it needs."""
-    parts = ["nnf", "fit", "--device", device, "--backbone", args.backbone, "--runtime", args.runtime]
+    parts = ["nnf", "fit", "--device", device, "--backbone", args.backbone, "--runtime", runtime]
     if args.store:
         parts += ["--store", args.store]
     elif args.campaigns_dir:

@@ -45,6 +45,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--eval-limits", type=float, nargs="+", default=None, metavar="LIMIT",
                    help=f"activation limits validated at (default: {d.eval_limit}); the best checkpoint has the "
                         "highest mean seen accuracy over them")
+    p.add_argument("--target", default="cpu",
+                   help="where to train: cpu (default), cuda (under torchrun: the GPU of LOCAL_RANK, DDP over "
+                        "NCCL) or cuda:N")
+    p.add_argument("--amp", action="store_true", help="bfloat16 autocast for the forward passes (CUDA only)")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads per process (default: %(default)s)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true", help="print the final summary as one JSON object")
@@ -53,6 +57,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from host.cli import print_json
+    from host.commands.options import check_out
     from host.tasks import load_space
 
     backbone = args.backbone or str(load_space(args.space).params.get("backbone", TrainConfig().backbone))
@@ -75,8 +80,9 @@ def run(args: argparse.Namespace) -> int:
         **({"eval_limit": args.eval_limits[0], "extra_eval_limits": tuple(args.eval_limits[1:])}
            if args.eval_limits else {}),
     )
+    check_out(args.out, directory=True)
     trainer = Trainer(cfg, args.out, resume=args.resume, threads=args.threads, progress=not args.no_progress,
-                      init_from=args.init_from, warm_from=args.warm_start)
+                      init_from=args.init_from, warm_from=args.warm_start, target=args.target, amp=args.amp)
     try:
         summary = trainer.run()
     finally:

@@ -1,6 +1,6 @@
 """Device-budget search: the best model for a task that fits a device's latency/memory budget.
 
-Part 1, the searches (DESIGN.md §5, the paper's Algorithm 1).
+Part 1, the searches (docs/design.md §5, the paper's Algorithm 1).
 
 Given a task and a device budget (latency, memory), find the largest activation limit whose generated
 subnet still fits. The assembler is any callable mapping ``(task, limits)`` to *batched hard gates*
@@ -441,8 +441,7 @@ def generate_for_device(
     meta: extra fields for the saved model's spec.
     """
     from host.extraction import extract
-    from host.profiling.device_profile import load_predictor
-    from host.profiling.drift import DriftCheck, apply, fingerprint
+    from host.profiling.drift import apply
 
     if drift_check not in ("auto", "on", "off"):
         raise ConfigError(f"drift_check must be auto, on or off, got {drift_check!r}")
@@ -455,65 +454,17 @@ def generate_for_device(
     layout = net.gate_layout()
     task_name = factory.space.task(task).name if hasattr(factory, "space") else task
     assemble = factory_assembler(factory)
-    if predictor is None:
-        try:
-            predictor = load_predictor(device, layout, runtime, root=profiles_root, percentile=pct)
-        except ConfigError:
-            if not live:
-                raise
-    elif runtime is not None and predictor.runtime != runtime:
-        raise ConfigError(f"the loaded profile of {device} is for runtime {predictor.runtime}, not {runtime}")
+    predictor = _device_predictor(predictor, device, layout, runtime, pct, profiles_root, live)
     run_rt = runtime or (predictor.runtime if predictor is not None else "torchscript")
-    if predictor is not None and predictor.percentile != pct:
-        raise ConfigError(f"the loaded profile of {device} predicts {predictor.percentile}, not {pct}")
     candidates = None
     if measurer is not None:
-        from host.profiling.build import ExtractingBuilder
-        from host.profiling.measurers import CandidateMeasurer
-        from host.profiling.plan import MeasureSettings
-
-        if measure_settings is None and predictor is not None and isinstance(predictor.entry.get("measure"), dict):
-            known = MeasureSettings.__dataclass_fields__
-            measure_settings = MeasureSettings(**{k: v for k, v in predictor.entry["measure"].items() if k in known})
-        candidates = CandidateMeasurer(ExtractingBuilder(net, run_rt), measurer, net.input_shape,
-                                       measure_settings or MeasureSettings(), stat=pct, on_measure=on_measure)
-    if live:
-        check = DriftCheck.skipped("live search: every candidate is measured on the device")
-    elif predictor is None:
-        check = DriftCheck.skipped("no profile")
-    elif drift_check == "off":
-        check = DriftCheck.skipped("drift check turned off (--drift-check off)")
-    elif measurer is None:
-        if drift_check == "on":
-            raise ConfigError(f"--drift-check on needs the agent of {device}: give --agent HOST:PORT or a device of "
-                              "the inventory")
-        check = DriftCheck.skipped(f"no agent reachable for {device}: the profile is used as it is")
-    elif not predictor.entry.get("references"):
-        if drift_check == "on":
-            raise ConfigError(f"the profile of {device} keeps no reference subnets: re-fit it with `nnf fit` to "
-                              "enable drift checks")
-        check = DriftCheck.skipped("the profile keeps no reference subnets")
-    else:
-        check = fingerprint(predictor.entry, layout, net, measurer, percentile=pct, agent=agent)
+        candidates = _candidates(net, run_rt, measurer, predictor, measure_settings, pct, on_measure)
+    check = _drift_check(predictor, measurer, drift_check, live, device, layout, net, pct, agent)
     if predictor is not None:
         predictor = apply(check, predictor)  # refused -> DriftError
     t_check = time.perf_counter()
-    result: SearchResult
-    if live:
-        start = None
-        if predictor is not None:
-            try:
-                start = batched_search(assemble, task_name, predictor.guarded(), budget, step=step,
-                                       device=device).grid_index
-            except SearchError:
-                start = 0
-        result = live_search(assemble, task_name, candidates, budget, step=step, start_index=start, device=device)
-    elif method == "algorithm1":
-        result = algorithm1(assemble, task_name, predictor.guarded(), budget, step=step, device=device)
-    elif method == "batched":
-        result = batched_search(assemble, task_name, predictor.guarded(), budget, step=step, device=device, chunk=chunk)
-    else:
-        raise ConfigError(f"unknown search method {method!r}; use batched or algorithm1")
+    result = _search(assemble, task_name, predictor, candidates, budget, live=live, method=method, step=step,
+                     device=device, chunk=chunk)
     t_search = time.perf_counter()
     counts = np.array([[int(g.sum().item()) for g in result.gates]])
     report: dict[str, Any] = {
@@ -528,20 +479,11 @@ def generate_for_device(
         "drift_check": check.to_json(),
     }
     if predictor is not None:
-        lat, mem = predictor.predict_counts(counts)
-        blat, bmem = predictor.bound_counts(counts)
-        report["predicted"] = {"latency_ms": round(float(lat[0]) / 1000, 4), "memory_mb": round(float(mem[0]) / 1e6, 4),
-                               "latency_bound_ms": round(float(blat[0]) / 1000, 4),
-                               "memory_bound_mb": round(float(bmem[0]) / 1e6, 4), "percentile": pct}
-        report["margin"] = predictor.margins()
-        report["profile"] = {"fitted_at": predictor.entry.get("fitted_at"), "runtime": predictor.runtime,
-                             "fit_mix": predictor.entry.get("fit_mix")}
+        report.update(_prediction(predictor, counts, pct))
     spec_meta = {**(meta or {}), "task": task_name, "activation_limit": result.limit, "device": device,
                  "budget": report["budget"], "search": result.method, "runtime": run_rt, "percentile": pct,
                  "drift_check": report["drift_check"]}
-    for key in ("predicted", "margin"):
-        if key in report:
-            spec_meta[key] = report[key]
+    spec_meta.update({k: report[k] for k in ("predicted", "margin") if k in report})
     compact = extract(net, result.gates, meta=spec_meta)
     if out_dir is not None:
         from host.artifact import save_compact
@@ -555,10 +497,7 @@ def generate_for_device(
         report["param_bytes"] = compact.spec.param_bytes()
         report["peak_activation_bytes"] = compact.spec.peak_activation_bytes()
     if candidates is not None:
-        if live:
-            lat_m, mem_m = result.latency_us, result.memory_bytes
-        else:
-            lat_m, mem_m = candidates(result.gates)
+        lat_m, mem_m = (result.latency_us, result.memory_bytes) if live else candidates(result.gates)
         report["measured"] = {"latency_ms": round(lat_m / 1000, 4), "memory_mb": round(mem_m / 1e6, 4),
                               "percentile": pct, "agent": agent,
                               "fits": bool(budget.fits([lat_m], [mem_m])[0]),
@@ -572,3 +511,92 @@ def generate_for_device(
         "seconds": round(time.perf_counter() - t0, 4),
     })
     return compact, report
+
+
+def _device_predictor(predictor: Any, device: str, layout: Any, runtime: str | None, pct: str,
+                      profiles_root: Path | None, live: bool) -> Any:
+    """The device's predictor at ``pct`` for ``runtime`` (loaded unless given); None only for a live search on a
+    device without a profile."""
+    from host.profiling.device_profile import load_predictor
+
+    if predictor is None:
+        try:
+            return load_predictor(device, layout, runtime, root=profiles_root, percentile=pct)
+        except ConfigError:
+            if not live:
+                raise
+            return None
+    if runtime is not None and predictor.runtime != runtime:
+        raise ConfigError(f"the loaded profile of {device} is for runtime {predictor.runtime}, not {runtime}")
+    if predictor.percentile != pct:
+        raise ConfigError(f"the loaded profile of {device} predicts {predictor.percentile}, not {pct}")
+    return predictor
+
+
+def _candidates(net: Any, runtime: str, measurer: Any, predictor: Any, settings: Any, pct: str,
+                on_measure: Callable[[Any, float], None] | None) -> Any:
+    """A CandidateMeasurer on the device, with the profile's measure settings (so figures compare)."""
+    from host.profiling.build import ExtractingBuilder
+    from host.profiling.measurers import CandidateMeasurer
+    from host.profiling.plan import MeasureSettings
+
+    if settings is None and predictor is not None and isinstance(predictor.entry.get("measure"), dict):
+        known = MeasureSettings.__dataclass_fields__
+        settings = MeasureSettings(**{k: v for k, v in predictor.entry["measure"].items() if k in known})
+    return CandidateMeasurer(ExtractingBuilder(net, runtime), measurer, net.input_shape, settings or MeasureSettings(),
+                             stat=pct, on_measure=on_measure)
+
+
+def _drift_check(predictor: Any, measurer: Any, mode: str, live: bool, device: str, layout: Any, net: Any,
+                 pct: str, agent: str | None) -> Any:
+    """Run (or say why not) the drift check before a predicted search."""
+    from host.profiling.drift import DriftCheck, fingerprint
+
+    if live:
+        return DriftCheck.skipped("live search: every candidate is measured on the device")
+    if predictor is None:
+        return DriftCheck.skipped("no profile")
+    if mode == "off":
+        return DriftCheck.skipped("drift check turned off (--drift-check off)")
+    if measurer is None:
+        if mode == "on":
+            raise ConfigError(f"--drift-check on needs the agent of {device}: give --agent HOST:PORT or a device of "
+                              "the inventory")
+        return DriftCheck.skipped(f"no agent reachable for {device}: the profile is used as it is")
+    if not predictor.entry.get("references"):
+        if mode == "on":
+            raise ConfigError(f"the profile of {device} keeps no reference subnets: re-fit it with `nnf fit` to "
+                              "enable drift checks")
+        return DriftCheck.skipped("the profile keeps no reference subnets")
+    return fingerprint(predictor.entry, layout, net, measurer, percentile=pct, agent=agent)
+
+
+def _search(assemble: GateAssembler, task: str, predictor: Any, candidates: Any, budget: Budget, *, live: bool,
+            method: str, step: float, device: str, chunk: int | None) -> SearchResult:
+    """The predicted search (bounds = prediction + margin held to the budget), or the live one."""
+    if live:
+        start = None
+        if predictor is not None:
+            try:
+                start = batched_search(assemble, task, predictor.guarded(), budget, step=step, device=device).grid_index
+            except SearchError:
+                start = 0
+        return live_search(assemble, task, candidates, budget, step=step, start_index=start, device=device)
+    if method == "algorithm1":
+        return algorithm1(assemble, task, predictor.guarded(), budget, step=step, device=device)
+    if method == "batched":
+        return batched_search(assemble, task, predictor.guarded(), budget, step=step, device=device, chunk=chunk)
+    raise ConfigError(f"unknown search method {method!r}; use batched or algorithm1")
+
+
+def _prediction(predictor: Any, counts: np.ndarray, pct: str) -> dict:
+    lat, mem = predictor.predict_counts(counts)
+    blat, bmem = predictor.bound_counts(counts)
+    return {
+        "predicted": {"latency_ms": round(float(lat[0]) / 1000, 4), "memory_mb": round(float(mem[0]) / 1e6, 4),
+                      "latency_bound_ms": round(float(blat[0]) / 1000, 4),
+                      "memory_bound_mb": round(float(bmem[0]) / 1e6, 4), "percentile": pct},
+        "margin": predictor.margins(),
+        "profile": {"fitted_at": predictor.entry.get("fitted_at"), "runtime": predictor.runtime,
+                    "fit_mix": predictor.entry.get("fit_mix")},
+    }

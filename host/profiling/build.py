@@ -16,7 +16,6 @@ from typing import Protocol
 import numpy as np
 import torch
 
-from host.errors import ConfigError
 from host.exports.formats import ExportFormat
 
 
@@ -71,24 +70,10 @@ def torchscript_bytes(module: torch.nn.Module, input_shape: Sequence[int]) -> by
 
 
 def format_for_runtime(runtime: str) -> ExportFormat:
-    """The export format a device runtime loads (``host.exports.formats`` has each format's suffix, the agent's
-    runtime table which runtime reads that suffix: the protocol's contract, not another copy of it)."""
-    from agent.runtimes import runtime_from_suffix, runtime_name
-    from host.exports.formats import FORMATS
+    """The export format a device runtime loads (the one table: ``host.exports.formats``; any spelling)."""
+    from host.exports.formats import format_for_agent_runtime
 
-    for fmt in FORMATS.values():
-        if runtime_name(runtime_from_suffix("model" + fmt.suffix)) == runtime:
-            return fmt
-    known = [runtime_name(runtime_from_suffix("model" + f.suffix)) for f in FORMATS.values()]
-    raise ConfigError(f"unknown runtime {runtime!r}; choose one of {', '.join(known)}")
-
-
-def runtime_for_format(name: str) -> str:
-    """The device runtime that loads export format ``name`` (``--format``)."""
-    from agent.runtimes import runtime_from_suffix, runtime_name
-    from host.exports.formats import get_format
-
-    return runtime_name(runtime_from_suffix("model" + get_format(name).suffix))
+    return format_for_agent_runtime(runtime)
 
 
 class ExtractingBuilder:
@@ -106,7 +91,7 @@ class ExtractingBuilder:
                  constant_weights: bool = False) -> None:
         self.format = format_for_runtime(runtime)
         self.net = net.eval()
-        self.runtime = runtime
+        self.runtime = self.format.agent_runtime  # any spelling in; the agent's name on the wire
         self.input_shape = tuple(net.input_shape)
         self.constant_weights = constant_weights
         self.structure = None

@@ -223,16 +223,16 @@ def find_entry(device: str, layout: GateLayout, runtime: str | None = None, root
     if not keys:
         have = [k for k, e in entries.items() if e.get("config") == layout.config]
         if runtime and have:
-            other = entries[have[0]]["runtime"]
+            other, want = _user_runtime(entries[have[0]]["runtime"]), _user_runtime(runtime)
             raise ConfigError(
-                f"device {device!r} is profiled for {layout.config} on runtime {other!r}, not on {runtime!r}: a "
-                f"{other} profile does not predict {runtime} (e.g. ONNX Runtime and TorchScript differ by 2x on the "
+                f"device {device!r} is profiled for {layout.config} on runtime {other!r}, not on {want!r}: a "
+                f"{other} profile does not predict {want} (e.g. ONNX Runtime and TorchScript differ by 2x on the "
                 f"same model). Profile that runtime: `nnf profile --device {device} --backbone {layout.config} "
-                f"--runtime {runtime}` then `nnf fit --device {device} --backbone {layout.config} --runtime {runtime}`"
+                f"--runtime {want}` then `nnf fit --device {device} --backbone {layout.config} --runtime {want}`"
             )
         raise ConfigError(
             f"device {device!r} has no profile for supernet {layout.config!r}"
-            + (f" with runtime {runtime!r}" if runtime else "")
+            + (f" with runtime {_user_runtime(runtime)!r}" if runtime else "")
             + f" (it has: {', '.join(sorted(entries)) or 'none'}); profile and fit it: "
             f"`nnf profile --device {device} --backbone {layout.config}` then `nnf fit --device {device}`"
         )
@@ -248,6 +248,16 @@ def find_entry(device: str, layout: GateLayout, runtime: str | None = None, root
             f"{layout.fingerprint()[:12]}): its per-layer coefficients do not apply; re-profile this supernet"
         )
     return keys[0], entry
+
+
+def _user_runtime(runtime: str) -> str:
+    """The name users type for a runtime (``--runtime``/``--format``), from any spelling."""
+    from host.exports.formats import format_for_agent_runtime
+
+    try:
+        return format_for_agent_runtime(runtime).name
+    except ConfigError:
+        return runtime
 
 
 def load_predictor(device: str, layout: GateLayout, runtime: str | None = None, root: Path | None = None, *,

@@ -210,8 +210,8 @@ class CampaignRunner:
                 bar.close()
         return self.summarise(t, plan, how, len(jobs), already, p, time.perf_counter() - t0)
 
-    def _one(self, t: DeviceTarget, plan: CampaignPlan, sampler: Sampler, job: Job, host_lock, measure_lock,  # noqa: ANN001
-             p: _Progress, bar) -> bool:  # noqa: ANN001
+    def _one(self, t: DeviceTarget, plan: CampaignPlan, sampler: Sampler, job: Job, host_lock, measure_lock,
+             p: _Progress, bar) -> bool:
         """Measure one job and store the outcome; False when it failed transiently (worth retrying)."""
         th = time.perf_counter()
         with host_lock, self._build_lock:
