@@ -69,8 +69,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="campaign seed (gate vectors and order)")
     p.add_argument("--reference-every", type=int, default=50,
                    help="re-measure the reference subnets every N samples to track drift (0 = never)")
-    p.add_argument("--ratio-min", type=float, default=0.05)
-    p.add_argument("--ratio-max", type=float, default=1.0)
+    p.add_argument("--ratio-min", type=float, default=0.05,
+                   help="smallest fraction of modules a uniform sample keeps (default 0.05)")
+    p.add_argument("--ratio-max", type=float, default=1.0,
+                   help="largest fraction of modules a uniform sample keeps (default 1.0)")
     p.add_argument("--jitter", type=float, default=0.3, help="per-layer keep-ratio spread around each sample's ratio")
     p.add_argument("--threads", type=int, default=1, help="threads the agent runs each subnet with (default 1)")
     add_warmup_runs_arg(p, default=5, help="untimed runs before measuring each subnet")
