@@ -108,3 +108,39 @@ def test_profile_fit_and_fingerprint_on_a_real_agent(tmp_path: Path) -> None:
         agent.terminate()
         agent.wait(timeout=30)
         agent.stdout.close()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_inventory_device_profile_fingerprint_and_live_generation(tmp_path: Path) -> None:
+    """An inventory device needs no --agent anywhere: `nnf profile`, `nnf devices fingerprint` and
+    `nnf generate --live` open its tunnel and read its token themselves; --live prints each measurement."""
+    from tests.support.deploy_helpers import DEVICE_PYTHON, write_inventory
+
+    inv = write_inventory(tmp_path / "devices.toml", {
+        "here": {"transport": "local", "python": DEVICE_PYTHON, "workdir": str(tmp_path / "here" / "nnf")}})
+    nnf = [sys.executable, "-m", "host"]
+    run = lambda *a, **kw: subprocess.run([*nnf, *a], cwd=str(ROOT), capture_output=True, text=True,  # noqa: E731
+                                          timeout=600, **kw)
+    assert run("deploy", "here", "--inventory", str(inv), "--json").returncode == 0
+    try:
+        camp, profiles = tmp_path / "camp", tmp_path / "profiles"
+        prof = run("profile", "--device", "here", "--inventory", str(inv), "--backbone", "resnet_tiny", "--samples",
+                   "6", "--reference-every", "3", "--warmup-runs", "1", "--repeats", "10", "--min-time-s", "0.02",
+                   "--campaigns-dir", str(camp), "--no-progress", "--json")
+        assert prof.returncode == 0, prof.stderr
+        assert json.loads(prof.stdout.strip().splitlines()[-1])["devices"][0]["measured_now"] == 6 + 9
+        fit = run("fit", "--device", "here", "--campaigns-dir", str(camp), "--profiles-dir", str(profiles),
+                  "--test", "2", "--json")
+        assert fit.returncode == 0, fit.stderr
+        fp = run("devices", "fingerprint", "here", "--inventory", str(inv), "--profiles-dir", str(profiles), "--json")
+        assert fp.returncode in (0, 1), fp.stderr
+        out = json.loads(fp.stdout.strip().splitlines()[-1])
+        assert out["agent"].startswith("127.0.0.1:") and len(out["latency_ratios"]) == 3
+        live = run("generate", "--space", "numvqa", "--task", "exactly one 0", "--device", "here", "--inventory",
+                   str(inv), "--latency-ms", "1000", "--live", "--out", str(tmp_path / "m"))
+        assert live.returncode == 0, live.stderr
+        assert "measured" in live.stdout and live.stderr.count("  measured ") >= 1, live.stderr
+        assert "activation limit  1" in live.stdout  # a 1 s budget fits the full model
+    finally:
+        run("undeploy", "here", "--inventory", str(inv), "--json")
