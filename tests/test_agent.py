@@ -36,8 +36,8 @@ from host.client import (
     ProfileRequest,
     TensorSpec,
 )
-from tests import agent_artifacts as A
-from tests.agent_servers import agent_server as running_agent
+from tests.support import agent_artifacts as A
+from tests.support.agent_servers import agent_server as running_agent
 
 ROOT = Path(__file__).resolve().parents[1]
 QUICK = {"warmup_runs": 2, "repeats": 5, "min_time_s": 0.0}
@@ -430,8 +430,8 @@ def test_non_loopback_bind_needs_token(tmp_path: Path) -> None:
     assert proc.returncode == 2 and "without a token" in proc.stderr
 
 
-def test_tls(tmp_path: Path) -> None:
-    pytest.importorskip("cryptography")
+def write_self_signed(tmp_path: Path) -> tuple[Path, Path]:
+    """A self-signed certificate for ``localhost`` and its key, as PEM files in ``tmp_path``."""
     import datetime
 
     from cryptography import x509
@@ -448,11 +448,17 @@ def test_tls(tmp_path: Path) -> None:
             .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
             .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
             .sign(key, hashes.SHA256()))
-    cert_pem = cert.public_bytes(serialization.Encoding.PEM)
-    (tmp_path / "cert.pem").write_bytes(cert_pem)
+    (tmp_path / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     (tmp_path / "key.pem").write_bytes(key.private_bytes(serialization.Encoding.PEM,
                                                          serialization.PrivateFormat.PKCS8,
                                                          serialization.NoEncryption()))
+    return tmp_path / "cert.pem", tmp_path / "key.pem"
+
+
+def test_tls(tmp_path: Path) -> None:
+    pytest.importorskip("cryptography")
+    cert, _ = write_self_signed(tmp_path)
+    cert_pem = cert.read_bytes()
     with running_agent(tmp_path / "c", address="localhost:0", token="t", tls_cert=tmp_path / "cert.pem",
                        tls_key=tmp_path / "key.pem") as (addr, _):
         port = addr.rsplit(":", 1)[1]

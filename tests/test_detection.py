@@ -19,7 +19,7 @@ from host.generate import ModelFactory, evaluate_generated
 from host.profiling.predictor import StructureModel
 from host.supernets import build_supernet
 from host.training import TrainConfig, Trainer
-from tests.helpers import randomize_norms
+from tests.support.helpers import randomize_norms
 
 NONE = torch.zeros(0, dtype=torch.long)
 

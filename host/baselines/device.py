@@ -17,10 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import os
-import signal
-import subprocess
-import sys
 import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -159,40 +155,22 @@ class AgentMeter:
 
 
 @contextlib.contextmanager
-def local_agent(cache_dir: Path | None = None, *, timeout_s: float = 60.0) -> Iterator[str]:
-    """Start ``nnf-agent serve`` on 127.0.0.1 (any free port) for the ``with`` block; yields ``HOST:PORT``.
+def local_agent(cache_dir: Path | None = None) -> Iterator[tuple[str, str | None]]:
+    """An agent on this machine (``agent.launch``, any free loopback port) for the ``with`` block.
 
-    The agent measures with its defaults (a fresh worker per request at nice −20, the device-wide lock).
+    Yields ``(HOST:PORT, token)``. The agent measures with its defaults (a child forked per request at
+    nice -20, the device-wide lock) and is stopped when the block ends.
     """
-    with contextlib.ExitStack() as stack:
-        if cache_dir is None:
-            cache_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="nnf-agent-cache-")))
-        env = {k: v for k, v in os.environ.items() if k != "NNF_AGENT_TOKEN"}
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "agent", "serve", "--port", "0", "--cache-dir", str(cache_dir)],
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env,
-            cwd=str(Path(__file__).resolve().parents[2]),
-        )
-        try:
-            assert proc.stdout is not None
-            line = proc.stdout.readline()
-            if not line.startswith("NNF_AGENT_LISTENING"):
-                raise AgentError(f"the local agent did not start (printed {line.strip()!r}, exit {proc.poll()}); "
-                                 "run `nnf-agent serve --port 0` by hand to see why")
-            fields = dict(kv.split("=", 1) for kv in line.split()[1:])
-            addr = f"127.0.0.1:{fields['port']}"
-            from host.client import AgentClient
+    from agent.launch import LaunchError
+    from agent.launch import local_agent as launch
+    from host.client import AgentClient
 
-            with AgentClient(addr, timeout_s=timeout_s) as client:
-                client.wait_ready(timeout_s)
-            yield addr
-        finally:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(timeout=20)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
-            if proc.stdout is not None:
-                proc.stdout.close()
+    with tempfile.TemporaryDirectory(prefix="nnf-baselines-agent-") as tmp, contextlib.ExitStack() as stack:
+        try:  # a private loopback agent with its own token (generated in its state directory)
+            agent = stack.enter_context(launch(cache_dir=cache_dir or Path(tmp) / "cache",
+                                               state_dir=Path(tmp) / "state"))
+        except LaunchError as exc:
+            raise AgentError(f"the local agent did not start: {exc}") from None
+        with AgentClient(agent.address, token=agent.token, timeout_s=60.0) as client:
+            client.wait_ready(60.0)
+        yield agent.address, agent.token

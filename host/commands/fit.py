@@ -2,11 +2,12 @@
 
     nnf fit --device local-cpu [--backbone resnet_numvqa] [--test 100] [--percentiles 50,90,99]
 
-Writes ``device_profiles/<device>.json`` (see ``host.profiling.device_profile``): one latency model per
-percentile of each subnet's timed runs (a budget is held to one of them: ``nnf generate --percentile``),
-the memory model, the calibrated safety margins (from the held-out subnets' errors: predicted plus margin
-covers the measured value on 99 % of subnets), the reference subnets for drift checks, the sample mix it
-was fitted on, and held-out accuracy figures for the paper's linear latency model and the improved one.
+Writes ``<profiles dir>/<device>.json`` (default ``~/.local/share/nn-factory/device_profiles``; see
+docs/cli.md; ``nnf generate --device`` finds it there, then among the profiles shipped with NN-Factory): one
+latency model per percentile of each subnet's timed runs (a budget is held to one of them: ``nnf generate
+--percentile``), the memory model, the calibrated safety margins (from the held-out subnets' errors: predicted
+plus margin covers the measured value on 99 % of subnets), the reference subnets for drift checks, the sample
+mix it was fitted on, and held-out accuracy figures for the paper's linear latency model and the improved one.
 Warnings say what weakens the fit (a shrunk held-out set, too few subnets, an unfinished campaign).
 """
 
@@ -20,14 +21,14 @@ from host.errors import ConfigError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("fit", help="fit a device's predictors from its profiling campaign -> device_profiles/<device>.json",
+    p = sub.add_parser("fit", help="fit a device's predictors from its profiling campaign into its device profile",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", required=True, help="device name used with `nnf profile`")
     p.add_argument("--backbone", default=None, help="supernet config (needed when the device has several campaigns)")
     add_runtime_arg(p, help="runtime of the campaign (needed when the device has several campaigns)")
     p.add_argument("--store", default=None, help="campaign store path (default: found under --campaigns-dir)")
-    p.add_argument("--campaigns-dir", default=None, help="default $NNF_CAMPAIGNS_DIR or ./nnf-campaigns")
-    p.add_argument("--profiles-dir", default=None, help="default $NNF_PROFILES_DIR or the repository's device_profiles/")
+    p.add_argument("--campaigns-dir", default=None, help="where campaign stores live (default $NNF_CAMPAIGNS_DIR, else ~/.local/share/nn-factory/campaigns)")
+    p.add_argument("--profiles-dir", default=None, help="where to write the profile (default $NNF_PROFILES_DIR, else ~/.local/share/nn-factory/device_profiles)")
     p.add_argument("--test", type=int, default=100, help="held-out subnets for the accuracy figures (default 100)")
     p.add_argument("--test-store", default=None,
                    help="a separate campaign (same --seed, e.g. --passes 3) whose subnets are the held-out set")

@@ -29,7 +29,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     from host.commands.options import add_agent_arg
 
     # device budgets (host.profiling.budget): search the largest limit whose model fits the device
-    p.add_argument("--device", default=None, help="device whose profile (device_profiles/<device>.json) sets the limit")
+    p.add_argument("--device", default=None, help="device whose fitted profile (`nnf fit`, or shipped) sets the limit")
     p.add_argument("--latency-ms", type=float, default=None,
                    help="latency budget on --device (milliseconds), held at --percentile of the model's runs")
     p.add_argument("--memory-mb", type=float, default=None, help="memory budget on --device (MB = 10^6 bytes)")
@@ -43,7 +43,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_agent_arg(p, help="the device's agent (default: the inventory's deployed agent, tunnel and token opened "
                           "here): used for the drift check, to measure the chosen model, and by --live")
     p.add_argument("--token", default=None, help="agent bearer token for --agent (default: $NNF_AGENT_TOKEN)")
-    p.add_argument("--inventory", default=None, help="device inventory TOML (default $NNF_INVENTORY or ./devices.toml)")
+    p.add_argument("--inventory", default=None, help="device inventory TOML (default: $NNF_INVENTORY, ./devices.toml, ~/.config/nn-factory/devices.toml)")
     p.add_argument("--drift-check", default="auto", choices=["auto", "on", "off"],
                    help="re-measure the profile's reference subnets before a predicted search: auto (default: when "
                         "the device's agent is reachable), on (required), off")
@@ -111,7 +111,6 @@ def run(args: argparse.Namespace) -> int:
 def _run_device(args: argparse.Namespace, factory, load_s: float) -> int:
     """Device-budget generation (owned by the profiling package; see host/profiling/budget.py)."""
     import contextlib
-    import sys
 
     from host.cli import print_json
     from host.errors import ConfigError
@@ -129,11 +128,6 @@ def _run_device(args: argparse.Namespace, factory, load_s: float) -> int:
                               "drop --int8, or generate with --activation-limit and profile the int8 model yourself")
         runtime = agent_runtime(args.format)  # the budget must be priced on the runtime that will run it
 
-    def progress(m, latency_us: float) -> None:
-        if not args.json:
-            print(f"  measured {latency_us / 1000:.3f} ms (p{args.percentile}), {m.peak_bytes / 1e6:.2f} MB peak",
-                  file=sys.stderr, flush=True)
-
     with contextlib.ExitStack() as stack:
         measurer, agent, note = _device_agent(stack, device, args)
         if note and args.drift_check == "on":
@@ -141,7 +135,7 @@ def _run_device(args: argparse.Namespace, factory, load_s: float) -> int:
         _, report = generate_for_device(
             factory, args.task, device, budget, percentile=args.percentile, runtime=runtime, live=args.live,
             measurer=measurer, agent=agent, drift_check=args.drift_check, method=args.search, out_dir=args.out,
-            profiles_root=args.profiles_dir, on_measure=progress, meta={"checkpoint": str(factory.checkpoint)},
+            profiles_root=args.profiles_dir, meta={"checkpoint": str(factory.checkpoint)},
         )
     if note and report["drift_check"]["status"] == "skipped":
         report["drift_check"]["message"] = note

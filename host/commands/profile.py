@@ -33,7 +33,11 @@ DEFAULT_MIX_WITHOUT_GENERATOR = "uniform=0.7,stratified=0.3"
 
 
 def default_campaigns_dir() -> Path:
-    return Path(os.environ.get("NNF_CAMPAIGNS_DIR", "nnf-campaigns"))
+    """``$NNF_CAMPAIGNS_DIR``, else ``$XDG_DATA_HOME/nn-factory/campaigns`` (see ``host.paths``)."""
+    from host.paths import user_data_dir
+
+    env = os.environ.get("NNF_CAMPAIGNS_DIR")
+    return Path(env) if env else user_data_dir() / "campaigns"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -47,8 +51,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="device name (repeat for several devices, each with its --agent)")
     add_agent_arg(p, action="append",
                   help="address of the device's agent (one per --device, same order); without it each device is "
-                       "looked up in the device inventory and reached through its deployed agent")
-    p.add_argument("--inventory", default=None, help="device inventory TOML (default $NNF_INVENTORY or ./devices.toml)")
+                        "looked up in the device inventory and reached through its deployed agent")
+    p.add_argument("--inventory", default=None,
+                   help="device inventory TOML (default: $NNF_INVENTORY, ./devices.toml, ~/.config/nn-factory/devices.toml)")
     p.add_argument("--token", default=None, help="agent bearer token for --agent (default: $NNF_AGENT_TOKEN)")
     p.add_argument("--backbone", required=True, help="supernet config name, e.g. resnet_numvqa, resnet18")
     p.add_argument("--samples", type=int, default=2000,
@@ -88,7 +93,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--compression", default="none", choices=["none", "gzip", "deflate"],
                    help="compress uploads on the wire (pays off with --weights constant)")
     p.add_argument("--store", default=None, help="campaign store path (one device only)")
-    p.add_argument("--campaigns-dir", default=None, help="where stores live (default $NNF_CAMPAIGNS_DIR or ./nnf-campaigns)")
+    p.add_argument("--campaigns-dir", default=None, help="where stores live (default $NNF_CAMPAIGNS_DIR, else ~/.local/share/nn-factory/campaigns)")
     p.add_argument("--remote", action="store_true",
                    help="the agents do not share this machine even if reached over loopback (e.g. an ssh tunnel): "
                         "host work may then overlap their measurements")
@@ -167,7 +172,6 @@ def run(args: argparse.Namespace) -> int:
     torch.set_num_threads(1)
     net = build_supernet(args.backbone)
     layout = net.gate_layout()
-    builder = ExtractingBuilder(net, args.runtime, constant_weights=args.weights == "constant")
     root = Path(args.campaigns_dir) if args.campaigns_dir else default_campaigns_dir()
     paths = [Path(args.store) if args.store else default_store_path(root, n, args.backbone, args.runtime) for n in devices]
     if args.mix is not None:
@@ -176,7 +180,6 @@ def run(args: argparse.Namespace) -> int:
         stored = _stored_mix(paths)
         has_generator = args.checkpoint is not None or args.space is not None or shipped_generator_for(args.backbone)
         mix = stored or SampleMix.parse(DEFAULT_MIX_WITH_GENERATOR if has_generator else DEFAULT_MIX_WITHOUT_GENERATOR)
-    generator = load_generator(args.backbone, layout, args.checkpoint, args.space) if mix.generated > 0 else None
     plan = CampaignPlan(
         backbone=args.backbone, layout_fingerprint=layout.fingerprint(), runtime=args.runtime,
         input_shape=tuple(net.input_shape), samples=args.samples, seed=args.seed, ratio_min=args.ratio_min,
@@ -194,6 +197,9 @@ def run(args: argparse.Namespace) -> int:
                 target=args.target, compression=args.compression, remote=args.remote))
             store = stack.enter_context(CampaignStore(paths[i]))
             targets.append(DeviceTarget(name, measurer, store, local=link.local))
+            measurer.device_info()  # an unreachable agent fails now, before the slow preparations below
+        generator = load_generator(args.backbone, layout, args.checkpoint, args.space) if mix.generated > 0 else None
+        builder = ExtractingBuilder(net, args.runtime, constant_weights=args.weights == "constant")
         runner = CampaignRunner(plan, layout, builder, generator=generator,
                                 progress=not args.no_progress and not args.json)
         summaries = runner.run(targets, stop_after=args.stop_after)

@@ -39,6 +39,7 @@ device profile (``host.profiling.device_profile``) at the budget's percentile an
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -52,6 +53,8 @@ from host.errors import ConfigError, SearchError
 from host.gates import activation_ratio
 from host.profiling.build import gates_sha256
 from host.profiling.data import DEFAULT_PERCENTILE, percentile_name
+
+log = logging.getLogger(__name__)
 
 
 class GateAssembler(Protocol):
@@ -283,10 +286,13 @@ def live_search(
         row = _row(gates_all, i)
         key = gates_sha256(row)
         if key not in cache:
+            log.info("live: measuring the model for limit %.2f on the device ...", float(grid[i]))
             cache[key] = measure(row)
             new_measurements += 1
         lat, mem = cache[key]
         ok = bool(budget.fits(np.array([lat]), np.array([mem]))[0])
+        log.info("live: limit %.2f: %.3f ms, %.2f MB: %s", float(grid[i]), lat / 1000, mem / 1e6,
+                 "fits" if ok else "over budget")
         measured[i] = (lat, mem, ok)
         history.append({"limit": round(float(grid[i]), 6), "latency_ms": lat / 1000, "memory_mb": mem / 1e6, "fits": ok})
         return ok
@@ -497,7 +503,11 @@ def generate_for_device(
         report["param_bytes"] = compact.spec.param_bytes()
         report["peak_activation_bytes"] = compact.spec.peak_activation_bytes()
     if candidates is not None:
-        lat_m, mem_m = (result.latency_us, result.memory_bytes) if live else candidates(result.gates)
+        if live:
+            lat_m, mem_m = result.latency_us, result.memory_bytes
+        else:
+            log.info("measuring the chosen model (limit %.2f) on the device ...", result.limit)
+            lat_m, mem_m = candidates(result.gates)
         report["measured"] = {"latency_ms": round(lat_m / 1000, 4), "memory_mb": round(mem_m / 1e6, 4),
                               "percentile": pct, "agent": agent,
                               "fits": bool(budget.fits([lat_m], [mem_m])[0]),

@@ -17,6 +17,7 @@ Memory is checked the same way on the references' peak bytes.
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -29,6 +30,8 @@ from host.gates import GateLayout
 from host.profiling.measurers import CandidateMeasurer, Measurer
 from host.profiling.plan import MeasureSettings
 from host.profiling.store import unpack_gates
+
+log = logging.getLogger(__name__)
 
 MAX_RESCALE = 2.0  # a uniform factor beyond this (or below its inverse) is refused: probably another device
 
@@ -137,7 +140,12 @@ def fingerprint(entry: dict, layout: GateLayout, net: torch.nn.Module, measurer:
     settings = MeasureSettings(**{k: v for k, v in (entry.get("measure") or {}).items() if k in known})
     cm = CandidateMeasurer(ExtractingBuilder(net, entry["runtime"]), measurer, net.input_shape, settings, stat=percentile)
     t0 = time.perf_counter()
-    measured = [cm.measure(g) for g in gates]
+    measured = []
+    for ratio, g, want in zip(refs.get("ratios") or [None] * len(gates), gates, expected, strict=True):
+        m = cm.measure(g)
+        log.info("drift check: reference %s: %.3f ms %s (profiled %.3f ms)", f"{ratio:.0%}" if ratio else "",
+                 m.latency(percentile) / 1000, percentile, want / 1000)
+        measured.append(m)
     lat = [m.latency(percentile) / e for m, e in zip(measured, expected, strict=True)]
     peaks = refs.get("peak_bytes") or []
     mem = [m.peak_bytes / p for m, p in zip(measured, peaks, strict=True) if p and p == p and m.peak_bytes > 0]
