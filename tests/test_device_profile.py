@@ -52,6 +52,11 @@ def fitted(tmp_path_factory) -> tuple[Path, Path, GateLayout]:
     return path, profiles, layout
 
 
+@pytest.fixture(scope="module")
+def fitted_store(fitted) -> Path:
+    return fitted[0].parents[1] / "c.sqlite"
+
+
 def test_profile_file_is_plain_json_with_figures(fitted) -> None:
     path, profiles, layout = fitted
     data = json.loads(path.read_text())
@@ -206,3 +211,25 @@ def test_version_1_entry_is_refused_with_advice(fitted, tmp_path: Path) -> None:
     (tmp_path / "old.json").write_text(json.dumps({**data, "version": 1, "profiles": {"resnet_tiny/torchscript": old}}))
     with pytest.raises(SpecError, match="predicts the p10 of each subnet's runs.*re-fit it"):
         load_predictor("old", layout, root=tmp_path)
+
+
+def test_cli_fit_warns_prints_margins_and_hints(fitted_store: Path, tmp_path: Path, capsys) -> None:
+    from host.cli import main
+
+    profiles = tmp_path / "p"
+    rc = main(["fit", "--device", "dev-9", "--store", str(fitted_store), "--profiles-dir", str(profiles), "--test",
+               "100", "--train-limit", "500", "--percentiles", "50,90"])
+    out, err = capsys.readouterr()
+    assert rc == 0, err
+    assert "warning: held out 20 subnets instead of the 100 asked" in err  # never more than half of the campaign
+    assert "warning: --train-limit 500, but only 20 training subnets exist: fitted on 20" in err
+    assert "fitted on 20 subnets (stratified" in out and "tested on 20 held-out subnets" in out
+    assert "p50 latency" in out and "p90 latency (default)" in out and "p99" not in out
+    assert "margin    +" in out and "too few for that guarantee" in out
+    assert "next: nnf generate --task TASK --out OUT --device dev-9 --latency-ms MS --percentile 90" in out
+    assert "next: nnf devices fingerprint dev-9 --backbone resnet_tiny --runtime torchscript" in out
+    entry = json.loads((profiles / "dev-9.json").read_text())["profiles"]["resnet_tiny/torchscript"]
+    assert sorted(entry["percentiles"]) == ["p50", "p90"] and entry["samples"] == {"train": 20, "test": 20}
+    assert main(["fit", "--device", "dev-9", "--store", str(fitted_store), "--profiles-dir", str(profiles),
+                 "--percentiles", "95"]) == 2
+    assert "choose one of 50, 90, 99" in capsys.readouterr().err
