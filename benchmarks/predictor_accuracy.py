@@ -79,7 +79,8 @@ def measure(args: argparse.Namespace, store_path: Path) -> dict:
     mix = SampleMix.parse(args.mix or DEFAULT_MIX_WITH_GENERATOR)
     plan = CampaignPlan(backbone=args.backbone, layout_fingerprint=layout.fingerprint(), runtime="torchscript",
                         input_shape=tuple(net.input_shape), samples=args.samples, seed=args.seed, mix=mix,
-                        reference_every=args.reference_every, measure=MeasureSettings(clock=args.clock))
+                        reference_every=args.reference_every,
+                        measure=MeasureSettings(clock=args.clock, min_time_s=args.min_time_s))
     with CampaignStore(store_path) as store:
         plan, _ = store.bind_plan(plan, layout)
         left = len(schedule(plan)) - len(store.done_keys())
@@ -300,6 +301,7 @@ def main() -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--clock", default="wall", choices=["wall", "thread_cpu"], help="agent timing clock (see nnf profile)")
     p.add_argument("--reference-every", type=int, default=50)
+    p.add_argument("--min-time-s", type=float, default=1.0, help="minimum timed seconds per subnet (as nnf profile)")
     p.add_argument("--test-store", default=None,
                    help="held-out subnets from this campaign (same seed; e.g. --passes 3: median-of-three truth)")
     p.add_argument("--store", default=None, help="campaign store (default: nnf-campaigns/local-cpu/<backbone>-torchscript.sqlite)")

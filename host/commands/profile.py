@@ -82,7 +82,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=int, default=1, help="threads the agent runs each subnet with (default 1)")
     add_warmup_runs_arg(p, default=5, help="untimed runs before measuring each subnet")
     p.add_argument("--repeats", type=int, default=30, help="minimum timed runs per subnet")
-    p.add_argument("--min-time-s", type=float, default=0.5, help="minimum timed seconds per subnet")
+    p.add_argument("--min-time-s", type=float, default=1.0,
+                   help="minimum timed seconds per subnet (default 1.0: a steadier high percentile than 0.5)")
     p.add_argument("--deadline-s", type=float, default=120.0, help="per-subnet deadline on the agent")
     p.add_argument("--clock", default="wall", choices=["wall", "thread_cpu"],
                    help="wall: wall-clock time per run (default); thread_cpu: the worker thread's CPU time per run "
