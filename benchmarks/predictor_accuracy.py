@@ -114,7 +114,7 @@ def measure(args: argparse.Namespace, store_path: Path) -> dict:
 
 
 def evaluate(args: argparse.Namespace, store_path: Path) -> dict:
-    from host.profiling.data import load_samples
+    from host.profiling.data import load_samples, row_latency
     from host.profiling.device_profile import calibrated_margin, fit_models, heldout_arrays
     from host.profiling.store import CampaignStore
 
@@ -168,6 +168,16 @@ def evaluate(args: argparse.Namespace, store_path: Path) -> dict:
             continue
         warm = float(ctx.get("warmup_runs", 0)) * float(r["latency_mean_us"] or 0) / 1e6
         overhead.append(r["profile_seconds"] - ctx["load_time_ms"] / 1000 - warm - ctx["measure_time_s"])
+    # the noise floor: how far one measurement of the same subnet lands from that subnet's median
+    refs_by: dict[int, list[float]] = {}
+    for r in rows:
+        if r["kind"] == "ref":
+            refs_by.setdefault(r["idx"], []).append(row_latency(r, args.stat))
+    rel = [abs(v / np.median(vs) - 1) for vs in refs_by.values() if len(vs) >= 3 for v in vs]
+    noise = {"measurements": len(rel), "within_10pct": float(np.mean(np.array(rel) <= 0.10)) if rel else None,
+             "within_5pct": float(np.mean(np.array(rel) <= 0.05)) if rel else None,
+             "mape": float(np.mean(rel)) if rel else None,
+             "what": "each re-measurement of the reference subnets vs. that subnet's median (same statistic)"}
     mix: dict[str, int] = {}
     for r in samples:
         mix[r["source"]] = mix.get(r["source"], 0) + 1
@@ -182,6 +192,7 @@ def evaluate(args: argparse.Namespace, store_path: Path) -> dict:
         "test_truth": (f"median of {test_passes} passes (separate campaign {args.test_store})" if args.test_store
                        else "one pass (last subnets by index of the campaign)"),
         "samples_measured": n_all,
+        "noise_floor": noise,
         "profile_seconds_per_subnet": float(np.mean([r["profile_seconds"] for r in rows])),
         "profile_overhead_seconds_per_subnet": float(np.mean(overhead)) if overhead else None,
         "host_seconds_per_subnet": float(np.mean([r["host_seconds"] for r in rows])),

@@ -121,10 +121,6 @@ def test_shipped_profiles_load(tmp_path: Path) -> None:
         data = read_profile(f.stem, root)
         for entry in data["profiles"].values():
             layout = build_supernet(entry["config"]).gate_layout()
-            if "percentiles" not in entry:  # TODO(profiling): remove once the re-measured profile ships
-                with pytest.raises(SpecError, match="re-fit"):
-                    load_predictor(f.stem, layout, entry["runtime"], root=root)
-                continue
             pred = load_predictor(f.stem, layout, entry["runtime"], root=root, percentile=entry["default_percentile"])
             assert pred.latency_margin > 0 and pred.memory_margin >= 0 and entry["references"]["gates"]
             assert entry["fit_mix"]["test"].get("generated", 0) > 0  # held out on generated models too
