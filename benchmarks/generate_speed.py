@@ -51,8 +51,9 @@ def load_factory(space: str, checkpoint: str | None):
     except (NNFactoryError, FileNotFoundError) as exc:
         if checkpoint:
             raise
+        from host.models import build_models
         from host.tasks import load_space
-        from host.training import TrainConfig, build_models
+        from host.training import TrainConfig
 
         torch.manual_seed(0)
         models = build_models(load_space(space), "resnet_numvqa", TrainConfig(), with_aux=False)
@@ -76,10 +77,16 @@ def main() -> int:
     args = p.parse_args()
     torch.set_num_threads(1)
 
-    from host.budget import factory_assembler, generate_for_device
-    from host.device_profile import load_predictor
     from host.errors import SearchError
-    from host.search import Budget, algorithm1, batched_search, live_search
+    from host.profiling.budget import (
+        Budget,
+        algorithm1,
+        batched_search,
+        factory_assembler,
+        generate_for_device,
+        live_search,
+    )
+    from host.profiling.device_profile import load_predictor
 
     factory, source = load_factory(args.space, args.checkpoint)
     layout = factory.models.supernet.gate_layout()
@@ -90,7 +97,7 @@ def main() -> int:
     n_seen = max(1, args.tasks - 1)
     names = [seen[int(i)] for i in np.linspace(0, len(seen) - 1, n_seen)] + unseen[:1]
     names = names[: args.tasks]
-    from host.search import limit_grid
+    from host.profiling.budget import limit_grid
 
     def budgets_for(task: str) -> list[Budget]:
         # spread budgets over what this task's generated subnets can reach (1 % .. 100 % limits)
@@ -130,7 +137,9 @@ def main() -> int:
     if args.live > 0:
         from predictor_accuracy import start_local_agent, stop_agent
 
-        from host.campaign import AgentMeasurer, ExtractingBuilder, LiveDeviceMeasurer, MeasureSettings
+        from host.profiling.build import ExtractingBuilder
+        from host.profiling.measurers import AgentMeasurer, LiveDeviceMeasurer
+        from host.profiling.plan import MeasureSettings
 
         agent_proc = None
         tmp = tempfile.TemporaryDirectory(prefix="nnf-live-")

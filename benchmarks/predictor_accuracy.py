@@ -59,16 +59,11 @@ def stop_agent(proc: subprocess.Popen) -> None:
 def measure(args: argparse.Namespace, store_path: Path) -> None:
     import torch
 
-    from host.campaign import (
-        AgentMeasurer,
-        CampaignPlan,
-        CampaignRunner,
-        CampaignStore,
-        DeviceTarget,
-        ExtractingBuilder,
-        MeasureSettings,
-        schedule,
-    )
+    from host.profiling.build import ExtractingBuilder
+    from host.profiling.measurers import AgentMeasurer
+    from host.profiling.plan import CampaignPlan, MeasureSettings, schedule
+    from host.profiling.runner import CampaignRunner, DeviceTarget
+    from host.profiling.store import CampaignStore
     from host.supernets import build_supernet
 
     torch.manual_seed(args.seed)
@@ -105,8 +100,9 @@ def measure(args: argparse.Namespace, store_path: Path) -> None:
 
 
 def evaluate(args: argparse.Namespace, store_path: Path) -> dict:
-    from host.campaign import CampaignStore, load_samples
-    from host.device_profile import fit_models, heldout_arrays
+    from host.profiling.data import load_samples
+    from host.profiling.device_profile import fit_models, heldout_arrays
+    from host.profiling.store import CampaignStore
 
     with CampaignStore(store_path) as store:
         layout = store.layout()
@@ -168,9 +164,10 @@ def ablation(args: argparse.Namespace, store_path: Path) -> dict:
     """Improved latency model with one ingredient removed, plus drift correction, on all training subnets."""
     from dataclasses import replace
 
-    from host.campaign import CampaignStore, load_samples
-    from host.device_profile import heldout_arrays
-    from host.predictor import LatencyModel, LatencySchema, accuracy
+    from host.profiling.data import load_samples
+    from host.profiling.device_profile import heldout_arrays
+    from host.profiling.predictor import LatencyModel, LatencySchema, accuracy
+    from host.profiling.store import CampaignStore
 
     out = {}
     with CampaignStore(store_path) as store:
@@ -199,7 +196,9 @@ def time_host_work(args: argparse.Namespace, n: int) -> dict:
     """Host work per subnet with the current builder, in isolation: gates + extraction + export + store commit."""
     import torch
 
-    from host.campaign import CampaignStore, ExtractingBuilder, Job, sample_gates
+    from host.profiling.build import ExtractingBuilder
+    from host.profiling.plan import Job, sample_gates
+    from host.profiling.store import CampaignStore
     from host.supernets import build_supernet
 
     torch.manual_seed(args.seed)

@@ -9,11 +9,8 @@ leaves either the old model or the new one, never half of one.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -22,45 +19,10 @@ from safetensors.torch import load_file, save_file
 
 from host.compact import CompactModel, CompactSpec
 from host.errors import ArtifactError, SpecError
+from host.fileio import sha256_file, staging_dir, write_json_atomic
 
 SPEC_FILE = "spec.json"
 WEIGHTS_FILE = "model.safetensors"
-
-
-def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
-
-
-def write_json_atomic(path: str | os.PathLike[str], obj: Any) -> None:
-    """Write JSON to ``path`` via a temp file in the same directory + rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=2, sort_keys=True)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def replace_dir_atomic(build: Path, dest: Path) -> None:
-    """Move the finished directory ``build`` to ``dest``, replacing an existing ``dest`` as a whole."""
-    if dest.exists():
-        old = dest.with_name(f".{dest.name}.old-{os.getpid()}")
-        os.replace(dest, old)
-        os.replace(build, dest)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(build, dest)
 
 
 def save_compact(model: CompactModel, out_dir: str | os.PathLike[str], *, meta: dict | None = None) -> Path:
@@ -70,9 +32,7 @@ def save_compact(model: CompactModel, out_dir: str | os.PathLike[str], *, meta: 
         raise ArtifactError(f"{dest} exists and is not a directory; choose another --out")
     if dest.exists() and any(dest.iterdir()) and not (dest / SPEC_FILE).exists():
         raise ArtifactError(f"{dest} is a non-empty directory that holds no compact model; refusing to replace it")
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    build = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
-    try:
+    with staging_dir(dest) as build:
         tensors = {k: v.detach().contiguous().cpu() for k, v in model.net.state_dict().items()}
         save_file(tensors, str(build / WEIGHTS_FILE), metadata={"format": "nnfactory.compact-model"})
         spec_json = model.spec.to_json()
@@ -80,10 +40,6 @@ def save_compact(model: CompactModel, out_dir: str | os.PathLike[str], *, meta: 
             spec_json["meta"] = {**spec_json["meta"], **meta}
         spec_json["weights"] = {"file": WEIGHTS_FILE, "sha256": sha256_file(build / WEIGHTS_FILE)}
         write_json_atomic(build / SPEC_FILE, spec_json)
-        replace_dir_atomic(build, dest)
-    except BaseException:
-        shutil.rmtree(build, ignore_errors=True)
-        raise
     return dest
 
 
@@ -132,5 +88,4 @@ def model_summary(model: CompactModel) -> dict[str, Any]:
     return {**model.spec.summary(), "meta": model.spec.meta}
 
 
-__all__ = ["SPEC_FILE", "WEIGHTS_FILE", "load_compact", "read_spec", "save_compact", "sha256_file",
-           "write_json_atomic", "replace_dir_atomic", "model_summary"]
+__all__ = ["SPEC_FILE", "WEIGHTS_FILE", "load_compact", "model_summary", "read_spec", "save_compact"]

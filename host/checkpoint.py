@@ -16,11 +16,8 @@ checkpoint directories plus ``latest.json`` (replaced atomically) naming the lat
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,34 +27,12 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from host.errors import ArtifactError, SpecError
+from host.fileio import replace_dir, sha256_file, staging_dir
 
 CHECKPOINT_KIND = "nnf-generator-checkpoint"
 CHECKPOINT_VERSION = 1
 RUN_INDEX = "latest.json"
 SHIPPED_DIR = Path(__file__).parent / "checkpoints"
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` via a temporary file in the same directory and os.replace."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def optimizer_to_tensors(state: dict) -> tuple[dict[str, torch.Tensor], dict]:
@@ -108,31 +83,20 @@ def write_checkpoint(
     path = Path(path)
     if path.exists():
         raise ArtifactError(f"checkpoint directory {path} already exists; refusing to overwrite it")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
-    try:
+    with staging_dir(path, replace=False) as tmp:
         tensors = {k: v.detach().contiguous().cpu().clone() for k, v in model_tensors.items()}
         save_file(tensors, str(tmp / "model.safetensors"))
-        files = {"model.safetensors": _sha256(tmp / "model.safetensors")}
+        files = {"model.safetensors": sha256_file(tmp / "model.safetensors")}
         meta = dict(meta)
         if optimizer_state is not None:
             otensors, ometa = optimizer_to_tensors(optimizer_state)
             save_file(otensors, str(tmp / "optimizer.safetensors"))
-            files["optimizer.safetensors"] = _sha256(tmp / "optimizer.safetensors")
+            files["optimizer.safetensors"] = sha256_file(tmp / "optimizer.safetensors")
             meta["optimizer"] = ometa
         meta["kind"] = CHECKPOINT_KIND
         meta["version"] = CHECKPOINT_VERSION
         meta["files"] = files
         (tmp / "checkpoint.json").write_text(json.dumps(meta, indent=1, sort_keys=True))
-        umask = os.umask(0)
-        os.umask(umask)
-        for f in tmp.iterdir():  # mkdtemp/safetensors create private modes; use the ordinary ones
-            f.chmod(0o666 & ~umask)
-        tmp.chmod(0o777 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return path
 
 
@@ -183,7 +147,7 @@ def read_checkpoint(path: Path, *, with_optimizer: bool = False) -> Checkpoint:
             raise SpecError(f"checkpoint {path} has no {name} (it was saved without it)")
         if not fpath.is_file():
             raise ArtifactError(f"checkpoint {path} is missing {name}")
-        digest = _sha256(fpath)
+        digest = sha256_file(fpath)
         if digest != files[name]:
             raise ArtifactError(
                 f"{fpath} has sha256 {digest[:16]}… but the checkpoint records {files[name][:16]}…: "
@@ -227,12 +191,4 @@ def export_slim(source: Path, dest: Path, *, note: str = "") -> Path:
     staging = dest.with_name(f".{dest.name}.new")
     shutil.rmtree(staging, ignore_errors=True)
     write_checkpoint(staging, meta, tensors)
-    if dest.exists():
-        old = dest.with_name(f".{dest.name}.old")
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(dest, old)
-        os.replace(staging, dest)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(staging, dest)
-    return dest
+    return replace_dir(staging, dest)

@@ -20,8 +20,8 @@ import torch
 from host.assembler import GateResult, check_limits
 from host.checkpoint import read_checkpoint, shipped_checkpoint
 from host.errors import ConfigError
+from host.models import Models, load_models
 from host.tasks import Task, TaskSpace, get_family, load_space
-from host.training import Models, load_models
 
 
 @dataclass

@@ -37,9 +37,11 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from host.assembler import AssemblerConfig, ModuleAssembler, gate_loss, hard_gates_st, semhash_gates
-from host.checkpoint import RUN_INDEX, Checkpoint, atomic_write_text, read_checkpoint, write_checkpoint
+from host.assembler import ModuleAssembler, gate_loss, hard_gates_st, semhash_gates
+from host.checkpoint import RUN_INDEX, Checkpoint, read_checkpoint, write_checkpoint
 from host.errors import ConfigError, SpecError
+from host.fileio import atomic_write_text
+from host.models import AuxCountHead, Models, build_models, final_linear, load_models, warm_start
 from host.tasks import TaskSpace, get_family, load_space
 
 TRAIN_CONFIG_VERSION = 1
@@ -100,53 +102,7 @@ class TrainConfig:
         return cls(**{k: v for k, v in data.items() if k in names})
 
 
-# ---- models -------------------------------------------------------------------------------------
-
-
-def final_linear(net: nn.Module) -> tuple[str, nn.Linear]:
-    """The supernet's classifier: its last nn.Linear."""
-    found = [(n, m) for n, m in net.named_modules() if isinstance(m, nn.Linear)]
-    if not found:
-        raise ConfigError(f"supernet {type(net).__name__} has no nn.Linear classifier to pre-train through")
-    return found[-1]
-
-
-def build_supernet_for(space: TaskSpace, backbone: str, sampler_shape: tuple[int, ...]) -> nn.Module:
-    from host.supernets import build_supernet, list_configs
-
-    names = list(list_configs())
-    if backbone not in names:
-        from host.errors import suggest
-
-        raise ConfigError(f"unknown backbone {backbone!r}.{suggest(backbone, names)} Known: {', '.join(names)}")
-    net = build_supernet(backbone)
-    if tuple(net.input_shape) != tuple(sampler_shape):
-        c, h, w = sampler_shape
-        try:
-            net = build_supernet(backbone, num_classes=2, in_chans=c, image_size=h)
-        except TypeError as exc:  # pragma: no cover - depends on the registry's signature
-            raise ConfigError(f"backbone {backbone} takes {net.input_shape} inputs, task space gives {sampler_shape}") from exc
-        if tuple(net.input_shape) != tuple(sampler_shape):
-            raise ConfigError(
-                f"backbone {backbone} takes {tuple(net.input_shape)} inputs but task space {space.name} "
-                f"produces {tuple(sampler_shape)} images"
-            )
-    _, head = final_linear(net)
-    if head.out_features != 2:
-        net = build_supernet(backbone, num_classes=2)
-    return net
-
-
-class AuxCountHead(nn.Module):
-    """Pre-training head: per class attribute, the number of cells (0..cells) holding it."""
-
-    def __init__(self, in_features: int, classes: int, cells: int) -> None:
-        super().__init__()
-        self.classes, self.cells = classes, cells
-        self.fc = nn.Linear(in_features, classes * (cells + 1))
-
-    def forward(self, feats: torch.Tensor) -> torch.Tensor:
-        return self.fc(feats).reshape(feats.shape[0], self.classes, self.cells + 1)
+# ---- training wrappers ----------------------------------------------------------------------------
 
 
 class PretrainModel(nn.Module):
@@ -209,151 +165,6 @@ def _dist_info() -> tuple[int, int]:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     return world, rank
-
-
-@dataclass
-class Models:
-    """What a checkpoint holds: the space, the supernet, the assembler (+ aux head when training)."""
-
-    space: TaskSpace
-    supernet: nn.Module
-    assembler: ModuleAssembler
-    aux: AuxCountHead | None
-    backbone: str
-
-    def tensors(self) -> dict[str, torch.Tensor]:
-        out = {f"supernet.{k}": v for k, v in self.supernet.state_dict().items()}
-        out.update({f"assembler.{k}": v for k, v in self.assembler.state_dict().items()})
-        if self.aux is not None:
-            out.update({f"aux.{k}": v for k, v in self.aux.state_dict().items()})
-        return out
-
-    def parameters(self) -> list[nn.Parameter]:
-        mods: list[nn.Module] = [self.supernet, self.assembler] + ([self.aux] if self.aux is not None else [])
-        return [p for m in mods for p in m.parameters()]
-
-    def meta(self) -> dict:
-        layout = self.supernet.gate_layout()
-        return {
-            "space": {"name": self.space.name, "fingerprint": self.space.fingerprint(), "definition": self.space.to_json()},
-            "backbone": self.backbone,
-            "gate_layout": {"fingerprint": layout.fingerprint(), "layout": layout.to_json()},
-            "assembler": self.assembler.config.to_json(),
-        }
-
-
-def build_models(space: TaskSpace, backbone: str, cfg: TrainConfig, *, with_aux: bool = True) -> Models:
-    sampler_shape = get_family(space.family).image_shape(space)
-    net = build_supernet_for(space, backbone, sampler_shape)
-    layout = net.gate_layout()
-    acfg = AssemblerConfig(
-        vocab_size=space.vocab_size,
-        module_counts=tuple(layout.module_counts),
-        hidden=cfg.hidden,
-        experts=cfg.experts,
-        limit_dims=cfg.limit_dims,
-    )
-    assembler = ModuleAssembler(acfg)
-    aux = None
-    if with_aux:
-        head = final_linear(net)[1]
-        classes = len(space.groups.get("class", ())) or 1
-        cells = int(space.params.get("grid", {}).get("rows", 1)) * int(space.params.get("grid", {}).get("cols", 1))
-        aux = AuxCountHead(head.in_features, classes, cells)
-    return Models(space, net, assembler, aux, backbone)
-
-
-def check_compatible(ckpt: Checkpoint, space: TaskSpace, backbone: str) -> None:
-    """Raise SpecError unless the checkpoint was trained for this space and backbone."""
-    sp = ckpt.meta.get("space", {})
-    if sp.get("name") != space.name:
-        raise SpecError(
-            f"checkpoint {ckpt.path} was trained for task space {sp.get('name')!r}, not {space.name!r}; "
-            f"pass --space {sp.get('name')} or another checkpoint"
-        )
-    if sp.get("fingerprint") != space.fingerprint():
-        raise SpecError(
-            f"checkpoint {ckpt.path} was trained on a different definition of task space {space.name!r} "
-            "(tasks or attributes changed); retrain or use the matching space file"
-        )
-    if ckpt.meta.get("backbone") != backbone:
-        raise SpecError(
-            f"checkpoint {ckpt.path} holds backbone {ckpt.meta.get('backbone')!r}, not {backbone!r}; "
-            f"pass --backbone {ckpt.meta.get('backbone')} or another checkpoint"
-        )
-
-
-def check_layout(ckpt: Checkpoint, supernet: nn.Module, backbone: str) -> None:
-    """Raise SpecError unless the checkpoint was trained on this supernet's gate layout."""
-    if ckpt.meta.get("gate_layout", {}).get("fingerprint") != supernet.gate_layout().fingerprint():
-        raise SpecError(
-            f"checkpoint {ckpt.path} was trained on a different gate layout of {backbone!r} than this "
-            "NN-Factory builds; it cannot be used with this version"
-        )
-
-
-def load_models(ckpt: Checkpoint, space: TaskSpace | None = None, backbone: str | None = None) -> Models:
-    """Rebuild supernet + assembler from a checkpoint (verifying space, backbone and gate layout)."""
-    if space is None:
-        name = ckpt.meta.get("space", {}).get("name", "")
-        space = load_space(name)
-    backbone = backbone or ckpt.meta.get("backbone", "")
-    check_compatible(ckpt, space, backbone)
-    cfg = TrainConfig.from_json(ckpt.meta.get("train_config", {}))
-    has_aux = any(k.startswith("aux.") for k in ckpt.model)
-    models = build_models(space, backbone, cfg, with_aux=has_aux)
-    check_layout(ckpt, models.supernet, backbone)
-    acfg = AssemblerConfig.from_json(ckpt.meta["assembler"])
-    if acfg != models.assembler.config:
-        models.assembler = ModuleAssembler(acfg)
-    for name, mod in (("supernet", models.supernet), ("assembler", models.assembler), ("aux", models.aux)):
-        if mod is None:
-            continue
-        try:
-            mod.load_state_dict(ckpt.section(name), strict=True)
-        except RuntimeError as exc:
-            raise SpecError(f"checkpoint {ckpt.path}: {name} tensors do not fit the model: {exc}") from exc
-    return models
-
-
-def warm_start(models: Models, ckpt: Checkpoint) -> list[str]:
-    """Copy a checkpoint's supernet and assembler weights into freshly built ``models``.
-
-    For a new run that starts from trained weights but its own settings (``nnf train --warm-start``), e.g.
-    after the supernet gained a new ungated classifier head. The gate layout and every other tensor the
-    checkpoint holds must fit; a classifier head of another structure is replaced. Tensors not copied keep
-    their fresh initialisation and are returned by name. The auxiliary pre-training head is not copied.
-    """
-    check_compatible(ckpt, models.space, models.backbone)
-    check_layout(ckpt, models.supernet, models.backbone)
-    if AssemblerConfig.from_json(ckpt.meta["assembler"]) != models.assembler.config:
-        raise SpecError(
-            f"checkpoint {ckpt.path} holds an assembler of another shape ({ckpt.meta['assembler']}); warm-start "
-            "with the same --hidden/--experts/--limit-dims settings"
-        )
-    fresh: list[str] = []
-    head = final_linear(models.supernet)[0].split(".")[0] + "."  # the classifier module, e.g. "fc."
-    for name, mod in (("supernet", models.supernet), ("assembler", models.assembler)):
-        src = ckpt.section(name)
-        own = mod.state_dict()
-        if name == "supernet":
-            # A classifier of another structure (linear -> MLP head) is replaced, not copied.
-            src_head = {k for k in src if k.startswith(head)}
-            own_head = {k for k in own if k.startswith(head)}
-            if src_head != own_head or any(src[k].shape != own[k].shape for k in src_head):
-                src = {k: v for k, v in src.items() if k not in src_head}
-        extra = sorted(set(src) - set(own))
-        if extra:
-            raise SpecError(f"checkpoint {ckpt.path}: {name} tensors {extra[:4]} have no place in this model")
-        bad = [k for k in src if tuple(src[k].shape) != tuple(own[k].shape)]
-        if bad:
-            raise SpecError(
-                f"checkpoint {ckpt.path}: {name} tensor {bad[0]} has shape {tuple(src[bad[0]].shape)}, this model "
-                f"needs {tuple(own[bad[0]].shape)}"
-            )
-        mod.load_state_dict({**own, **src}, strict=True)
-        fresh += [f"{name}.{k}" for k in own if k not in src]
-    return fresh
 
 
 # ---- evaluation ---------------------------------------------------------------------------------
@@ -430,6 +241,13 @@ class Trainer:
         torch.set_num_threads(max(1, threads))
         self.progress = progress and self.rank == 0
         self.state: dict[str, Any] = {"step": 0, "seconds": 0.0, "history": [], "best": None}
+        ckpt, self.cfg = self._resolve_source(cfg, resume, init_from, warm_from)
+        self._build(ckpt, warm_from)
+
+    # -- where the run starts from ----------------------------------------------------------------
+    def _resolve_source(self, cfg: TrainConfig, resume: bool, init_from: Path | None,
+                        warm_from: Path | None) -> tuple[Checkpoint | None, TrainConfig]:
+        """The checkpoint the run continues from (its own latest, or --init-from) and the config in force."""
         ckpt = self._prepare_dir(resume)
         if ckpt is not None and (init_from is not None or warm_from is not None):
             raise ConfigError(
@@ -437,18 +255,22 @@ class Trainer:
         if init_from is not None and warm_from is not None:
             raise ConfigError("pass either --init-from (continue a run's schedule) or --warm-start (new schedule)")
         source = ckpt if ckpt is not None else (read_checkpoint(init_from) if init_from is not None else None)
-        if source is not None:
-            ckpt = source
-            saved = TrainConfig.from_json(ckpt.meta["train_config"])
-            if (saved.space, saved.backbone) != (cfg.space, cfg.backbone):
-                raise SpecError(
-                    f"run {self.out} trains {saved.space}/{saved.backbone}, not {cfg.space}/{cfg.backbone}; "
-                    "resume with the same --space and --backbone or choose another --out"
-                )
-            # Only the length of the run may change on resume; everything else comes from the run.
-            saved.steps = cfg.steps
-            cfg = saved
-        self.cfg = cfg
+        if source is None:
+            return None, cfg
+        saved = TrainConfig.from_json(source.meta["train_config"])
+        if (saved.space, saved.backbone) != (cfg.space, cfg.backbone):
+            raise SpecError(
+                f"run {self.out} trains {saved.space}/{saved.backbone}, not {cfg.space}/{cfg.backbone}; "
+                "resume with the same --space and --backbone or choose another --out"
+            )
+        # Only the length of the run may change on resume; everything else comes from the run.
+        saved.steps = cfg.steps
+        return source, saved
+
+    # -- models, data, optimizer ------------------------------------------------------------------
+    def _build(self, ckpt: Checkpoint | None, warm_from: Path | None) -> None:
+        """Build models, sampler and optimizer for ``self.cfg``; load ``ckpt`` or warm-start into them."""
+        cfg = self.cfg
         if cfg.batch_size % self.world:
             raise ConfigError(f"batch_size {cfg.batch_size} is not divisible by the {self.world} processes")
         self.local_batch = cfg.batch_size // self.world
@@ -459,30 +281,10 @@ class Trainer:
         self.sampler = fam.make_sampler(self.space, "train")
         self.optimizer = torch.optim.Adam(self.models.parameters(), lr=cfg.lr)
         if ckpt is not None:
-            loaded = load_models(ckpt, self.space, cfg.backbone)
-            self.models.supernet.load_state_dict(loaded.supernet.state_dict())
-            self.models.assembler.load_state_dict(loaded.assembler.state_dict())
-            if loaded.aux is not None and self.models.aux is not None:
-                self.models.aux.load_state_dict(loaded.aux.state_dict())
-            if ckpt.optimizer is not None:
-                self.optimizer.load_state_dict(ckpt.optimizer)
-            elif self.rank == 0:  # --init-from a slim checkpoint: fresh optimizer moments
-                print(f"nnf train: continuing from {ckpt.path} at step {ckpt.meta['train_state']['step']} "
-                      "with fresh optimizer state", file=sys.stderr)
-            self.state = dict(ckpt.meta["train_state"])
-            if ckpt.optimizer is None:
-                self.state["best"] = None  # the source run's checkpoints are not in this run directory
+            self._load(ckpt)
         self.fresh_tensors: list[str] = []
         if warm_from is not None:
-            src = read_checkpoint(warm_from)
-            self.fresh_tensors = warm_start(self.models, src)
-            self.state["warm_start"] = {  # provenance, kept in every checkpoint of this run
-                "from": str(warm_from), "source_step": src.meta.get("train_state", {}).get("step"),
-                "source_seconds": src.meta.get("train_state", {}).get("seconds"), "fresh": self.fresh_tensors,
-            }
-            if self.rank == 0:
-                print(f"nnf train: warm start from {warm_from}; freshly initialised: "
-                      f"{', '.join(self.fresh_tensors) or 'none'}", file=sys.stderr)
+            self._warm_start(warm_from)
         self._val = None
         seen = [i for i, t in enumerate(self.space.tasks) if t.split == "seen"]
         extra = [i for i, t in enumerate(self.space.tasks) if t.split == "extra"]
@@ -490,6 +292,34 @@ class Trainer:
         self.extra_ids = torch.tensor(extra, dtype=torch.long)
         self.task_enc = self.space.encode(self.space.tasks)
         self._wrapped: dict[str, nn.Module] = {}
+
+    def _load(self, ckpt: Checkpoint) -> None:
+        """Continue from ``ckpt``: weights, optimizer moments (when it has them) and training state."""
+        loaded = load_models(ckpt, self.space, self.cfg.backbone)
+        self.models.supernet.load_state_dict(loaded.supernet.state_dict())
+        self.models.assembler.load_state_dict(loaded.assembler.state_dict())
+        if loaded.aux is not None and self.models.aux is not None:
+            self.models.aux.load_state_dict(loaded.aux.state_dict())
+        if ckpt.optimizer is not None:
+            self.optimizer.load_state_dict(ckpt.optimizer)
+        elif self.rank == 0:  # --init-from a slim checkpoint: fresh optimizer moments
+            print(f"nnf train: continuing from {ckpt.path} at step {ckpt.meta['train_state']['step']} "
+                  "with fresh optimizer state", file=sys.stderr)
+        self.state = dict(ckpt.meta["train_state"])
+        if ckpt.optimizer is None:
+            self.state["best"] = None  # the source run's checkpoints are not in this run directory
+
+    def _warm_start(self, warm_from: Path) -> None:
+        """Start from another checkpoint's weights with this run's own settings and schedule."""
+        src = read_checkpoint(warm_from)
+        self.fresh_tensors = warm_start(self.models, src)
+        self.state["warm_start"] = {  # provenance, kept in every checkpoint of this run
+            "from": str(warm_from), "source_step": src.meta.get("train_state", {}).get("step"),
+            "source_seconds": src.meta.get("train_state", {}).get("seconds"), "fresh": self.fresh_tensors,
+        }
+        if self.rank == 0:
+            print(f"nnf train: warm start from {warm_from}; freshly initialised: "
+                  f"{', '.join(self.fresh_tensors) or 'none'}", file=sys.stderr)
 
     # -- run directory --------------------------------------------------------------------------
     def _prepare_dir(self, resume: bool) -> Checkpoint | None:

@@ -4,7 +4,7 @@
 
 A profile entry holds measured coefficients (latency, memory) and a ``structure`` block that is no
 measurement at all: exact parameter bytes and peak activation bytes as functions of the active-module
-counts, derived from the architecture (``host.predictor.StructureModel.calibrate``). When an ungated part
+counts, derived from the architecture (``host.profiling.predictor.StructureModel.calibrate``). When an ungated part
 of a supernet changes while its gate layout stays the same (e.g. ``resnet_numvqa`` gained a 128-unit MLP
 classifier head), the measured fit still applies to the gated layers but the structure block must follow
 the new architecture. This rewrites only that block, for every entry whose layout fingerprint still
@@ -21,9 +21,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from host.device_profile import atomic_write_json, read_profile  # noqa: E402
 from host.errors import SpecError  # noqa: E402
-from host.predictor import StructureModel  # noqa: E402
+from host.profiling.device_profile import atomic_write_json, read_profile  # noqa: E402
+from host.profiling.predictor import StructureModel  # noqa: E402
 from host.supernets import build_supernet  # noqa: E402
 
 

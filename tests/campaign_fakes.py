@@ -14,9 +14,11 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 
-from host.campaign import BuiltArtifact, Measurement, MeasurementFailed, MeasureSettings
 from host.errors import AgentError
 from host.gates import GatedLayer, GateLayout
+from host.profiling.build import BuiltArtifact
+from host.profiling.measurers import Measurement, MeasurementFailed
+from host.profiling.plan import MeasureSettings
 
 LAYOUT = GateLayout(
     "resnet",

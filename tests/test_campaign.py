@@ -15,18 +15,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from host.campaign import (
-    CampaignPlan,
-    CampaignRunner,
-    CampaignStore,
-    DeviceTarget,
-    MeasureSettings,
-    load_samples,
-    sample_gates,
-    schedule,
-)
 from host.errors import CampaignError, ConfigError
-from host.predictor import LatencyModel, LatencySchema, MemoryModel, accuracy
+from host.profiling.data import load_samples
+from host.profiling.plan import CampaignPlan, MeasureSettings, sample_gates, schedule
+from host.profiling.predictor import LatencyModel, LatencySchema, MemoryModel, accuracy
+from host.profiling.runner import CampaignRunner, DeviceTarget
+from host.profiling.store import CampaignStore
 
 sys.path.insert(0, str(Path(__file__).parent))
 from campaign_fakes import LAYOUT, TRUE_COEF, FakeBuilder, FakeDevice  # noqa: E402
@@ -178,7 +172,9 @@ KILL_SCRIPT = textwrap.dedent(
     """
     import sys
     sys.path[:0] = [{root!r}, {tests!r}]
-    from host.campaign import CampaignPlan, CampaignRunner, CampaignStore, DeviceTarget, MeasureSettings
+    from host.profiling.plan import CampaignPlan, MeasureSettings
+    from host.profiling.runner import CampaignRunner, DeviceTarget
+    from host.profiling.store import CampaignStore
     from campaign_fakes import LAYOUT, FakeBuilder, FakeDevice
     log = open({log!r}, "a", buffering=1)
     plan = CampaignPlan(backbone="fake_campaign", layout_fingerprint=LAYOUT.fingerprint(), runtime="torchscript",
@@ -316,7 +312,8 @@ def test_unreachable_agent_is_a_clear_error(tmp_path: Path) -> None:
 
 
 def test_latency_statistics_of_raw_runs() -> None:
-    from host.campaign import Measurement, measurement_latency, row_latency
+    from host.profiling.data import row_latency
+    from host.profiling.measurers import Measurement, measurement_latency
 
     runs = [10.0, 11.0, 12.0, 13.0, 50.0, 60.0, 70.0, 80.0, 90.0, 100.0]
     row = {"latency_median_us": 55.0, "latency_min_us": 10.0, "latency_mean_us": 49.6, "samples_us": str(runs)}
@@ -338,8 +335,8 @@ def test_extracting_builder_exports_for_the_runtime(runtime: str) -> None:
 
     import torch
 
-    from host.campaign import ExtractingBuilder
     from host.gates import random_gates
+    from host.profiling.build import ExtractingBuilder
     from host.supernets import build_supernet
 
     net = build_supernet("resnet_tiny")
@@ -369,8 +366,8 @@ def test_constant_weights_artifacts_compress_and_keep_the_architecture() -> None
 
     import torch
 
-    from host.campaign import ExtractingBuilder
     from host.gates import random_gates
+    from host.profiling.build import ExtractingBuilder
     from host.supernets import build_supernet
 
     net = build_supernet("resnet_tiny")
@@ -403,7 +400,7 @@ def test_old_store_gains_new_columns(tmp_path: Path) -> None:
 
 
 def test_separate_heldout_campaign_with_three_passes(tmp_path: Path) -> None:
-    from host.device_profile import heldout_arrays
+    from host.profiling.device_profile import heldout_arrays
 
     main_store = CampaignStore(tmp_path / "main.sqlite")
     CampaignRunner(_plan(samples=30, reference_every=0), LAYOUT, FakeBuilder(), progress=False).run(

@@ -10,17 +10,13 @@ import numpy as np
 import pytest
 import torch
 
-from host.campaign import (
-    CampaignPlan,
-    CampaignRunner,
-    CampaignStore,
-    DeviceTarget,
-    ExtractingBuilder,
-    MeasureSettings,
-)
-from host.device_profile import fit_store, load_predictor, read_profile, write_profile_entry
 from host.errors import ConfigError, SpecError
 from host.gates import GateLayout, random_gates
+from host.profiling.build import ExtractingBuilder
+from host.profiling.device_profile import fit_store, load_predictor, read_profile, write_profile_entry
+from host.profiling.plan import CampaignPlan, MeasureSettings
+from host.profiling.runner import CampaignRunner, DeviceTarget
+from host.profiling.store import CampaignStore
 from host.supernets import build_supernet
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -34,7 +30,7 @@ class LawDevice(FakeDevice):
         blob = self.blobs[sha256]
         self.measured += 1
         lat = 200.0 + 0.001 * len(blob)  # bigger subnet -> slower, linear in weights
-        from host.campaign import Measurement
+        from host.profiling.measurers import Measurement
 
         return Measurement(lat, lat, lat, lat, 0.0, 5, int(3e6 + 1.25 * len(blob)), "vmhwm_reset", {})
 
@@ -114,7 +110,7 @@ def test_shipped_profiles_load(tmp_path: Path) -> None:
             lat, mem = pred.predict_counts(np.array([layout.module_counts]))
             assert lat[0] > 0 and mem[0] > 0
             # the structure block follows the supernet as built now (scripts/recalibrate_structure.py)
-            from host.predictor import _spec_for_counts
+            from host.profiling.predictor import _spec_for_counts
 
             net = build_supernet(entry["config"])
             rng = np.random.default_rng(0)

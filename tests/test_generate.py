@@ -131,3 +131,15 @@ def test_shipped_checkpoint_generates(tmp_path, capsys):
     assert rc == 0
     s = _last_json(capsys)
     assert s["activation_ratio"] <= 0.3 and s["checkpoint"] == str(path)
+
+
+def test_inference_does_not_import_training() -> None:
+    """Generation, evaluation and export load checkpoints through host.models, never the trainer."""
+    import subprocess
+    import sys
+
+    code = ("import sys, host.generate, host.commands.eval, host.commands.generate, host.commands.export; "
+            "sys.exit(1 if 'host.training' in sys.modules else 0)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          cwd=Path(__file__).resolve().parents[1])
+    assert proc.returncode == 0, proc.stdout + proc.stderr

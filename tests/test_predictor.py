@@ -7,7 +7,7 @@ import pytest
 
 from host.errors import ConfigError, SpecError
 from host.gates import GatedLayer, GateLayout
-from host.predictor import LatencyModel, LatencySchema, MemoryModel, accuracy, active_counts
+from host.profiling.predictor import LatencyModel, LatencySchema, MemoryModel, accuracy, active_counts
 
 
 def _layout() -> GateLayout:
@@ -126,7 +126,7 @@ def test_structure_model_is_exact_against_compact_specs(config: str) -> None:
 
     from host.extraction import extract
     from host.gates import random_gates
-    from host.predictor import StructureModel
+    from host.profiling.predictor import StructureModel
     from host.supernets import build_supernet
 
     torch.manual_seed(0)

@@ -8,8 +8,8 @@ import torch
 
 from host.errors import ConfigError, SearchError
 from host.gates import GatedLayer, GateLayout
-from host.predictor import LatencyModel, LatencySchema, active_counts
-from host.search import Budget, algorithm1, batched_search, gates_key, limit_grid, live_search
+from host.profiling.budget import Budget, algorithm1, batched_search, gates_key, limit_grid, live_search
+from host.profiling.predictor import LatencyModel, LatencySchema, active_counts
 
 LAYOUT = GateLayout(
     "resnet",
@@ -177,8 +177,8 @@ class _Factory:
 
 @pytest.fixture(scope="module")
 def device_profiles(tmp_path_factory):
-    from host.device_profile import write_profile_entry
-    from host.predictor import MemoryModel, StructureModel
+    from host.profiling.device_profile import write_profile_entry
+    from host.profiling.predictor import MemoryModel, StructureModel
 
     fac = _Factory()
     layout = fac.layout
@@ -198,8 +198,8 @@ def device_profiles(tmp_path_factory):
 
 def test_generate_for_device_predictor_mode(device_profiles, tmp_path) -> None:
     from host.artifact import load_compact
-    from host.budget import factory_assembler, generate_for_device
-    from host.device_profile import load_predictor
+    from host.profiling.budget import factory_assembler, generate_for_device
+    from host.profiling.device_profile import load_predictor
 
     fac, root = device_profiles
     budget = Budget(latency_ms=1.2)  # 500 µs + 10 µs per module: ~70 of 120 modules
@@ -215,7 +215,7 @@ def test_generate_for_device_predictor_mode(device_profiles, tmp_path) -> None:
 
 
 def test_generate_for_device_bad_inputs(device_profiles) -> None:
-    from host.budget import generate_for_device
+    from host.profiling.budget import generate_for_device
 
     fac, root = device_profiles
     with pytest.raises(SearchError, match="smallest reachable"):
@@ -231,8 +231,8 @@ def test_generate_for_device_bad_inputs(device_profiles) -> None:
 
 @pytest.fixture(scope="module")
 def numvqa_run(tmp_path_factory):
-    from host.device_profile import write_profile_entry
-    from host.predictor import MemoryModel, StructureModel
+    from host.profiling.device_profile import write_profile_entry
+    from host.profiling.predictor import MemoryModel, StructureModel
     from host.training import TrainConfig, Trainer
 
     torch.set_num_threads(1)
@@ -312,8 +312,8 @@ def test_cli_generate_live_on_a_real_agent(numvqa_run, tmp_path, capsys) -> None
 
 
 def test_factory_assembler_matches_factory_gates(numvqa_run) -> None:
-    from host.budget import factory_assembler
     from host.generate import ModelFactory
+    from host.profiling.budget import factory_assembler
 
     run, _, _ = numvqa_run
     factory = ModelFactory.load(space="numvqa", checkpoint=run)

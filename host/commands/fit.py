@@ -2,7 +2,7 @@
 
     nnf fit --device local-cpu [--backbone resnet_numvqa] [--test 100] [--drift-correct]
 
-Writes ``device_profiles/<device>.json`` (see ``host.device_profile``) with held-out accuracy figures for
+Writes ``device_profiles/<device>.json`` (see ``host.profiling.device_profile``) with held-out accuracy figures for
 the paper's linear latency model and the improved one, and for the memory model.
 """
 
@@ -41,7 +41,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def find_store(device: str, backbone: str | None, runtime: str | None, root: Path) -> Path:
-    from host.device_profile import safe_device_id
+    from host.profiling.device_profile import safe_device_id
 
     d = root / safe_device_id(device)
     stores = sorted(d.glob("*.sqlite")) if d.is_dir() else []
@@ -63,10 +63,10 @@ def find_store(device: str, backbone: str | None, runtime: str | None, root: Pat
 
 
 def run(args: argparse.Namespace) -> int:
-    from host.campaign import CampaignStore
     from host.cli import print_json
     from host.commands.profile import default_campaigns_dir
-    from host.device_profile import fit_store, safe_device_id, write_profile_entry
+    from host.profiling.device_profile import fit_store, safe_device_id, write_profile_entry
+    from host.profiling.store import CampaignStore
 
     device = safe_device_id(args.device)
     root = Path(args.campaigns_dir) if args.campaigns_dir else default_campaigns_dir()

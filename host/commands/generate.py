@@ -22,11 +22,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, type=Path, help="output directory for the compact model")
     p.add_argument("--checkpoint", type=Path, default=None,
                    help="checkpoint or training-run directory (default: the checkpoint shipped for --space)")
-    from host.commands.export import add_format_arguments  # --format/--int8/--calibration (issue 6)
+    from host.commands.export import add_format_arguments  # --format/--int8/--calibration
 
     add_format_arguments(p)
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
-    # device budgets (host.budget): search the largest limit whose model fits the device
+    # device budgets (host.profiling.budget): search the largest limit whose model fits the device
     p.add_argument("--device", default=None, help="device whose profile (device_profiles/<device>.json) sets the limit")
     p.add_argument("--latency-ms", type=float, default=None, help="latency budget on --device (milliseconds)")
     p.add_argument("--memory-mb", type=float, default=None, help="memory budget on --device (MB = 10^6 bytes)")
@@ -87,13 +87,12 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run_device(args: argparse.Namespace, factory, load_s: float) -> int:  # noqa: ANN001
-    """Device-budget generation (owned by the campaigns feature; see host/budget.py)."""
+    """Device-budget generation (owned by the campaigns feature; see host/profiling/budget.py)."""
     import os
 
-    from host.budget import generate_for_device
     from host.cli import print_json
-    from host.device_profile import safe_device_id
-    from host.search import Budget
+    from host.profiling.budget import Budget, generate_for_device
+    from host.profiling.device_profile import safe_device_id
 
     budget = Budget(latency_ms=args.latency_ms, memory_mb=args.memory_mb)
     token = args.token if args.token is not None else os.environ.get("NNF_AGENT_TOKEN")
@@ -104,7 +103,7 @@ def _run_device(args: argparse.Namespace, factory, load_s: float) -> int:  # noq
     report["seconds_load_checkpoint"] = round(load_s, 4)
     from host.commands.export import export_after_generate
 
-    exported = export_after_generate(args, args.out)  # --format: the artifact for the device (issue 6)
+    exported = export_after_generate(args, args.out)  # --format: the artifact for the device
     if exported is not None:
         report["export"] = exported
     if args.json:

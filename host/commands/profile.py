@@ -4,7 +4,7 @@
     nnf profile --device a --agent HOST1:PORT --device b --agent HOST2:PORT --backbone resnet18
 
 Each device gets its own durable store (``<campaigns-dir>/<device>/<backbone>-<runtime>.sqlite``); running the
-same command again resumes where it stopped. See ``host.campaign`` for the measuring protocol.
+same command again resumes where it stopped. See ``host.profiling`` for the measuring protocol.
 """
 
 from __future__ import annotations
@@ -89,18 +89,13 @@ def open_device_session(name: str, inventory: str | None) -> tuple:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from host.campaign import (
-        AgentMeasurer,
-        CampaignPlan,
-        CampaignRunner,
-        CampaignStore,
-        DeviceTarget,
-        ExtractingBuilder,
-        MeasureSettings,
-        default_store_path,
-    )
     from host.cli import print_json
-    from host.device_profile import safe_device_id
+    from host.profiling.build import ExtractingBuilder
+    from host.profiling.device_profile import safe_device_id
+    from host.profiling.measurers import AgentMeasurer
+    from host.profiling.plan import CampaignPlan, MeasureSettings
+    from host.profiling.runner import CampaignRunner, DeviceTarget
+    from host.profiling.store import CampaignStore, default_store_path
     from host.supernets import build_supernet
 
     devices = [safe_device_id(d) for d in args.device]

@@ -227,11 +227,6 @@ def remote_status(transport: Transport, release_id: str | None = None) -> Remote
     return st
 
 
-def remote_workdir(transport: Transport) -> str:
-    """Absolute workdir on the device."""
-    return remote_status(transport).workdir
-
-
 def probe(transport: Transport, workdir: str, requirements: tuple[str, ...]) -> ProbeResult:
     """Check the device's Python, the agent's requirements, runtimes, disk space and the agent port."""
     d = transport.device
@@ -252,11 +247,6 @@ def probe(transport: Transport, workdir: str, requirements: tuple[str, ...]) -> 
         existing_parent=info["existing_parent"], port_free=info["port_free"], machine=info.get("machine", ""),
         cpu_count=info.get("cpu_count"),
     )
-
-
-def agent_state(transport: Transport, workdir: str | None = None) -> AgentState:
-    """What the device says is running (``running`` is checked against the live process)."""
-    return remote_status(transport).agent
 
 
 def log_tail(transport: Transport, workdir: str, lines: int = LOG_TAIL_LINES) -> str:
@@ -323,10 +313,6 @@ def setup_workdir(transport: Transport, workdir: str, existing_token: str | None
         f"if [ ! -s {w}/run/token ]; then (umask 077 && printf '%s' {q(token)} > {w}/run/token); fi",
         "creating the workdir", timeout_s=60)
     return token
-
-
-def read_token(transport: Transport, workdir: str | None = None) -> str | None:
-    return remote_status(transport).token
 
 
 def start_agent(transport: Transport, workdir: str, release_id: str) -> tuple[int, int]:

@@ -9,11 +9,9 @@ machine), :class:`host.deploy.ssh.SshTransport` (paramiko: exec channels, SFTP, 
 
 from __future__ import annotations
 
-import os
 import shlex
 import socket
 import subprocess
-import tempfile
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +19,7 @@ from typing import Protocol
 
 from host.deploy.inventory import Device
 from host.errors import DeployError
+from host.fileio import atomic_write_bytes
 
 
 class Stream(Protocol):
@@ -112,16 +111,7 @@ class LocalTransport(Transport):
         return CommandResult(command, proc.returncode, proc.stdout, proc.stderr)
 
     def put(self, data: bytes, remote_path: str, mode: int = 0o644) -> None:
-        path = Path(remote_path)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".part-")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-            os.chmod(tmp, mode)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atomic_write_bytes(remote_path, data, mode=mode)
 
     def get(self, remote_path: str) -> bytes:
         return Path(remote_path).read_bytes()

@@ -1,21 +1,18 @@
-"""Small helpers shared by the export modules: atomic file targets, hashing, quiet third-party calls."""
+"""Small helpers shared by the export modules: optional imports, quiet third-party calls, versions.
+
+Atomic writes and hashing live in :mod:`host.fileio`.
+"""
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import importlib
 import importlib.metadata
-import json
 import os
-import shutil
 import sys
-import tempfile
 import warnings
 from collections.abc import Iterator
-from pathlib import Path
 from types import ModuleType
-from typing import Any
 
 from host.errors import MissingExtraError
 
@@ -26,34 +23,6 @@ def require(module: str, what: str, extra: str, package: str | None = None) -> M
         return importlib.import_module(module)
     except ImportError as exc:
         raise MissingExtraError(what, extra, package or module.split(".")[0]) from exc
-
-
-def sha256_file(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-@contextlib.contextmanager
-def atomic_target(out: Path) -> Iterator[Path]:
-    """Yield a temporary path with ``out``'s file name (in a fresh directory next to ``out``); on
-    success it atomically replaces ``out``. Exporters that embed the file name (torch.export archives)
-    thus see the final name."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
-    tmp = work / out.name
-    try:
-        yield tmp
-        os.replace(tmp, out)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-
-
-def write_json_atomic(path: Path, obj: Any) -> None:
-    with atomic_target(path) as tmp:
-        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
 @contextlib.contextmanager

@@ -26,19 +26,11 @@ from typing import Any
 import torch
 
 from host.errors import ArtifactError, ConfigError
-from host.exports._util import (
-    atomic_target,
-    quiet_exporters,
-    quiet_torch_jit,
-    require,
-    sha256_file,
-    stdout_to_stderr,
-    versions,
-    write_json_atomic,
-)
+from host.exports._util import quiet_exporters, quiet_torch_jit, require, stdout_to_stderr, versions
 from host.exports.formats import ONNX_OPSET, ExportFormat, check_combination, get_format
 from host.exports.inputs import InputSet, default_inputs
 from host.exports.runtime import FLOAT_ATOL, ArtifactRunner, VerifyReport, verify_export
+from host.fileio import atomic_target, sha256_file, write_json_atomic
 
 SIDECAR_SCHEMA = "nnf-export"
 SIDECAR_VERSION = 1

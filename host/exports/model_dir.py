@@ -9,9 +9,9 @@ from typing import Any
 import torch
 
 from host.errors import SpecError
-from host.exports._util import sha256_file
 from host.exports.export import ExportResult, default_out, export_artifact
 from host.exports.inputs import InputSampler, InputSet, from_sampler
+from host.fileio import sha256_file
 
 SPEC_FILE = "spec.json"
 WEIGHTS_FILE = "model.safetensors"
