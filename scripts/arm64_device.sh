@@ -33,6 +33,8 @@ PIP_REQS=("grpcio>=1.85,<1.86" "grpcio-health-checking>=1.85,<1.86" "grpcio-refl
 DEVICE_USER=device
 DEVICE_PYTHON=/opt/nnf-venv/bin/python
 STATE_DIR=/run/nnf-arm64                  # host-wide: which device directories are up (binfmt refcount)
+MARKER=.nnf-arm64-device                  # marks a device directory made by `up` (`down` deletes nothing else)
+DIR_FILES=(cpuinfo port client_key client_key.pub known_hosts devices.toml "$MARKER")
 
 die() { echo "arm64_device: $*" >&2; exit 1; }
 log() { echo "arm64_device: $*" >&2; }
@@ -225,10 +227,11 @@ build() {
   chroot "$root" /debootstrap/debootstrap --second-stage > "$work/second-stage.log" 2>&1 \
     || { tail -n 20 "$work/second-stage.log" "$root/debootstrap/debootstrap.log" >&2 || true; die "second stage failed"; }
   log "agent dependencies (aarch64 wheels from PyPI)"
+  mount_root "$root" ""  # the second stage unmounts /proc and /sys on its way out
   chroot "$root" /usr/bin/python3 -m venv /opt/nnf-venv
   cp /etc/ssl/certs/ca-certificates.crt "$root/etc/nnf-build-ca.crt" 2>/dev/null || true
   write_cpuinfo "$root" "$work/cpuinfo"
-  mount --bind "$work/cpuinfo" "$root/proc/cpuinfo"
+  mount_root "$root" "$work/cpuinfo"
   # a clean environment: the host's pip settings (indexes, constraints, find-links) must not leak in
   env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LANG=C.UTF-8 PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_CERT="$( [ -f "$root/etc/nnf-build-ca.crt" ] && echo /etc/nnf-build-ca.crt )" \
@@ -298,10 +301,18 @@ start_sshd() {
   wait_banner "$port" || die "the device's sshd does not answer on 127.0.0.1:$port; see $root/var/log/nnf-sshd.log"
 }
 
+descendants() {  # every process below $1 (a detached agent was re-parented away and is not among them)
+  ps -e -o pid=,ppid= | awk -v root="$1" '
+    { parent[$1] = $2 }
+    END { for (p in parent) { q = parent[p]; while (q != "" && q != 0 && q != 1) {
+            if (q == root) { print p; break }; q = parent[q] } } }'
+}
+
 stop_sshd() {  # the listener and every ssh session (the agent, in its own session, keeps running)
   local pid child
   pid=$(sshd_pid "$DIR") || return 0
-  for child in $(ps -o pid= --ppid "$pid" 2>/dev/null); do kill -9 "$child" 2>/dev/null || true; done
+  kill -STOP "$pid" 2>/dev/null || true  # no new connections while the tree is taken down
+  for child in $(descendants "$pid"); do kill -9 "$child" 2>/dev/null || true; done
   kill -9 "$pid" 2>/dev/null || true
   for _ in $(seq 50); do [ -d "/proc/$pid" ] || break; sleep 0.1; done
   rm -f "$DIR/root/run/nnf-sshd.pid"
@@ -310,8 +321,12 @@ stop_sshd() {  # the listener and every ssh session (the agent, in its own sessi
 up() {
   need_root
   build
+  if [ -d "$DIR" ] && [ -n "$(ls -A "$DIR")" ] && [ ! -f "$DIR/$MARKER" ]; then
+    die "$DIR exists and was not made by this script; choose an empty or new --dir"
+  fi
   mkdir -p "$DIR"
   DIR=$(realpath "$DIR")
+  touch "$DIR/$MARKER"
   local root="$DIR/root" uid gid
   local reg; reg="$STATE_DIR/up/$(printf '%s' "$DIR" | sha256sum | cut -c1-16)"
   if [ -f "$DIR/port" ] && sshd_pid "$DIR" >/dev/null && [ -n "$(mounts_under "$root")" ]; then
@@ -377,12 +392,13 @@ EOF
   cat "$DIR/devices.toml"
 }
 
-down_quiet() {
-  local root="$DIR/root"
+down_quiet() {  # only what `up` made is deleted; DIR itself only when that leaves it empty
+  local root="$DIR/root" f
   remove_root "$root"
-  rm -rf --one-file-system "$root.partial"
+  remove_root "$root.partial"
+  for f in "${DIR_FILES[@]}"; do rm -f "$DIR/$f"; done
   rm -f "$STATE_DIR/up/$(printf '%s' "$DIR" | sha256sum | cut -c1-16)"
-  rm -rf --one-file-system "$DIR"
+  rmdir "$DIR" 2>/dev/null || true
   release_binfmt
 }
 
@@ -390,6 +406,7 @@ down() {
   need_root
   [ -e "$DIR" ] || { log "nothing at $DIR"; release_binfmt; return 0; }
   DIR=$(realpath "$DIR")
+  [ -f "$DIR/$MARKER" ] || die "$DIR was not made by this script (no $MARKER); refusing to touch it"
   down_quiet
   log "down: $DIR removed, nothing mounted"
 }

@@ -4,11 +4,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# System peers the tests talk to: a real OpenSSH server and Debian's adb client.
-if ! command -v sshd >/dev/null 2>&1 && [ ! -x /usr/sbin/sshd ] || ! command -v adb >/dev/null 2>&1; then
+# System peers the tests talk to: a real OpenSSH server and Debian's adb client; qemu-user-static,
+# binfmt-support and debootstrap for the emulated aarch64 device (tests marked arm64, scripts/arm64_device.sh).
+if ! command -v sshd >/dev/null 2>&1 && [ ! -x /usr/sbin/sshd ] || ! command -v adb >/dev/null 2>&1 \
+   || [ ! -x /usr/bin/qemu-aarch64-static ] || ! command -v update-binfmts >/dev/null 2>&1 \
+   || ! command -v debootstrap >/dev/null 2>&1; then
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
   $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq openssh-server openssh-client adb >/dev/null
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq openssh-server openssh-client adb \
+    qemu-user-static binfmt-support debootstrap >/dev/null
 fi
 
 python3 -m venv .venv

@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from tests.support.arm64 import arm64_device  # noqa: F401 - session fixture: the emulated aarch64 device
+
 
 @pytest.fixture(autouse=True)
 def _seed_and_threads():

@@ -503,10 +503,15 @@ def check_device(transport: Transport, package: AgentPackage | None = None) -> d
     info = probe(transport, st.workdir, pkg.requirements)
     problems = info.problems(transport.device)
     state = st.agent
+    absent = [r for r in RUNTIME_MODULES if not info.runtimes.get(r)] if info.python_found else []
     return {
         "device": transport.device.name, "reachable": True, "workdir": st.workdir,
+        "machine": info.machine or None, "cpu_count": info.cpu_count,
         "python": list(info.python_version) if info.python_found else None, "missing": info.missing,
         "runtimes": {k: v for k, v in info.runtimes.items() if v}, "free_bytes": info.free_bytes,
+        # runtimes the device lacks, each with the command that would add it (informational: one is enough)
+        "runtimes_missing": {r: f"{transport.device.python} -m pip install {pip_name(RUNTIME_MODULES[r][0])}"
+                             for r in absent},
         "deployable": not problems, "problems": problems, "agent_running": state.running,
         "agent_release": state.release, "agent_port": state.port if state.running else None,
         "current_release": pkg.release_id, "current_release_on_device": st.release_present,
