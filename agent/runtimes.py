@@ -11,16 +11,22 @@ Backends and the artifact formats they accept:
 name               suffix       loader                                  carries code?
 =================  ===========  ======================================  =============
 ``torchscript``    ``.pt``      ``torch.jit.load`` (TorchScript zip)     yes: TorchScript programs
-``torch_export``   ``.pt2``     ``torch.export.load`` (ExportedProgram)  yes: an FX graph of ATen ops
+``torch_export``   ``.pt2``     ``torch.export.load`` (ExportedProgram)  yes: an FX graph of ATen ops,
+                                                                        and pickled data (see below)
 ``onnxruntime``    ``.onnx``    ``onnxruntime.InferenceSession``         no (operator graph), but a
                                                                         native parser is exposed
 ``litert``         ``.tflite``  ``ai_edge_litert.interpreter``           no (operator graph), same
 =================  ===========  ======================================  =============
 
-Nothing here uses Python's pickle: TorchScript archives are read by TorchScript's own restricted
-deserialiser and ``torch.export.load`` reads its JSON/zip format; ``torch.load`` is never called.
-Because TorchScript and torch.export archives are programs, only an authenticated host may send them
-(see the trust model in ``agent/__init__.py``).
+TorchScript archives are read by TorchScript's own C++ deserialiser (its pickle subset builds only
+TorchScript types; Python's ``pickle`` is not involved), but the archive's code *runs*: TorchScript can
+call operators with side effects (e.g. ``aten::save`` writes a file). ``torch.export.load`` is worse: for
+members of the archive it calls ``torch.load`` with ``weights_only=True`` and, when that fails, falls back to
+``weights_only=False``, i.e. Python's unpickler, which executes arbitrary Python while *loading*. Such
+**pickle-bearing** formats (``BackendInfo.pickle_bearing``) are refused unless the operator starts the
+agent with ``--allow-pickle-formats``. Measuring children run
+under a Landlock sandbox where the kernel supports it (``agent.sandbox``): no file creation or writes, no
+TCP. See the trust model in ``agent/__init__.py``.
 """
 
 from __future__ import annotations
@@ -41,6 +47,14 @@ RUNTIME_ONNXRUNTIME = 3
 RUNTIME_LITERT = 4
 
 DTYPES = ("float32", "float16", "float64", "int64", "int32", "int8", "uint8", "bool")
+DTYPE_BYTES = {"float32": 4, "float16": 2, "float64": 8, "int64": 8, "int32": 4, "int8": 1, "uint8": 1, "bool": 1}
+
+PICKLE_REFUSAL = (
+    "runtime {name!r}: this artifact format carries pickled data that its loader unpickles with Python's pickle "
+    "(torch.export.load falls back to torch.load with weights_only=False), which runs arbitrary code while loading. This agent "
+    "refuses pickle-bearing formats: export TorchScript (.pt), ONNX or TFLite instead, or start the agent with "
+    "--allow-pickle-formats if every client that holds its token is trusted"
+)
 
 
 @dataclass(frozen=True)
@@ -55,6 +69,7 @@ class BackendInfo:
     carries_code: bool
     options: tuple[str, ...] = ()  # accepted ProfileRequest.options keys
     devices: tuple[str, ...] = ("cpu",)
+    pickle_bearing: bool = False  # the loader runs Python's unpickler on the artifact (refused by default)
 
 
 BACKENDS: dict[int, BackendInfo] = {
@@ -64,7 +79,7 @@ BACKENDS: dict[int, BackendInfo] = {
     ),
     RUNTIME_TORCH_EXPORT: BackendInfo(
         RUNTIME_TORCH_EXPORT, "torch_export", (".pt2",), "torch", "torch", True,
-        options=("inference_mode",), devices=("cpu", "cuda"),
+        options=("inference_mode",), devices=("cpu", "cuda"), pickle_bearing=True,
     ),
     RUNTIME_ONNXRUNTIME: BackendInfo(
         RUNTIME_ONNXRUNTIME, "onnxruntime", (".onnx",), "onnxruntime", "onnxruntime", False,
@@ -198,25 +213,50 @@ def make_arrays(specs: list[InputSpec], seed: int) -> list[Any]:
     return out
 
 
-def _merge_specs(requested: list[InputSpec], recorded: list[InputSpec] | None, what: str) -> list[InputSpec]:
-    """Requested specs win; missing ones come from what the model records (static shapes only)."""
+def describe_inputs(specs: list[InputSpec]) -> str:
+    """``'x' [1, 64] float32, 'y' [-1, 3] int64`` (-1: a dynamic dimension)."""
+    return ", ".join(f"{s.name!r} {list(s.shape)} {s.dtype}" for s in specs) or "none"
+
+
+def _merge_specs(requested: list[InputSpec], recorded: list[InputSpec] | None, what: str, *,
+                 static_dims: bool = True) -> list[InputSpec]:
+    """Requested specs win; missing ones come from what the model records (static shapes only).
+
+    Where the model records its inputs, a requested name must be one of them, and the rank, the dtype and
+    (``static_dims``) every static dimension must agree: the error names the field and the real inputs.
+    """
     if requested:
         if recorded is not None and len(requested) != len(recorded):
-            raise InputError(
-                f"{what} expects {len(recorded)} input(s) ({', '.join(r.name for r in recorded)}), "
-                f"the request gave {len(requested)}"
-            )
+            raise InputError(f"inputs: the {what} has {len(recorded)} input(s) ({describe_inputs(recorded)}), "
+                             f"the request gave {len(requested)}")
         merged = []
+        by_name = {r.name: r for r in recorded or ()}
         for i, r in enumerate(requested):
-            name = r.name or (recorded[i].name if recorded else f"input{i}")
-            merged.append(InputSpec(name, tuple(r.shape), r.dtype or "float32"))
+            rec = None
+            if recorded is not None:
+                if r.name and r.name not in by_name:
+                    raise InputError(f"inputs[{i}].name {r.name[:80]!r} is not an input of the {what}; its inputs are "
+                                     f"{describe_inputs(recorded)}")
+                rec = by_name[r.name] if r.name else recorded[i]
+            name = r.name or (rec.name if rec else f"input{i}")
+            spec = InputSpec(name, tuple(r.shape), r.dtype or "float32")
+            if rec is not None:
+                if len(spec.shape) != len(rec.shape) or (static_dims and any(
+                        d >= 0 and d != want for d, want in zip(rec.shape, spec.shape, strict=True))):
+                    raise InputError(f"inputs[{i}].shape {list(spec.shape)} does not fit the {what}'s input {rec.name!r} "
+                                     f"{list(rec.shape)} (-1: any size); its inputs are {describe_inputs(recorded)}")
+                if rec.dtype in DTYPES and spec.dtype != rec.dtype:
+                    raise InputError(f"inputs[{i}].dtype {spec.dtype} does not fit the {what}'s input {rec.name!r} "
+                                     f"({rec.dtype}); its inputs are {describe_inputs(recorded)}")
+            merged.append(spec)
         return merged
     if recorded is None:
-        raise InputError(f"{what} does not record its input shapes: pass input shapes in the request (nnf profile-model: --input-shape)")
+        raise InputError(f"inputs: the {what} does not record its input shapes: pass input shapes in the request "
+                         f"(nnf profile-model: --input-shape)")
     for r in recorded:
         if any((d is None or d < 0) for d in r.shape):
             raise InputError(
-                f"{what} input {r.name!r} has a dynamic shape {list(r.shape)}: pass concrete input shapes"
+                f"inputs: the {what} input {r.name!r} has a dynamic shape {list(r.shape)}: pass concrete input shapes"
             )
     return recorded
 
@@ -380,7 +420,7 @@ def _load_litert(path: str, device: str, threads: int, specs: list[InputSpec], s
     import numpy as np
 
     recorded = [InputSpec(d["name"], tuple(int(x) for x in d["shape"]), np.dtype(d["dtype"]).name) for d in details]
-    specs = _merge_specs(specs, recorded, "TFLite model")
+    specs = _merge_specs(specs, recorded, "TFLite model", static_dims=False)  # TFLite can resize
     try:
         for d, s in zip(details, specs, strict=True):
             if tuple(d["shape"]) != s.shape:

@@ -5,7 +5,7 @@ value is simply left out, never guessed. :func:`platform_notes` says in words wh
 when the userland runs under user-mode emulation (an aarch64 root through qemu-user on an x86-64 kernel):
 then the kernel release, frequencies and temperatures are the host's and latencies are not the hardware's.
 
-Peak-memory helpers used by the measurement worker (see ../shared/MEASURED.md):
+Peak-memory helpers used by the measurement worker (the method is in docs/design.md, "Measured on this machine"):
 ``VmHWM`` in ``/proc/self/status`` is the process's resident high-water mark. Writing ``5`` to
 ``/proc/self/clear_refs`` resets it to the current RSS; before that, ``malloc_trim(0)`` hands memory that
 the allocator kept back to the OS, so what an earlier phase freed does not hide in the new baseline.

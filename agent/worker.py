@@ -1,32 +1,41 @@
-"""Measurement worker: one fresh process per profile request (``python -m agent.worker``).
+"""Measuring one model: the code that runs inside a measuring child process.
 
-The agent's server starts this module as a child process, writes one JSON request to its stdin and reads
-one JSON object back from its stdout. No pickle crosses the boundary. The process is the isolation
-boundary for everything a model can do wrong:
+A child is either forked from the runtime's zygote (``agent.zygote``, the default: the runtime is
+already imported) or a fresh process (``python -m agent.worker``, isolation "process": JSON request on
+stdin, one JSON answer on stdout). Either way the process is the isolation boundary for everything a
+model can do wrong, and it never outlives its parent (``agent.sandbox.die_with_parent``):
 
-* crash (a signal kills the worker; the server reports INTERNAL, kind "crash"),
-* hang (the server kills the worker at the request's deadline: DEADLINE_EXCEEDED),
-* out of memory (on CPU an ``RLIMIT_AS`` address-space limit makes allocations fail inside the worker,
-  reported as RESOURCE_EXHAUSTED, kind "oom"; a kernel OOM kill shows up as SIGKILL, reported the same).
+* crash (a signal kills the child; the agent reports INTERNAL, kind "crash"),
+* hang (the agent kills the child at the request's deadline: DEADLINE_EXCEEDED),
+* out of memory (on CPU an ``RLIMIT_AS`` limit on the address space the model may add makes allocations
+  fail inside the child, reported as RESOURCE_EXHAUSTED, kind "oom"; a kernel OOM kill shows up as
+  SIGKILL, reported the same).
 
-Order of work, chosen so timing and peak memory belong to this one model only:
+No pickle crosses the boundary (JSON both ways). Order of work, chosen so timing and peak memory belong
+to this one model only:
 
-1. apply the memory limit and the CPU affinity (before any runtime starts its thread pools);
-2. import the runtime, ``malloc_trim(0)``, reset VmHWM, read VmRSS = *baseline*;
-3. load the model and bind seeded random inputs; VmHWM - baseline = load peak;
-4. warm-up runs (they pay one-time costs: lazy imports, JIT profiling, arena growth); VmHWM - baseline
-   after them = ``load_peak_bytes``;
-5. ``gc.collect()``, ``malloc_trim(0)``, reset VmHWM (clear_refs) so load and warm-up transients are
-   forgotten; then timed runs (``time.perf_counter_ns`` around each single synchronous run, garbage
-   collector disabled) until both the minimum count and the minimum time are reached;
+1. CPU affinity and nice (before any runtime thread pool starts; the child runs in its own session, so
+   it can set its scheduler autogroup's nice too);
+2. the runtime is imported (a forked child has it already and has mapped the zygote's resident runtime
+   pages again, ``agent.memory``), ``gc.collect()``, ``malloc_trim(0)``, VmHWM reset, VmRSS = *baseline*;
+   the memory limit becomes RLIMIT_AS = VmSize + ``memory_limit_bytes``; the Landlock sandbox is applied
+   (``agent.sandbox``: no file writes, no TCP);
+3. load the model and bind seeded random inputs (names, ranks, dtypes and static dimensions checked
+   against the model's own inputs);
+4. warm-up runs (they pay one-time costs: lazy imports, JIT profiling, arena growth), timed as a whole
+   (``warmup_time_s``); VmHWM - baseline after them = ``load_peak_bytes``;
+5. ``gc.collect()``, ``malloc_trim(0)``, reset VmHWM so load and warm-up transients are forgotten; then
+   timed runs (``time.perf_counter_ns`` around each single synchronous run, garbage collector disabled)
+   until both the minimum count and the minimum time are reached;
 6. peak_bytes = VmHWM - baseline = steady-state footprint of running the model: weights, runtime
    workspaces and the activation peak (method VMHWM_RESET; on CUDA torch.cuda.max_memory_allocated);
 7. write the result and leave with ``os._exit`` (no slow interpreter teardown while the lock is held).
 
-The parent does nothing while this runs: it is blocked in ``wait`` on this process.
+A model that fails on its first run is reported as a bad request (kind "input": the model cannot run on
+the inputs it was given), a later failure as kind "runtime".
 
 Test-only hook (documented, inert unless the *agent operator* sets it in the agent's environment):
-``NNF_AGENT_TEST_CRASH_SHA256=<sha>`` makes the worker dereference a NULL pointer (a real SIGSEGV)
+``NNF_AGENT_TEST_CRASH_SHA256=<sha>`` makes the child dereference a NULL pointer (a real SIGSEGV)
 after loading that artifact. Tests use it to check that a crashing model leaves the agent serving.
 """
 
@@ -41,7 +50,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from agent import runtimes, sysinfo
+from agent import memory, runtimes, sandbox, sysinfo
 
 OOM_MARKERS = (
     "bad_alloc", "failed to allocate", "out of memory", "can't allocate memory", "cannot allocate memory",
@@ -86,6 +95,14 @@ def summarize(samples_ns: list[int]) -> dict[str, float]:
         "std_latency_us": var ** 0.5 / 1e3,
         "max_latency_us": s[-1] / 1e3,
     }
+
+
+class FirstRunFailed(Exception):
+    """The model raised on its very first run: it cannot run on the inputs it was given."""
+
+    def __init__(self, exc: BaseException) -> None:
+        super().__init__(f"{type(exc).__name__}: {exc}")
+        self.original = exc
 
 
 @dataclass
@@ -145,6 +162,10 @@ def timed_loop(run: Any, warmup: int, repeats: int, min_time_s: float, max_repea
             if cooldown_s > 0:
                 time.sleep(cooldown_s)
         total_ns = clock() - start
+    except Exception as exc:
+        if not samples and not _is_oom(exc):
+            raise FirstRunFailed(exc) from exc
+        raise
     finally:
         gc.enable()
     wait1 = _schedstat_wait_ns()
@@ -184,24 +205,40 @@ def _apply_nice(nice: int | None) -> str:
     return f"{os.getpriority(os.PRIO_PROCESS, 0)}" + (f" (autogroup {ag})" if ag is not None else "") + note
 
 
-def measure(req: dict[str, Any]) -> dict[str, Any]:
+def _first_runs(model: runtimes.LoadedModel, warmup: int) -> None:
+    for i in range(warmup):
+        try:
+            model.run()
+        except Exception as exc:
+            if i == 0 and not _is_oom(exc):
+                raise FirstRunFailed(exc) from exc
+            raise
+
+
+def measure(req: dict[str, Any], *, isolation: str = "process", populated: str = "") -> dict[str, Any]:
+    """Measure one model as ``req`` says (the worker payload of ``agent.requests.ProfileJob``)."""
     runtime = int(req["runtime"])
     device = req.get("device") or "cpu"
     threads = max(1, int(req.get("threads") or 1))
     mem_limit = int(req.get("memory_limit_bytes") or 0)
     affinity = [int(c) for c in req.get("cpu_affinity") or []]
+    cuda = device.startswith("cuda")
 
-    if mem_limit > 0 and not device.startswith("cuda"):
-        resource.setrlimit(resource.RLIMIT_AS, (mem_limit, mem_limit))
     if affinity:
         os.sched_setaffinity(0, affinity)
     nice_applied = _apply_nice(req.get("nice"))
+    hwm = memory.HwmResetter()  # opened now: the sandbox below forbids opening files for writing
 
     runtimes.import_runtime(runtime)
     gc.collect()
     trimmed = sysinfo.malloc_trim()
-    reset_ok = sysinfo.reset_hwm()
+    reset_ok = hwm.reset()
     baseline = sysinfo.proc_status_bytes("VmRSS") or 0
+    if mem_limit > 0 and not cuda:
+        vm = memory.vm_size_bytes()
+        limit = vm + mem_limit
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    sandboxed = sandbox.restrict() if req.get("sandbox", True) else "off"
 
     specs = [runtimes.InputSpec(i.get("name", ""), tuple(int(d) for d in i["shape"]), i.get("dtype") or "float32")
              for i in req.get("inputs") or []]
@@ -211,15 +248,16 @@ def measure(req: dict[str, Any]) -> dict[str, Any]:
     load_time_ms = (time.perf_counter() - t0) * 1e3
     _crash_hook(req.get("sha256", ""))
     warmup = int(req["warmup_runs"])
-    for _ in range(warmup):  # first runs pay one-time costs (lazy imports, JIT, arena growth)
-        model.run()
+    t0 = time.perf_counter()
+    _first_runs(model, warmup)  # first runs pay one-time costs (lazy imports, JIT, arena growth)
+    warmup_time_s = time.perf_counter() - t0
     hwm_load = sysinfo.proc_status_bytes("VmHWM") if reset_ok else None
     load_peak = max(0, hwm_load - baseline) if hwm_load is not None else 0
 
     gc.collect()
     if trimmed:
         sysinfo.malloc_trim()
-    reset_ok = sysinfo.reset_hwm() and reset_ok
+    reset_ok = hwm.reset() and reset_ok
     if model.reset_cuda_peak is not None:
         model.reset_cuda_peak()
 
@@ -232,31 +270,36 @@ def measure(req: dict[str, Any]) -> dict[str, Any]:
         cooldown_s=float(req.get("cooldown_ms") or 0) / 1e3,
     )
 
-    hwm = sysinfo.proc_status_bytes("VmHWM")
-    if hwm is None:
-        hwm = sysinfo.maxrss_bytes()
+    peak_hwm = sysinfo.proc_status_bytes("VmHWM")
+    if peak_hwm is None:
+        peak_hwm = sysinfo.maxrss_bytes()
     if model.cuda_peak_bytes is not None:
         peak = model.cuda_peak_bytes()
         method = "cuda_max_allocated"
     else:
-        peak = max(0, hwm - baseline)
+        peak = max(0, peak_hwm - baseline)
         method = "vmhwm_reset" if reset_ok else "vmhwm_fresh_process"
 
     cpus = sysinfo.allowed_cpus()
     versions = dict(model.versions)
     versions["python"] = sys.version.split()[0]
     cpu_sorted = sorted(tm.cpu_samples_ns)
+    extra = {**model.extra, "host_vmhwm_bytes": str(peak_hwm), "nice": nice_applied, "isolation": isolation,
+             "sandbox": sandboxed}
+    if populated:
+        extra["baseline_pages"] = populated
     result: dict[str, Any] = {
         "samples_ns": tm.samples_ns,
         **summarize(tm.samples_ns),
         "thread_cpu_samples_ns": tm.cpu_samples_ns,
         "median_thread_cpu_us": _percentile(cpu_sorted, 0.5) / 1e3,
         "warmup_runs": warmup,
+        "warmup_time_s": warmup_time_s,
         "peak_bytes": int(peak),
         "peak_method": method,
         "baseline_rss_bytes": int(baseline),
         "load_peak_bytes": int(load_peak),
-        "process_peak_bytes": int(hwm),
+        "process_peak_bytes": int(peak_hwm),
         "inputs": [{"name": s.name, "shape": list(s.shape), "dtype": s.dtype} for s in model.inputs],
         "load_time_ms": load_time_ms,
         "measure_time_s": tm.total_s,
@@ -270,8 +313,8 @@ def measure(req: dict[str, Any]) -> dict[str, Any]:
             "device": model.device,
             "device_name": model.device_name,
             "worker_pid": os.getpid(),
-            "memory_limit_bytes": mem_limit if not device.startswith("cuda") else 0,
-            "extra": {**model.extra, "host_vmhwm_bytes": str(hwm), "nice": nice_applied},
+            "memory_limit_bytes": mem_limit if not cuda else 0,
+            "extra": extra,
             "runqueue_wait_fraction": tm.runqueue_wait_fraction,
             "involuntary_context_switches": tm.involuntary_switches,
         },
@@ -311,29 +354,54 @@ def probe() -> dict[str, Any]:
     return out
 
 
+def run_request(req: dict[str, Any], *, isolation: str = "process", populated: str = "") -> dict[str, Any]:
+    """The answer to one worker request (never raises): ``{"ok": true, "result": ...}`` or ``{"ok": false,
+    "kind": ..., "message": ...}``."""
+    try:
+        if req.get("mode") == "probe":
+            return {"ok": True, "result": probe()}
+        return {"ok": True, "result": measure(req, isolation=isolation, populated=populated)}
+    except runtimes.ModelLoadError as exc:
+        return {"ok": False, "kind": "oom" if _is_oom(exc) else "load", "message": str(exc)}
+    except runtimes.InputError as exc:
+        return {"ok": False, "kind": "input", "message": str(exc)}
+    except FirstRunFailed as exc:
+        specs = req.get("inputs") or []
+        given = ", ".join(f"{i.get('name') or f'#{n}'} {i['shape']} {i.get('dtype') or 'float32'}"
+                          for n, i in enumerate(specs)) or "the model's recorded inputs"
+        return {"ok": False, "kind": "input",
+                "message": f"the model failed on its first run with inputs [{given}]: {str(exc)[:1500]}"}
+    except runtimes.UnavailableError as exc:
+        return {"ok": False, "kind": "unavailable", "message": str(exc)}
+    except BaseException as exc:  # noqa: BLE001 - the worker must answer whatever the model did
+        kind = "oom" if _is_oom(exc) else "runtime"
+        return {"ok": False, "kind": kind, "message": f"{type(exc).__name__}: {exc}"[:4000]}
+
+
+def write_answer(fd: int, answer: dict[str, Any]) -> None:
+    data = (json.dumps(answer) + "\n").encode()
+    view = memoryview(data)
+    while view:
+        n = os.write(fd, view)
+        view = view[n:]
+
+
 def main() -> None:
+    """``python -m agent.worker``: one request on stdin, one answer on stdout (isolation "process")."""
+    parent = os.environ.get("NNF_AGENT_PARENT_PID", "")
+    if parent.isdigit():
+        sandbox.die_with_parent(int(parent))
     # Runtimes may print to stdout; keep fd 1 for our single JSON answer and send everything else to stderr.
     out_fd = os.dup(1)
     os.dup2(2, 1)
     sys.stdout = sys.stderr
     try:
         req = json.loads(sys.stdin.read())
-        payload = {"ok": True, "result": probe()} if req.get("mode") == "probe" else {"ok": True, "result": measure(req)}
-    except runtimes.ModelLoadError as exc:
-        kind = "oom" if _is_oom(exc) else "load"
-        payload = {"ok": False, "kind": kind, "message": str(exc)}
-    except runtimes.InputError as exc:
-        payload = {"ok": False, "kind": "input", "message": str(exc)}
-    except runtimes.UnavailableError as exc:
-        payload = {"ok": False, "kind": "unavailable", "message": str(exc)}
-    except BaseException as exc:  # noqa: BLE001 - the worker must answer whatever the model did
-        kind = "oom" if _is_oom(exc) else "runtime"
-        payload = {"ok": False, "kind": kind, "message": f"{type(exc).__name__}: {exc}"[:4000]}
-    data = (json.dumps(payload) + "\n").encode()
-    view = memoryview(data)
-    while view:
-        n = os.write(out_fd, view)
-        view = view[n:]
+    except ValueError as exc:
+        answer: dict[str, Any] = {"ok": False, "kind": "runtime", "message": f"unreadable worker request: {exc}"}
+    else:
+        answer = run_request(req)
+    write_answer(out_fd, answer)
     sys.stderr.flush()
     os._exit(0)
 

@@ -61,7 +61,7 @@ def export(model: torch.nn.Module, shape: tuple[int, ...], out: Path) -> dict[st
     return paths
 
 
-def inprocess_runner(runtime: str, path: Path, shape: tuple[int, ...]):  # noqa: ANN201 - a callable
+def inprocess_runner(runtime: str, path: Path, shape: tuple[int, ...]):
     import numpy as np
 
     x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
@@ -89,7 +89,7 @@ def inprocess_runner(runtime: str, path: Path, shape: tuple[int, ...]):  # noqa:
     return run
 
 
-def time_inprocess(run, warmup: int, repeats: int, min_time_s: float) -> tuple[float, float]:  # noqa: ANN001
+def time_inprocess(run, warmup: int, repeats: int, min_time_s: float) -> tuple[float, float]:
     """(median wall us, median thread-CPU us) of a plain loop."""
     for _ in range(warmup):
         run()

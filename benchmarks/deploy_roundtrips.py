@@ -22,12 +22,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from host.client import TensorSpec  # noqa: E402
-from host.deploy import deployer  # noqa: E402
-from host.deploy.inventory import Device  # noqa: E402
-from host.deploy.session import DeviceSession  # noqa: E402
-from host.deploy.transport import connect  # noqa: E402
-from tests.support.deploy_helpers import onnx_mlp  # noqa: E402
+from host.client import TensorSpec
+from host.deploy import deployer
+from host.deploy.inventory import Device
+from host.deploy.session import DeviceSession
+from host.deploy.transport import connect
+from tests.support.deploy_helpers import onnx_mlp
 
 
 def measure(dev: Device, model: Path) -> dict[str, float]:

@@ -122,6 +122,9 @@ def main() -> None:
         "unseen": {k: {"accuracy": round(v["accuracy"], 4), "activation_ratio": round(v["activation_ratio"], 4)}
                    for k, v in res["unseen"].items()},
         "per_task": {k: round(v, 4) for k, v in per_task.items()},
+        "per_limit_task": {lim: {t: round(row["accuracy"], 4) for t, row in rows.items()}
+                           for lim, rows in res["per_limit"].items()},
+        "unseen_tasks": unseen,
         "generate_seconds_median": round(statistics.median(seconds), 4),
         "ratio_never_above_limit": max_ratio_over_limit <= 0,
         "max_ratio_minus_limit": round(max_ratio_over_limit, 6),

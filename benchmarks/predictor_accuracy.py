@@ -34,17 +34,14 @@ sys.path.insert(0, str(ROOT))
 
 
 def start_local_agent(cache_dir: Path) -> tuple[subprocess.Popen, str]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "agent", "serve", "--port", "0", "--cache-dir", str(cache_dir)],
-        cwd=str(ROOT), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-    )
-    assert proc.stdout is not None
-    line = proc.stdout.readline()
-    if not line.startswith("NNF_AGENT_LISTENING"):
-        proc.kill()
-        raise SystemExit(f"local agent did not start (got {line!r}; exit {proc.wait()})")
-    fields = dict(kv.split("=", 1) for kv in line.split()[1:])
-    return proc, f"127.0.0.1:{fields['port']}"
+    from agent.launch import LaunchError
+    from agent.launch import start_local_agent as launch
+
+    try:  # this benchmark's own loopback agent, without a token (explicit --no-auth)
+        agent = launch(cache_dir=cache_dir / "cache", no_auth=True)
+    except LaunchError as exc:
+        raise SystemExit(f"local agent did not start: {exc}") from None
+    return agent.proc, agent.address
 
 
 def stop_agent(proc: subprocess.Popen) -> None:

@@ -1,4 +1,4 @@
-"""The requirement-aware module assembler (DESIGN.md §2): request in, gate vectors out.
+"""The requirement-aware module assembler (docs/design.md §2): request in, gate vectors out.
 
 A request is ``<task, activation_limit>``. The task is a multi-hot vector over the task space's
 attribute vocabulary; the limit is encoded sinusoidally (like a transformer's positional encoding,
@@ -186,11 +186,11 @@ class _StraightThrough(torch.autograd.Function):
     """Forward: the hard gates exactly; backward: the gradient goes to the soft gates unchanged."""
 
     @staticmethod
-    def forward(ctx, hard: torch.Tensor, soft: torch.Tensor) -> torch.Tensor:  # noqa: ANN001
+    def forward(ctx, hard: torch.Tensor, soft: torch.Tensor) -> torch.Tensor:
         return hard.clone()
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> tuple[None, torch.Tensor]:  # noqa: ANN001
+    def backward(ctx, grad: torch.Tensor) -> tuple[None, torch.Tensor]:
         return None, grad
 
 

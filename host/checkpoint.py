@@ -42,7 +42,7 @@ def optimizer_to_tensors(state: dict) -> tuple[dict[str, torch.Tensor], dict]:
     for pid, pstate in state["state"].items():
         for key, val in pstate.items():
             if isinstance(val, torch.Tensor):
-                tensors[f"{pid}.{key}"] = val.detach().contiguous().clone()
+                tensors[f"{pid}.{key}"] = val.detach().contiguous().cpu().clone()
             else:
                 scalars.setdefault(str(pid), {})[key] = val
     return tensors, {"param_groups": state["param_groups"], "scalars": scalars}

@@ -2,17 +2,23 @@
 
 :class:`AgentClient` wraps the gRPC stubs with what a campaign needs:
 
+* an address check (``HOST:PORT``; a missing port is an error, never gRPC's silent 443);
+* the token: given, or for an agent on this machine's loopback that runs as this user, the one
+  ``nnf-agent serve`` generated in its state directory (read automatically; see :func:`local_token`);
 * a deadline on every call (``timeout_s`` per call, a larger one for profiling);
-* bounded retries with exponential backoff, only on status codes that mean "try again":
-  UNAVAILABLE (agent restarting, network blip), ABORTED (another upload of the same artifact) and
-  RESOURCE_EXHAUSTED when the agent says ``nnf-error-kind: busy`` (its queue is full). Never on
-  INVALID_ARGUMENT, NOT_FOUND, DEADLINE_EXCEEDED, a model's out-of-memory or crash;
+* retries only on status codes that mean "try again", with exponential backoff: UNAVAILABLE (agent
+  restarting, network blip) for up to ``retry_window_s`` (30 s: longer than an agent restart and gRPC's
+  reconnect delay; ``connect_window_s`` before the first successful call), ABORTED (another upload of the
+  same artifact) and RESOURCE_EXHAUSTED when the agent says ``nnf-error-kind: busy`` (``retries`` times).
+  Never on INVALID_ARGUMENT, NOT_FOUND, DEADLINE_EXCEEDED, a model's out-of-memory or crash.
+  ``profile_many`` resumes a stream broken by a restart with the requests that have no outcome yet;
 * resumable, content-addressed chunked upload: ``HasArtifact`` first (nothing is sent when the agent
   has the artifact), resume from the agent's ``partial_bytes`` after an interruption;
 * typed results (:class:`ProfileResult`, :class:`DeviceInfo`, ...) instead of protobuf messages.
 
 Errors (all subclasses of :class:`host.errors.AgentError`; ``.code`` is the gRPC status code name and
-``.kind`` the agent's ``nnf-error-kind`` when it sent one):
+``.kind`` the agent's ``nnf-error-kind`` when it sent one, see ``agent.protocol.ErrorKind``; messages of
+unreachable/auth/TLS failures say what to do next):
 
 ==========================  =====================================================================
 ``AgentUnavailableError``   cannot reach the agent (UNAVAILABLE after the retries)
@@ -41,10 +47,18 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from agent._proto.nnfactory.agent.v1 import agent_pb2 as pb
 from agent._proto.nnfactory.agent.v1 import agent_pb2_grpc as pb_grpc
+from agent.protocol import (
+    AUTH_METADATA_KEY,
+    BEARER_PREFIX,
+    ERROR_KIND_KEY,
+    ErrorKind,
+    is_loopback,
+    parse_address,
+    status_code_from_value,
+)
 from agent.runtimes import NAME_TO_RUNTIME, runtime_from_suffix, runtime_name
 from host.errors import AgentError, ConfigError
 
-ERROR_KIND_KEY = "nnf-error-kind"
 DEFAULT_CHUNK_BYTES = 1024 * 1024
 T = TypeVar("T")
 
@@ -77,17 +91,45 @@ class AgentBusyError(AgentError):
     """The agent's measurement queue stayed full."""
 
 
-def _error_from_rpc(exc: grpc.RpcError, what: str) -> AgentError:
-    code = exc.code() if hasattr(exc, "code") else grpc.StatusCode.UNKNOWN
-    details = exc.details() if hasattr(exc, "details") else str(exc)
-    kind = ""
+def _kind(exc: grpc.RpcError) -> str:
     try:
         for key, value in exc.trailing_metadata() or ():
             if key == ERROR_KIND_KEY:
-                kind = value
+                return str(value)
     except (AttributeError, TypeError):
         pass
-    return error_for(code, kind, f"{what}: {code.name}: {details}")
+    return ""
+
+
+def _next_step(code: grpc.StatusCode, kind: str, details: str, address: str, tls: bool, has_token: bool) -> str:
+    """What the user should do about an unreachable agent, a refused token or a TLS mismatch."""
+    host = address.rsplit(":", 1)[0]
+    if code == grpc.StatusCode.UNAVAILABLE and kind != ErrorKind.SHUTTING_DOWN:
+        low = details.lower()
+        if "ssl" in low or "tls" in low or "handshake" in low or "wrong_version" in low or "socket closed" in low:
+            return (" If the agent serves TLS, pass its certificate (--tls-root-cert PEM); if it does not, drop "
+                    "--tls-root-cert." if not tls else " Check --tls-root-cert matches the agent's certificate.")
+        if is_loopback(host):
+            return (" Is an agent running there? Start one on this machine with `nnf agent start --local` (it "
+                    "prints the address), or for a deployed device open a tunnel: `nnf tunnel NAME`.")
+        return (" Is the agent running and reachable? Deploy/start it with `nnf deploy NAME`, or reach a "
+                "loopback-only agent through `nnf tunnel NAME`.")
+    if code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
+        where = (" The token of an agent started on this machine by `nnf agent start --local`/`nnf-agent serve` is "
+                 "in its state directory (~/.local/state/nnf-agent/token; nnf reads it automatically for "
+                 "loopback agents of your user); for a deployed device print it with "
+                 "`nnf tunnel NAME --print-token`. Pass it with --token-file FILE or $NNF_AGENT_TOKEN.")
+        return (" No token was sent." if not has_token else " The token was refused.") + where
+    return ""
+
+
+def _error_from_rpc(exc: grpc.RpcError, what: str, *, address: str = "", tls: bool = False,
+                    has_token: bool = True) -> AgentError:
+    code = exc.code() if hasattr(exc, "code") else grpc.StatusCode.UNKNOWN
+    details = exc.details() if hasattr(exc, "details") else str(exc)
+    kind = _kind(exc)
+    hint = _next_step(code, kind, details or "", address, tls, has_token) if address else ""
+    return error_for(code, kind, f"{what}: {code.name}: {details}{hint}")
 
 
 def error_for(code: grpc.StatusCode, kind: str, message: str) -> AgentError:
@@ -116,12 +158,47 @@ def _retryable(exc: grpc.RpcError) -> bool:
     code = exc.code()
     if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.ABORTED):
         return True
-    if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+    return code == grpc.StatusCode.RESOURCE_EXHAUSTED and _kind(exc) == ErrorKind.BUSY
+
+
+def _listener_uid(port: int) -> int | None:
+    """The uid owning the socket listening on loopback ``port`` (Linux /proc/net/tcp*), None when unknown."""
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         try:
-            return any(k == ERROR_KIND_KEY and v == "busy" for k, v in exc.trailing_metadata() or ())
-        except (AttributeError, TypeError):
-            return False
-    return False
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            f = line.split()
+            if len(f) > 7 and f[3] == "0A" and int(f[1].rsplit(":", 1)[1], 16) == port:  # 0A = LISTEN
+                return int(f[7])
+    return None
+
+
+def local_token(address: str) -> str | None:
+    """The token of a local agent at ``address``, found without being told.
+
+    Only for a loopback address whose listening socket belongs to this user (so a token is never sent
+    to another user's process) and only when the default token file exists: the one ``nnf-agent serve``
+    and ``nnf agent start --local`` generate (``$XDG_STATE_HOME/nnf-agent/token``).
+    """
+    import os
+
+    from agent.config import ConfigProblem, default_token_path, read_token_file
+
+    try:
+        host, port = parse_address(address)
+    except ValueError:
+        return None
+    if not is_loopback(host) or _listener_uid(port) != os.getuid():
+        return None
+    path = default_token_path()
+    if not path.is_file():
+        return None
+    try:
+        return read_token_file(path)
+    except ConfigProblem:
+        return None
 
 
 def sha256_file(path: str | Path) -> str:
@@ -201,6 +278,7 @@ class ProfileResult:
     finished_unix_ns: int
     thread_cpu_samples_ns: tuple[int, ...] = ()  # CPU time of the measuring thread per run (threads=1 proxy)
     median_thread_cpu_us: float = 0.0
+    warmup_time_s: float = 0.0  # the warm-up runs together
 
     def to_json(self, samples: bool = True) -> dict[str, Any]:
         from dataclasses import asdict
@@ -235,6 +313,7 @@ class ProfileResult:
             load_time_ms=m.load_time_ms, measure_time_s=m.measure_time_s, queue_wait_us=m.queue_wait_us,
             started_unix_ns=m.started_unix_ns, finished_unix_ns=m.finished_unix_ns,
             thread_cpu_samples_ns=tuple(m.thread_cpu_samples_ns), median_thread_cpu_us=m.median_thread_cpu_us,
+            warmup_time_s=m.warmup_time_s,
         )
 
 
@@ -255,6 +334,8 @@ class RuntimeInfo:
     devices: tuple[str, ...]
     artifact_suffix: str
     carries_code: bool
+    disabled: bool = False  # installed, but refused by the agent's settings (pickle-bearing .pt2)
+    note: str = ""
 
 
 @dataclass(frozen=True)
@@ -278,6 +359,25 @@ class DeviceInfo:
     auth_required: bool
     tls: bool
     extra: dict[str, str] = field(default_factory=dict)
+    max_input_bytes: int = 0
+    max_threads: int = 0
+    cache_quota_bytes: int = 0
+    allow_pickle_formats: bool = False
+    isolation: str = ""
+    protocol_version: int = 0
+
+
+@dataclass(frozen=True)
+class CacheStats:
+    artifacts: int
+    artifact_bytes: int
+    partials: int
+    partial_bytes: int
+    quota_bytes: int
+    max_artifact_bytes: int
+    evicted: int
+    expired_partials: int
+    partial_expiry_s: float
 
 
 @dataclass
@@ -333,8 +433,11 @@ class ProfileRequest:
 class AgentClient:
     """Talks to one agent at ``address`` (``HOST:PORT``). Use as a context manager or call ``close()``.
 
+    ``token``: the agent's bearer token; None = :func:`local_token` (a loopback agent of this user), else
+    none. ``tls_root_cert``: PEM of the agent's certificate (or its CA) for a TLS agent.
     ``compression='gzip'`` compresses every message sent (artifacts whose weights are constant shrink to a
     few KB); the agent decompresses transparently, and its size caps apply to the decompressed bytes.
+    ``retries=0`` turns every retry off.
     """
 
     def __init__(
@@ -347,28 +450,51 @@ class AgentClient:
         profile_timeout_s: float = 900.0,
         retries: int = 4,
         backoff_s: float = 0.2,
-        max_backoff_s: float = 5.0,
+        max_backoff_s: float = 2.0,
+        retry_window_s: float = 30.0,
+        connect_window_s: float = 5.0,
         chunk_bytes: int = DEFAULT_CHUNK_BYTES,
         seed: int | None = None,
         compression: str | None = None,
     ) -> None:
         if retries < 0:
             raise ConfigError(f"retries must be >= 0 (got {retries})")
+        try:
+            parse_address(address)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
         self.address = address
         self.timeout_s = timeout_s
         self.profile_timeout_s = profile_timeout_s
         self.retries = retries
         self.backoff_s = backoff_s
         self.max_backoff_s = max_backoff_s
+        self.retry_window_s = retry_window_s if retries else 0.0
+        self.connect_window_s = connect_window_s if retries else 0.0
         self.chunk_bytes = chunk_bytes
         self._rng = random.Random(seed)
-        self._metadata: tuple[tuple[str, str], ...] = (("authorization", f"Bearer {token}"),) if token else ()
-        options = [("grpc.max_receive_message_length", 64 * 1024 * 1024)]
+        self._connected = False
+        if token is None:
+            token = local_token(address)
+        self.has_token = bool(token)
+        self._metadata: tuple[tuple[str, str], ...] = (
+            ((AUTH_METADATA_KEY, f"{BEARER_PREFIX}{token}"),) if token else ())
+        options = [
+            ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+            # reconnect quickly after an agent restart (gRPC's default waits 1 s, then up to 120 s)
+            ("grpc.initial_reconnect_backoff_ms", 100),
+            ("grpc.min_reconnect_backoff_ms", 100),
+            ("grpc.max_reconnect_backoff_ms", 1000),
+        ]
         comp = {None: None, "none": None, "gzip": grpc.Compression.Gzip, "deflate": grpc.Compression.Deflate}
         if compression not in comp:
             raise ConfigError(f"compression {compression!r}: use None, 'gzip' or 'deflate'")
+        self.tls = tls_root_cert is not None
         if tls_root_cert is not None:
-            root = tls_root_cert if isinstance(tls_root_cert, bytes) else Path(tls_root_cert).read_bytes()
+            try:
+                root = tls_root_cert if isinstance(tls_root_cert, bytes) else Path(tls_root_cert).read_bytes()
+            except OSError as exc:
+                raise ConfigError(f"cannot read the TLS root certificate {tls_root_cert}: {exc.strerror or exc}") from None
             self._channel = grpc.secure_channel(address, grpc.ssl_channel_credentials(root), options=options,
                                                 compression=comp[compression])
         else:
@@ -390,17 +516,35 @@ class AgentClient:
         delay = min(self.max_backoff_s, self.backoff_s * (2 ** attempt))
         time.sleep(delay * (0.5 + self._rng.random() / 2))
 
+    def _error(self, exc: grpc.RpcError, what: str) -> AgentError:
+        return _error_from_rpc(exc, f"{what} on agent {self.address}", address=self.address, tls=self.tls,
+                               has_token=self.has_token)
+
+    def _may_retry(self, exc: grpc.RpcError, attempt: int, started: float) -> bool:
+        """Retry UNAVAILABLE within the time window (a restarting agent), busy/aborted ``retries`` times."""
+        if not _retryable(exc) or self.retries == 0:
+            return False
+        if exc.code() == grpc.StatusCode.UNAVAILABLE:
+            window = self.retry_window_s if self._connected else self.connect_window_s
+            return time.monotonic() - started < window
+        return attempt < self.retries
+
     def _call(self, what: str, fn: Callable[[], T]) -> T:
         attempt = 0
+        started = time.monotonic()
         while True:
             try:
-                return fn()
+                out = fn()
+                self._connected = True
+                return out
             except grpc.RpcError as exc:
-                if attempt < self.retries and _retryable(exc):
+                if exc.code() != grpc.StatusCode.UNAVAILABLE:
+                    self._connected = True  # the agent answered
+                if self._may_retry(exc, attempt, started):
                     self._sleep_backoff(attempt)
                     attempt += 1
                     continue
-                raise _error_from_rpc(exc, f"{what} on agent {self.address}") from None
+                raise self._error(exc, what) from None
 
     # -------------------------------------------------------------------- calls
     def health(self, service: str = "", timeout_s: float | None = None) -> str:
@@ -413,23 +557,29 @@ class AgentClient:
     def wait_ready(self, timeout_s: float = 30.0) -> None:
         """Poll the health service until SERVING or ``timeout_s`` passes (AgentUnavailableError)."""
         end = time.monotonic() + timeout_s
-        last: Exception | None = None
+        last: grpc.RpcError | None = None
         while time.monotonic() < end:
             try:
                 resp = self._health.Check(health_pb2.HealthCheckRequest(), timeout=min(2.0, self.timeout_s),
                                           metadata=self._metadata)
                 if resp.status == health_pb2.HealthCheckResponse.SERVING:
+                    self._connected = True
                     return
             except grpc.RpcError as exc:
                 if exc.code() in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
-                    raise _error_from_rpc(exc, f"health check on agent {self.address}") from None
+                    raise self._error(exc, "health check") from None
                 last = exc
             time.sleep(0.1)
-        raise AgentUnavailableError(f"agent {self.address} not healthy within {timeout_s} s (last error: {last})")
+        if last is not None:
+            err = self._error(last, "health check")
+            raise AgentUnavailableError(f"agent {self.address} not healthy within {timeout_s} s: {err}")
+        raise AgentUnavailableError(f"agent {self.address} not healthy within {timeout_s} s")
 
     def device_info(self) -> DeviceInfo:
+        # The first call may wait for the agent's runtime probe (imports every runtime once, ~seconds);
+        # it never waits for a running measurement.
         m = self._call("GetDeviceInfo", lambda: self._stub.GetDeviceInfo(
-            pb.GetDeviceInfoRequest(), timeout=max(self.timeout_s, 120.0), metadata=self._metadata))
+            pb.GetDeviceInfoRequest(), timeout=max(self.timeout_s, 150.0), metadata=self._metadata))
         return DeviceInfo(
             agent_version=m.agent_version, protocol=m.protocol, hostname=m.hostname, os=m.os,
             os_release=m.os_release, machine=m.machine, cpu_model=m.cpu_model, logical_cores=m.logical_cores,
@@ -438,11 +588,19 @@ class AgentClient:
             gpus=tuple({"name": g.name, "total_memory_bytes": g.total_memory_bytes, "index": g.index,
                         "capability": g.capability} for g in m.gpus),
             runtimes=tuple(RuntimeInfo(runtime_name(r.runtime), r.version, tuple(r.devices), r.artifact_suffix,
-                                       r.carries_code) for r in m.runtimes),
+                                       r.carries_code, r.disabled, r.note) for r in m.runtimes),
             python_version=m.python_version, max_artifact_bytes=m.max_artifact_bytes,
             worker_memory_limit_bytes=m.worker_memory_limit_bytes, auth_required=m.auth_required, tls=m.tls,
-            extra=dict(m.extra),
+            extra=dict(m.extra), max_input_bytes=m.max_input_bytes, max_threads=m.max_threads,
+            cache_quota_bytes=m.cache_quota_bytes, allow_pickle_formats=m.allow_pickle_formats,
+            isolation=m.isolation, protocol_version=m.protocol_version,
         )
+
+    def cache_stats(self) -> CacheStats:
+        m = self._call("CacheStats", lambda: self._stub.CacheStats(
+            pb.CacheStatsRequest(), timeout=self.timeout_s, metadata=self._metadata))
+        return CacheStats(m.artifacts, m.artifact_bytes, m.partials, m.partial_bytes, m.quota_bytes,
+                          m.max_artifact_bytes, m.evicted, m.expired_partials, m.partial_expiry_s)
 
     def artifact_status(self, sha256: str) -> ArtifactStatus:
         m = self._call("HasArtifact", lambda: self._stub.HasArtifact(
@@ -481,6 +639,7 @@ class AgentClient:
         if size == 0:
             raise ConfigError(f"artifact {name!r} is empty")
         attempt = 0
+        started = time.monotonic()
         sent_total = 0
         first_offset: int | None = None
         while True:
@@ -523,13 +682,12 @@ class AgentClient:
                 resp = self._stub.UploadArtifact(chunks(), timeout=timeout, metadata=self._metadata)
             except grpc.RpcError as exc:
                 sent_total += sent_now[0]
-                offset_moved = exc.code() == grpc.StatusCode.FAILED_PRECONDITION and any(
-                    k == ERROR_KIND_KEY and v == "offset" for k, v in (exc.trailing_metadata() or ()))
-                if attempt < self.retries and (_retryable(exc) or offset_moved):  # re-ask where to resume
-                    self._sleep_backoff(attempt)
+                offset_moved = exc.code() == grpc.StatusCode.FAILED_PRECONDITION and _kind(exc) == ErrorKind.OFFSET
+                if self._may_retry(exc, attempt, started) or (offset_moved and attempt < self.retries):
+                    self._sleep_backoff(attempt)  # then re-ask where to resume
                     attempt += 1
                     continue
-                raise _error_from_rpc(exc, f"upload of {name} to agent {self.address}") from None
+                raise self._error(exc, f"upload of {name}") from None
             sent_total += sent_now[0]
             if resp.complete or stop_after_bytes is not None:
                 return UploadResult(sha, resp.size_bytes or resp.received_bytes, sent_total,
@@ -561,24 +719,35 @@ class AgentClient:
         """Profile many artifacts over one stream; yields one outcome per request, in order.
 
         The whole stream's deadline is the sum of the per-request deadlines (or profile_timeout_s each).
-        A request's own failure is an outcome with ``error`` set; a broken stream raises AgentError.
+        A request's own failure is an outcome with ``error`` set. A stream broken by an unreachable agent
+        (e.g. restarting) is resumed with the requests that have no outcome yet, within the retry window;
+        otherwise a broken stream raises AgentError.
         """
         msgs = [r.to_proto() for r in requests]
-        timeout = sum(r.call_timeout_s(self.profile_timeout_s) for r in requests) or self.profile_timeout_s
-        try:
-            for o in self._stub.ProfileStream(iter(msgs), timeout=timeout, metadata=self._metadata):
-                if o.HasField("result"):
-                    yield ProfileOutcome(o.index, o.request_id, ProfileResult.from_proto(o.result), None)
-                else:
-                    e = o.error
-                    code = grpc.StatusCode.UNKNOWN
-                    for c in grpc.StatusCode:
-                        if c.value[0] == e.code:
-                            code = c
-                    yield ProfileOutcome(o.index, o.request_id, None, error_for(code, e.kind,
-                                                                              f"request {o.index}: {e.message}"))
-        except grpc.RpcError as exc:
-            raise _error_from_rpc(exc, f"ProfileStream on agent {self.address}") from None
+        done = 0
+        attempt = 0
+        started = time.monotonic()
+        while done < len(msgs):
+            rest = msgs[done:]
+            timeout = sum(r.call_timeout_s(self.profile_timeout_s) for r in requests[done:]) or self.profile_timeout_s
+            try:
+                for o in self._stub.ProfileStream(iter(rest), timeout=timeout, metadata=self._metadata):
+                    self._connected = True
+                    index = done
+                    done += 1
+                    if o.HasField("result"):
+                        yield ProfileOutcome(index, o.request_id, ProfileResult.from_proto(o.result), None)
+                    else:
+                        e = o.error
+                        yield ProfileOutcome(index, o.request_id, None, error_for(
+                            status_code_from_value(e.code), e.kind, f"request {index}: {e.message}"))
+                return
+            except grpc.RpcError as exc:
+                if exc.code() == grpc.StatusCode.UNAVAILABLE and self._may_retry(exc, attempt, started):
+                    self._sleep_backoff(attempt)
+                    attempt += 1
+                    continue
+                raise self._error(exc, "ProfileStream") from None
 
     def upload_and_profile(self, path: str | Path, request: ProfileRequest | None = None, **kw: Any
                            ) -> ProfileResult:

@@ -13,6 +13,10 @@ one type. Each message names what is wrong and what to do about it.
     ├── DeployError            deploying an agent over ssh/adb failed
     ├── CampaignError          a profiling campaign store is unusable
     └── SearchError            no candidate meets the budgets
+
+    NNFactoryWarning (UserWarning)
+    └── GenerationWarning      a generated model that will answer poorly (no gated module left, a limit
+                               below what the generator was trained for)
 """
 
 from __future__ import annotations
@@ -46,11 +50,30 @@ class MissingExtraError(NNFactoryError, ImportError):
 
     def __init__(self, what: str, extra: str, package: str | None = None) -> None:
         pkg = package or extra
-        super().__init__(
-            f"{what} needs the optional dependency {pkg!r}, which is not installed; "
-            f"install it with: pip install 'nn-factory[{extra}]'"
-        )
         self.extra = extra
+        self.hint = install_command(extra)
+        super().__init__(f"{what} needs the optional dependency {pkg!r}, which is not installed; "
+                         f"install it with: {self.hint}")
+
+
+def install_command(extra: str) -> str:
+    """The pip command that adds the extra ``extra`` to this installation.
+
+    torch is pinned in the same command (to the installed version): an unpinned torch pulled in by an extra
+    would be replaced by a multi-GB CUDA build. From a source clone (an editable install) the command
+    installs the clone itself, so it works where ``nn-factory`` is not on a package index.
+    """
+    import importlib.metadata
+    from pathlib import Path
+
+    try:
+        torch = f"torch=={importlib.metadata.version('torch').split('+')[0]} "
+    except importlib.metadata.PackageNotFoundError:
+        torch = ""
+    root = Path(__file__).resolve().parent.parent
+    if (root / "pyproject.toml").is_file():
+        return f"python -m pip install {torch}-e '{root}[{extra}]'"
+    return f"python -m pip install {torch}'nn-factory[{extra}]'"
 
 
 class AgentError(NNFactoryError):
@@ -67,6 +90,14 @@ class CampaignError(NNFactoryError):
 
 class SearchError(NNFactoryError):
     """No candidate meets the requested budgets."""
+
+
+class NNFactoryWarning(UserWarning):
+    """Base class of NN-Factory's warnings."""
+
+
+class GenerationWarning(NNFactoryWarning):
+    """A request the generator can serve, but whose model will answer poorly."""
 
 
 def suggest(name: str, choices: Iterable[str]) -> str:

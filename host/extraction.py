@@ -26,6 +26,7 @@ from host.compact import CompactModel, CompactSpec
 from host.errors import ConfigError, GateError
 from host.supernets import Supernet, build_network
 from host.supernets.base import bn_shift
+from host.supernets.centernet import GatedHead
 from host.supernets.mobilenetv2 import InvertedResidual
 from host.supernets.resnet import BasicBlock, Bottleneck
 from host.supernets.vit import FFN
@@ -76,6 +77,7 @@ def _surgery_bottleneck(block: Bottleneck, p: str, keep: Keep, sd: StateDict) ->
         c2 = torch.relu(bn_shift(block.bn2)).index_select(0, k2)  # (m2,)
         v = block.conv3.weight[:, :, 0, 0].index_select(1, k2) @ c2  # (out,)
         bn3 = block.bn3
+        assert bn3.running_mean is not None and bn3.running_var is not None  # BN with running stats
         const = (v - bn3.running_mean) / torch.sqrt(bn3.running_var + bn3.eps) * bn3.weight + bn3.bias
     sd[f"{p}.branch_const"] = const.detach().clone()
     _drop(sd, p, ("conv1", "bn1", "conv2", "bn2", "conv3", "bn3"))
@@ -109,11 +111,24 @@ def _surgery_ffn(ffn: FFN, p: str, keep: Keep, sd: StateDict) -> None:
     sd[f"{p}.fc2.weight"] = sd[f"{p}.fc2.weight"].index_select(1, k)
 
 
+def _surgery_head(head: GatedHead, p: str, keep: Keep, sd: StateDict) -> None:
+    k = keep[f"{p}.hidden"]
+    if k.numel() == 0:  # the output conv sees zeros: its bias everywhere
+        assert head.out.bias is not None  # the output conv has a bias
+        sd[f"{p}.branch_const"] = head.out.bias.detach().clone()
+        _drop(sd, p, ("conv", "bn", "out"))
+        return
+    sd[f"{p}.conv.weight"] = sd[f"{p}.conv.weight"].index_select(0, k)
+    _slice_bn(sd, f"{p}.bn", k)
+    sd[f"{p}.out.weight"] = sd[f"{p}.out.weight"].index_select(1, k)
+
+
 SURGERY: dict[type[nn.Module], Callable[..., None]] = {
     BasicBlock: _surgery_basic,
     Bottleneck: _surgery_bottleneck,
     InvertedResidual: _surgery_inverted_residual,
     FFN: _surgery_ffn,
+    GatedHead: _surgery_head,
 }
 
 

@@ -154,7 +154,8 @@ class GateLayout:
 def activation_ratio(gates: Sequence[torch.Tensor]) -> torch.Tensor:
     """Fraction of active modules over all gate bits: scalar for unbatched gates, ``(B,)`` for batched."""
     total = sum(g.shape[-1] for g in gates)
-    return sum(g.float().sum(dim=-1) for g in gates) / total
+    active = torch.stack([g.float().sum(dim=-1) for g in gates]).sum(dim=0)
+    return active / total
 
 
 def random_gates(

@@ -10,7 +10,10 @@ one compact model per (task, limit), each evaluated on its own task's questions.
 from __future__ import annotations
 
 import statistics
+import sys
 import time
+import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,7 +22,7 @@ import torch
 
 from host.assembler import GateResult, check_limits
 from host.checkpoint import read_checkpoint, shipped_checkpoint
-from host.errors import ConfigError
+from host.errors import ConfigError, GenerationWarning
 from host.models import Models, load_models
 from host.tasks import Task, TaskSpace, get_family, load_space
 
@@ -50,7 +53,7 @@ class ModelFactory:
     def space(self) -> TaskSpace:
         return self.models.space
 
-    def gates(self, tasks: list[Task | str], limits: list[float] | torch.Tensor) -> GateResult:
+    def gates(self, tasks: Sequence[Task | str], limits: Sequence[float] | torch.Tensor) -> GateResult:
         """Hard gates for a batch of requests (one forward of the assembler)."""
         resolved = [self.space.task(t) if isinstance(t, str) else t for t in tasks]
         lim = torch.as_tensor(limits, dtype=torch.float64).reshape(-1)
@@ -77,8 +80,12 @@ class ModelFactory:
             "activation_limit": limit,
             "checkpoint": str(self.checkpoint),
             "checkpoint_step": self.meta.get("train_state", {}).get("step"),
-            "input": "grayscale (1, H, W) float in [0, 1] (pixel / 255); output logits [no, yes]",
+            "input": getattr(get_family(self.space.family), "io_description",
+                             "grayscale (1, H, W) float in [0, 1] (pixel / 255); output logits [no, yes]"),
         }
+        notes = self.quality_warnings(limit, res)
+        for note in notes:
+            warnings.warn(note, GenerationWarning, stacklevel=2)
         compact = extract(self.models.supernet, res.request(0), meta=meta)
         t_extract = time.perf_counter()
         if out_dir is not None:
@@ -102,8 +109,28 @@ class ModelFactory:
             "seconds_extract": round(t_extract - t_gates, 4),
             "out": str(out_dir) if out_dir is not None else None,
             "checkpoint": str(self.checkpoint),
+            "warnings": notes,
         }
         return compact, summary
+
+    def quality_warnings(self, limit: float, res: GateResult, row: int = 0) -> list[str]:
+        """Why the model of request ``row`` may answer poorly ([] when nothing is known against it)."""
+        notes = []
+        total = sum(int(g.shape[1]) for g in res.gates)
+        active = sum(int(g[row].sum()) for g in res.gates)
+        trained_min = float(self.meta.get("train_config", {}).get("limit_min", 0.0))
+        if active == 0:
+            notes.append(
+                f"the model keeps none of the {total} gated modules at activation limit {limit:g} (one module is "
+                f"{1 / total:.4f} of them): the task reaches a generated model only through which modules are on, "
+                "so this one is the same model for every task and cannot answer this one; raise the limit"
+            )
+        elif limit < trained_min:
+            notes.append(
+                f"activation limit {limit:g} is below the lowest limit the generator was trained for "
+                f"({trained_min:g}); its accuracy there is unknown, measure it (nnf eval) before use"
+            )
+        return notes
 
 
 def _check_limit(limit: float) -> float:
@@ -129,8 +156,11 @@ def evaluate_generated(
     seed: int = 1234,
     split: str = "test",
     batch_size: int = 512,
+    progress: bool = False,
 ) -> dict[str, Any]:
-    """Accuracy and activation ratio of generated compact models on the space's ``split``.
+    """Accuracy and activation ratio of generated compact models on the space's ``split``
+    (for a detection space: mAP@0.5, see :func:`host.detection.evaluate_generated_detection`).
+    ``progress``: a progress bar on stderr (one step per generated model).
 
     For every (task, limit), extract the compact model and run it on ``per_task`` balanced questions
     of that task. Returns {"seen"/"unseen": {limit: {"accuracy", "activation_ratio"}}, "per_limit":
@@ -141,6 +171,11 @@ def evaluate_generated(
     space = factory.space
     for lim in limits:
         _check_limit(lim)
+    if getattr(get_family(space.family), "metric", "accuracy") == "map50":  # a detection space
+        from host.detection import evaluate_generated_detection
+
+        return evaluate_generated_detection(factory, limits, tasks=tasks, per_task=per_task, seed=seed,
+                                            split=split, batch_size=batch_size)
     names = tasks if tasks is not None else space.names("seen") + space.names("unseen")
     task_objs = [space.task(n) for n in names]
     ids = torch.tensor([space.tasks.index(t) if t in space.tasks else -1 for t in task_objs])
@@ -149,10 +184,16 @@ def evaluate_generated(
     sampler = get_family(space.family).make_sampler(space, split)
     data = sampler.balanced(ids, per_task, seed=seed)
     per_limit: dict[str, dict[str, dict[str, Any]]] = {}
+    from tqdm import tqdm
+
+    bar = tqdm(total=len(limits) * len(task_objs), desc="eval", unit="model", disable=not progress,
+               file=sys.stderr, dynamic_ncols=True, mininterval=1.0 if sys.stderr.isatty() else 30.0)
     for lim in limits:
         res = factory.gates(task_objs, [lim] * len(task_objs))
         rows: dict[str, dict[str, Any]] = {}
         for i, t in enumerate(task_objs):
+            bar.set_postfix_str(f"limit {lim:g}, {t.name}", refresh=False)
+            bar.update(1)
             compact = extract(factory.models.supernet, res.request(i))
             sel = data.task_ids == ids[i]
             x, y = data.images[sel], data.labels[sel]
@@ -167,17 +208,18 @@ def evaluate_generated(
                 "split": t.split,
             }
         per_limit[limit_key(lim)] = rows
+    bar.close()
     out: dict[str, Any] = {"per_limit": per_limit}
     for split_name in ("seen", "unseen"):
         out[split_name] = {}
         for lim in limits:
-            rows = [r for r in per_limit[limit_key(lim)].values() if r["split"] == split_name]
-            if rows:
+            found = [r for r in per_limit[limit_key(lim)].values() if r["split"] == split_name]
+            if found:
                 out[split_name][limit_key(lim)] = {
-                    "accuracy": statistics.fmean(r["accuracy"] for r in rows),
-                    "activation_ratio": statistics.fmean(r["activation_ratio"] for r in rows),
-                    "max_activation_ratio": max(r["activation_ratio"] for r in rows),
-                    "tasks": len(rows),
+                    "accuracy": statistics.fmean(r["accuracy"] for r in found),
+                    "activation_ratio": statistics.fmean(r["activation_ratio"] for r in found),
+                    "max_activation_ratio": max(r["activation_ratio"] for r in found),
+                    "tasks": len(found),
                 }
     out["per_task_samples"] = per_task
     out["data_split"] = split

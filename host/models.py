@@ -18,15 +18,21 @@ from torch import nn
 from host.assembler import AssemblerConfig, ModuleAssembler
 from host.checkpoint import Checkpoint
 from host.errors import ConfigError, SpecError
+from host.supernets.base import Supernet
 from host.tasks import TaskSpace, get_family, load_space
 
 
 class AssemblerDims(Protocol):
     """The assembler settings :func:`build_models` needs (a ``TrainConfig`` or an ``AssemblerConfig``)."""
 
-    hidden: int
-    experts: int
-    limit_dims: int
+    @property
+    def hidden(self) -> int: ...
+
+    @property
+    def experts(self) -> int: ...
+
+    @property
+    def limit_dims(self) -> int: ...
 
 def final_linear(net: nn.Module) -> tuple[str, nn.Linear]:
     """The supernet's classifier: its last nn.Linear."""
@@ -36,7 +42,7 @@ def final_linear(net: nn.Module) -> tuple[str, nn.Linear]:
     return found[-1]
 
 
-def build_supernet_for(space: TaskSpace, backbone: str, sampler_shape: tuple[int, ...]) -> nn.Module:
+def build_supernet_for(space: TaskSpace, backbone: str, sampler_shape: tuple[int, ...]) -> Supernet:
     from host.supernets import build_supernet, list_configs
 
     names = list(list_configs())
@@ -80,9 +86,9 @@ class Models:
     """What a checkpoint holds: the space, the supernet, the assembler (+ aux head when training)."""
 
     space: TaskSpace
-    supernet: nn.Module
+    supernet: Supernet
     assembler: ModuleAssembler
-    aux: AuxCountHead | None
+    aux: nn.Module | None  # pre-training head (AuxCountHead, or the family objective's)
     backbone: str
 
     def tensors(self) -> dict[str, torch.Tensor]:
@@ -107,8 +113,12 @@ class Models:
 
 
 def build_models(space: TaskSpace, backbone: str, cfg: AssemblerDims, *, with_aux: bool = True) -> Models:
-    sampler_shape = get_family(space.family).image_shape(space)
-    net = build_supernet_for(space, backbone, sampler_shape)
+    family = get_family(space.family)
+    objective = family.objective(space)  # None: the built-in yes/no-question supernet and head
+    if objective is not None:
+        net = objective.build_supernet(backbone)
+    else:
+        net = build_supernet_for(space, backbone, family.image_shape(space))
     layout = net.gate_layout()
     acfg = AssemblerConfig(
         vocab_size=space.vocab_size,
@@ -119,7 +129,9 @@ def build_models(space: TaskSpace, backbone: str, cfg: AssemblerDims, *, with_au
     )
     assembler = ModuleAssembler(acfg)
     aux = None
-    if with_aux:
+    if with_aux and objective is not None:
+        aux = objective.build_aux(net)
+    elif with_aux:
         head = final_linear(net)[1]
         classes = len(space.groups.get("class", ())) or 1
         cells = int(space.params.get("grid", {}).get("rows", 1)) * int(space.params.get("grid", {}).get("cols", 1))
@@ -127,8 +139,14 @@ def build_models(space: TaskSpace, backbone: str, cfg: AssemblerDims, *, with_au
     return Models(space, net, assembler, aux, backbone)
 
 
-def check_compatible(ckpt: Checkpoint, space: TaskSpace, backbone: str) -> None:
-    """Raise SpecError unless the checkpoint was trained for this space and backbone."""
+def check_compatible(ckpt: Checkpoint, space: TaskSpace, backbone: str, *, exact: bool = False) -> None:
+    """Raise SpecError unless the checkpoint was trained for this space and backbone.
+
+    ``exact`` (resuming a run): the space definition must be the one the run was trained on. Otherwise
+    (generating, evaluating, warm starts) another definition of the same space is accepted when the
+    attribute vocabulary, the family and its parameters are unchanged and no task that ``space`` holds out
+    as unseen was trained by the checkpoint: tasks may move from unseen to trained, never back.
+    """
     sp = ckpt.meta.get("space", {})
     if sp.get("name") != space.name:
         raise SpecError(
@@ -136,10 +154,7 @@ def check_compatible(ckpt: Checkpoint, space: TaskSpace, backbone: str) -> None:
             f"pass --space {sp.get('name')} or another checkpoint"
         )
     if sp.get("fingerprint") != space.fingerprint():
-        raise SpecError(
-            f"checkpoint {ckpt.path} was trained on a different definition of task space {space.name!r} "
-            "(tasks or attributes changed); retrain or use the matching space file"
-        )
+        _check_definition(ckpt, sp.get("definition") if not exact else None, space)
     if ckpt.meta.get("backbone") != backbone:
         raise SpecError(
             f"checkpoint {ckpt.path} holds backbone {ckpt.meta.get('backbone')!r}, not {backbone!r}; "
@@ -147,7 +162,27 @@ def check_compatible(ckpt: Checkpoint, space: TaskSpace, backbone: str) -> None:
         )
 
 
-def check_layout(ckpt: Checkpoint, supernet: nn.Module, backbone: str) -> None:
+def _check_definition(ckpt: Checkpoint, trained: dict | None, space: TaskSpace) -> None:
+    changed = f"checkpoint {ckpt.path} was trained on a different definition of task space {space.name!r}"
+    if trained is None:
+        raise SpecError(f"{changed} (tasks or attributes changed); retrain or use the matching space file")
+    now = space.to_json()
+    for key in ("family", "groups", "params"):
+        if trained.get(key) != now[key]:
+            raise SpecError(
+                f"{changed}: its {key} differ, so the attribute encoding or the inputs mean something else; "
+                "retrain or use the matching space file"
+            )
+    was_trained = {tuple(t["attributes"]) for t in trained.get("tasks", []) if t.get("split") in ("seen", "extra")}
+    leaked = [t.name for t in space.tasks if t.split == "unseen" and t.attributes in was_trained]
+    if leaked:
+        raise SpecError(
+            f"{changed}: it trained on {', '.join(repr(n) for n in leaked)}, which this space holds out as "
+            "unseen, so results on it would not be unseen; use the space file the checkpoint was trained on"
+        )
+
+
+def check_layout(ckpt: Checkpoint, supernet: Supernet, backbone: str) -> None:
     """Raise SpecError unless the checkpoint was trained on this supernet's gate layout."""
     if ckpt.meta.get("gate_layout", {}).get("fingerprint") != supernet.gate_layout().fingerprint():
         raise SpecError(
@@ -156,13 +191,16 @@ def check_layout(ckpt: Checkpoint, supernet: nn.Module, backbone: str) -> None:
         )
 
 
-def load_models(ckpt: Checkpoint, space: TaskSpace | None = None, backbone: str | None = None) -> Models:
-    """Rebuild supernet + assembler from a checkpoint (verifying space, backbone and gate layout)."""
+def load_models(
+    ckpt: Checkpoint, space: TaskSpace | None = None, backbone: str | None = None, *, exact: bool = False
+) -> Models:
+    """Rebuild supernet + assembler from a checkpoint (verifying space, backbone and gate layout;
+    ``exact``: the very space definition it was trained on, see :func:`check_compatible`)."""
     if space is None:
         name = ckpt.meta.get("space", {}).get("name", "")
         space = load_space(name)
     backbone = backbone or ckpt.meta.get("backbone", "")
-    check_compatible(ckpt, space, backbone)
+    check_compatible(ckpt, space, backbone, exact=exact)
     acfg = AssemblerConfig.from_json(ckpt.meta["assembler"])
     has_aux = any(k.startswith("aux.") for k in ckpt.model)
     models = build_models(space, backbone, acfg, with_aux=has_aux)

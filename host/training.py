@@ -1,4 +1,4 @@
-"""Joint training of a gated supernet and its module assembler (DESIGN.md §3).
+"""Joint training of a gated supernet and its module assembler (docs/design.md §3).
 
 Two phases, one optimizer, one step counter:
 
@@ -16,7 +16,11 @@ Two phases, one optimizer, one step counter:
 Every batch is a pure function of ``(seed, step, rank)``, the learning rate a pure function of the
 step, and a checkpoint holds weights, BN statistics and optimizer state, so ``--resume`` continues
 exactly where the last checkpoint left off. Under ``torchrun`` (``WORLD_SIZE > 1``) the same code
-trains with DistributedDataParallel (gloo on CPU); rank 0 writes checkpoints.
+trains with DistributedDataParallel (gloo on CPU, NCCL on CUDA: ``--target cuda``, one GPU per process,
+``LOCAL_RANK`` picks it); rank 0 writes checkpoints. Batches are always drawn on the CPU from the step's
+generator and then moved, so a run's data do not depend on where it trains; ``--amp`` runs the forward
+passes under bfloat16 autocast on CUDA. Exact resume is guaranteed on the CPU; CUDA kernels may differ in
+the last bits between runs.
 """
 
 from __future__ import annotations
@@ -64,6 +68,9 @@ class TrainConfig:
     gate_lambda: float = 100.0
     limit_min: float = 0.03
     limit_max: float = 1.0
+    low_limit_fraction: float = 0.0  # share of joint samples whose limit is drawn from [lo, low_limit_max]
+    low_limit_max: float = 0.35
+    augment: bool = False  # training inputs jittered by the family's augmentation (e.g. small affine per digit)
     curriculum_steps: int = 300  # joint steps over which limit_min widens from curriculum_limit_start
     curriculum_limit_start: float = 0.3
     extra_fraction: float = 0.2  # share of samples from extra attribute combinations
@@ -75,6 +82,7 @@ class TrainConfig:
     eval_every: int = 250
     eval_per_task: int = 24
     eval_limit: float = 0.3
+    extra_eval_limits: tuple[float, ...] = ()  # validated too; the best checkpoint maximises the mean seen accuracy
     keep_checkpoints: int = 2
 
     def __post_init__(self) -> None:
@@ -84,8 +92,13 @@ class TrainConfig:
             raise ConfigError("batch_size must be >= 2 (BatchNorm needs more than one sample)")
         if not 0 < self.limit_min <= self.limit_max <= 1:
             raise ConfigError("limits need 0 < limit_min <= limit_max <= 1")
-        if not 0 < self.eval_limit <= 1:
-            raise ConfigError(f"eval_limit {self.eval_limit} is outside (0, 1]")
+        self.extra_eval_limits = tuple(float(v) for v in self.extra_eval_limits)
+        for v in (self.eval_limit, *self.extra_eval_limits):
+            if not 0 < v <= 1:
+                raise ConfigError(f"validation limit {v} is outside (0, 1]")
+        if not 0 <= self.low_limit_fraction <= 1 or not self.limit_min < self.low_limit_max <= self.limit_max:
+            raise ConfigError(
+                "low_limit_fraction must lie in [0, 1] and low_limit_max in (limit_min, limit_max]")
         if self.checkpoint_every < 1 or self.eval_every < 1 or self.keep_checkpoints < 1:
             raise ConfigError("checkpoint_every, eval_every and keep_checkpoints must be >= 1")
         if self.eval_per_task < 2 or self.eval_per_task % 2:
@@ -167,6 +180,52 @@ def _dist_info() -> tuple[int, int]:
     return world, rank
 
 
+def batch_to(batch: Any, device: torch.device) -> Any:
+    """A copy of a sampler's batch (a dataclass of tensors) with every tensor field on ``device``."""
+    import dataclasses
+
+    if device.type == "cpu" or not dataclasses.is_dataclass(batch):
+        return batch
+    moved = {f.name: getattr(batch, f.name).to(device, non_blocking=True) for f in dataclasses.fields(batch)
+             if isinstance(getattr(batch, f.name), torch.Tensor)}
+    return dataclasses.replace(batch, **moved)
+
+
+def as_float(out: Any) -> Any:
+    """Model outputs (tensors, or tuples/lists of them) in float32, e.g. after bfloat16 autocast."""
+    if isinstance(out, torch.Tensor):
+        return out.float() if out.is_floating_point() else out
+    if isinstance(out, dict):
+        return {k: as_float(v) for k, v in out.items()}
+    if isinstance(out, tuple) and hasattr(out, "_fields"):  # a NamedTuple
+        return type(out)(*(as_float(o) for o in out))
+    if isinstance(out, (tuple, list)):
+        return type(out)(as_float(o) for o in out)
+    return out
+
+
+def resolve_target(target: str, *, amp: bool = False) -> torch.device:
+    """The device a training process computes on: ``cpu``, ``cuda`` (this process's ``LOCAL_RANK`` GPU
+    under torchrun) or ``cuda:N``. A ConfigError that says what to do when it cannot be used."""
+    name = str(target).strip().lower()
+    if name == "cpu":
+        if amp:
+            raise ConfigError("--amp (bfloat16 autocast) is offered for --target cuda only; drop --amp on the CPU")
+        return torch.device("cpu")
+    if name != "cuda" and not (name.startswith("cuda:") and name[5:].isdigit()):
+        raise ConfigError(f"unknown training target {target!r}; use cpu, cuda or cuda:N")
+    if not torch.cuda.is_available():
+        raise ConfigError(
+            f"--target {target} asks for a CUDA GPU, but this PyTorch sees none (torch.cuda.is_available() is "
+            f"False; torch {torch.__version__}, built with CUDA {torch.version.cuda or 'no'}); train with "
+            "--target cpu, or install a CUDA build of torch on a machine with a GPU"
+        )
+    index = int(name[5:]) if ":" in name else int(os.environ.get("LOCAL_RANK", "0"))
+    if index >= torch.cuda.device_count():
+        raise ConfigError(f"--target {target}: GPU {index} does not exist ({torch.cuda.device_count()} visible)")
+    return torch.device("cuda", index)
+
+
 # ---- evaluation ---------------------------------------------------------------------------------
 
 
@@ -183,31 +242,32 @@ def evaluate(
     Returns {limit: {"per_task": {task_id: acc}, "ratio": {task_id: generated ratio}}}.
     """
     net, asm, space = models.supernet, models.assembler, models.space
+    dev = next(net.parameters()).device
     was = net.training, asm.training
     net.eval()
     asm.eval()
     try:
         task_ids = torch.unique(batch.task_ids)
-        enc = space.encode([space.tasks[i] for i in task_ids.tolist()])
+        enc = space.encode([space.tasks[i] for i in task_ids.tolist()]).to(dev)
         row_of = torch.full((len(space.tasks),), -1, dtype=torch.long)
         row_of[task_ids] = torch.arange(task_ids.shape[0])
         out: dict[float, dict[str, Any]] = {}
         for limit in limits:
-            res = asm.generate(enc, torch.full((enc.shape[0],), float(limit), dtype=torch.float64))
+            res = asm.generate(enc, torch.full((enc.shape[0],), float(limit), dtype=torch.float64, device=dev))
             correct = torch.zeros(task_ids.shape[0])
             count = torch.zeros(task_ids.shape[0])
             for s in range(0, batch.labels.shape[0], batch_size):
                 tid = batch.task_ids[s : s + batch_size]
                 rows = row_of[tid]
-                gates = [g[rows] for g in res.gates]
-                pred = net(batch.images[s : s + batch_size], gates=gates).argmax(dim=1)
+                gates = [g[rows.to(dev)] for g in res.gates]
+                pred = net(batch.images[s : s + batch_size].to(dev), gates=gates).argmax(dim=1).cpu()
                 ok = (pred == batch.labels[s : s + batch_size]).float()
                 correct.index_add_(0, rows, ok)
                 count.index_add_(0, rows, torch.ones_like(ok))
             acc = correct / count.clamp(min=1)
             out[float(limit)] = {
                 "per_task": {int(t): float(a) for t, a in zip(task_ids.tolist(), acc.tolist(), strict=True)},
-                "ratio": {int(t): float(r) for t, r in zip(task_ids.tolist(), res.ratios.tolist(), strict=True)},
+                "ratio": {int(t): float(r) for t, r in zip(task_ids.tolist(), res.ratios.cpu().tolist(), strict=True)},
             }
         return out
     finally:
@@ -233,11 +293,16 @@ class Trainer:
     """Runs (or resumes) one training run into a run directory."""
 
     def __init__(self, cfg: TrainConfig, out_dir: Path, *, resume: bool = False, threads: int = 1,
-                 progress: bool = True, init_from: Path | None = None, warm_from: Path | None = None) -> None:
+                 progress: bool = True, init_from: Path | None = None, warm_from: Path | None = None,
+                 target: str = "cpu", amp: bool = False) -> None:
         self.out = Path(out_dir)
         self.world, self.rank = _dist_info()
+        self.device = resolve_target(target, amp=amp)
+        self.amp = amp
+        if self.device.type == "cuda":
+            torch.cuda.set_device(self.device)
         if self.world > 1 and not dist.is_initialized():
-            dist.init_process_group("gloo")
+            dist.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
         torch.set_num_threads(max(1, threads))
         self.progress = progress and self.rank == 0
         self.state: dict[str, Any] = {"step": 0, "seconds": 0.0, "history": [], "best": None}
@@ -277,8 +342,13 @@ class Trainer:
         self.space = load_space(cfg.space)
         torch.manual_seed(cfg.seed)
         self.models = build_models(self.space, cfg.backbone, cfg)
+        for mod in (self.models.supernet, self.models.assembler, self.models.aux):
+            if mod is not None:
+                mod.to(self.device)
         fam = get_family(self.space.family)
-        self.sampler = fam.make_sampler(self.space, "train")
+        self.sampler = fam.make_sampler(self.space, "train", augment=cfg.augment)
+        # The family's training hooks (model, samples, losses, validation); None: yes/no questions.
+        self.objective = fam.objective(self.space)
         self.optimizer = torch.optim.Adam(self.models.parameters(), lr=cfg.lr)
         if ckpt is not None:
             self._load(ckpt)
@@ -290,12 +360,13 @@ class Trainer:
         extra = [i for i, t in enumerate(self.space.tasks) if t.split == "extra"]
         self.seen_ids = torch.tensor(seen, dtype=torch.long)
         self.extra_ids = torch.tensor(extra, dtype=torch.long)
-        self.task_enc = self.space.encode(self.space.tasks)
+        self.task_enc = self.space.encode(self.space.tasks).to(self.device)
         self._wrapped: dict[str, nn.Module] = {}
 
     def _load(self, ckpt: Checkpoint) -> None:
         """Continue from ``ckpt``: weights, optimizer moments (when it has them) and training state."""
-        loaded = load_models(ckpt, self.space, self.cfg.backbone)
+        own_run = Path(ckpt.path).resolve().parent == self.out.resolve()  # resuming needs the very space definition
+        loaded = load_models(ckpt, self.space, self.cfg.backbone, exact=own_run)
         self.models.supernet.load_state_dict(loaded.supernet.state_dict())
         self.models.assembler.load_state_dict(loaded.assembler.state_dict())
         if loaded.aux is not None and self.models.aux is not None:
@@ -380,47 +451,75 @@ class Trainer:
     # -- one step -------------------------------------------------------------------------------
     def _module(self, phase: str) -> nn.Module:
         if phase not in self._wrapped:
-            m = PretrainModel(self.models.supernet, self.models.aux) if phase == "pretrain" else JointModel(
-                self.models.supernet, self.models.assembler
-            )
+            if phase == "pretrain":
+                m = (PretrainModel(self.models.supernet, self.models.aux) if self.objective is None
+                     else self.objective.pretrain_module(self.models.supernet, self.models.aux))
+            else:
+                m = JointModel(self.models.supernet, self.models.assembler)
             if self.world > 1:
-                m = DistributedDataParallel(m)
+                m = DistributedDataParallel(m, device_ids=[self.device.index] if self.device.type == "cuda" else None)
             self._wrapped[phase] = m
         return self._wrapped[phase]
 
     def _pretrain_step(self, gen: torch.Generator) -> dict[str, float]:
         b = self.local_batch
-        pool = torch.cat([self.seen_ids, self.extra_ids])
-        tids = pool[torch.randint(len(pool), (b,), generator=gen)]
-        batch = self.sampler.draw(tids, torch.rand(b, generator=gen) < 0.5, gen)
+        if self.objective is not None:
+            batch = self.objective.draw_pretrain(self.sampler, b, gen)
+        else:
+            pool = torch.cat([self.seen_ids, self.extra_ids])
+            tids = pool[torch.randint(len(pool), (b,), generator=gen)]
+            batch = self.sampler.draw(tids, torch.rand(b, generator=gen) < 0.5, gen)
         keep = self.cfg.pretrain_keep_min + (1 - self.cfg.pretrain_keep_min) * torch.rand(b, 1, generator=gen)
         layout = self.models.supernet.gate_layout()
-        gates = [(torch.rand(b, d, generator=gen) < keep).float() for d in layout.module_counts]
-        counts, out = self._module("pretrain")(batch.images, gates)
-        loss = nn.functional.cross_entropy(counts.reshape(-1, counts.shape[-1]), batch.class_counts.reshape(-1))
-        loss = loss + 0.0 * out.sum()  # keeps the classifier in the graph (DDP needs every parameter used)
+        gates = [(torch.rand(b, d, generator=gen) < keep).float().to(self.device) for d in layout.module_counts]
+        batch = batch_to(batch, self.device)
+        with self._autocast():
+            counts, out = as_float(self._module("pretrain")(batch.images, gates))
+        metrics: dict[str, float] = {}
+        if self.objective is not None:
+            loss, metrics = self.objective.pretrain_loss((counts, out), batch)
+        else:
+            loss = nn.functional.cross_entropy(counts.reshape(-1, counts.shape[-1]), batch.class_counts.reshape(-1))
+            loss = loss + 0.0 * out.sum()  # keeps the classifier in the graph (DDP needs every parameter used)
+            metrics["acc"] = (counts.argmax(-1) == batch.class_counts).float().mean().item()
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         nn.utils.clip_grad_norm_(self.models.parameters(), self.cfg.grad_clip)
         self.optimizer.step()
-        acc = (counts.argmax(-1) == batch.class_counts).float().mean().item()
-        return {"loss": loss.item(), "acc": acc, "act": float(sum(g.sum() for g in gates) / (b * layout.total_modules))}
+        return {"loss": loss.item(), **metrics,
+                "act": float(sum(g.sum() for g in gates) / (b * layout.total_modules))}
 
     def _joint_step(self, gen: torch.Generator, joint_step: int) -> dict[str, float]:
         cfg, b = self.cfg, self.local_batch
-        tids = self.seen_ids[torch.randint(len(self.seen_ids), (b,), generator=gen)]
-        if len(self.extra_ids):
-            use_extra = torch.rand(b, generator=gen) < cfg.extra_fraction
-            extra = self.extra_ids[torch.randint(len(self.extra_ids), (b,), generator=gen)]
-            tids = torch.where(use_extra, extra, tids)
-        batch = self.sampler.draw(tids, torch.rand(b, generator=gen) < 0.5, gen)
+        if self.objective is not None:
+            batch = self.objective.draw_joint(self.sampler, b, gen, self.seen_ids, self.extra_ids, cfg.extra_fraction)
+            tids = batch.task_ids
+        else:
+            tids = self.seen_ids[torch.randint(len(self.seen_ids), (b,), generator=gen)]
+            if len(self.extra_ids):
+                use_extra = torch.rand(b, generator=gen) < cfg.extra_fraction
+                extra = self.extra_ids[torch.randint(len(self.extra_ids), (b,), generator=gen)]
+                tids = torch.where(use_extra, extra, tids)
+            batch = self.sampler.draw(tids, torch.rand(b, generator=gen) < 0.5, gen)
         frac = min(1.0, joint_step / cfg.curriculum_steps) if cfg.curriculum_steps > 0 else 1.0
         lo = max(cfg.limit_min, cfg.curriculum_limit_start + (cfg.limit_min - cfg.curriculum_limit_start) * frac)
         lo = min(lo, cfg.limit_max)
         limits = lo + (cfg.limit_max - lo) * torch.rand(b, generator=gen)
+        if cfg.low_limit_fraction > 0:  # more samples at the low limits that small devices ask for
+            hi = max(lo, min(cfg.low_limit_max, cfg.limit_max))
+            low = lo + (hi - lo) * torch.rand(b, generator=gen)
+            limits = torch.where(torch.rand(b, generator=gen) < cfg.low_limit_fraction, low, limits)
         use_hard = torch.rand(b, generator=gen) < 0.5
-        out, _gates, hard = self._module("joint")(batch.images, self.task_enc[tids], limits, use_hard)
-        ce = nn.functional.cross_entropy(out, batch.labels)
+        dev = self.device
+        batch, limits = batch_to(batch, dev), limits.to(dev)
+        with self._autocast():
+            out, _gates, hard = as_float(
+                self._module("joint")(batch.images, self.task_enc[tids.to(dev)], limits, use_hard.to(dev)))
+        if self.objective is not None:
+            ce, metrics = self.objective.joint_loss(out, batch)
+        else:
+            ce = nn.functional.cross_entropy(out, batch.labels)
+            metrics = {"acc": (out.argmax(1) == batch.labels).float().mean().item()}
         gl = gate_loss(hard, limits)
         loss = ce + cfg.gate_lambda * gl
         self.optimizer.zero_grad(set_to_none=True)
@@ -433,20 +532,39 @@ class Trainer:
             "loss": loss.item(),
             "ce": ce.item(),
             "gl": gl.item(),
-            "acc": (out.argmax(1) == batch.labels).float().mean().item(),
+            **metrics,
             "act": hard_ratio.mean().item(),
             "lim": limits.mean().item(),
         }
 
+    def _autocast(self) -> Any:
+        """bfloat16 autocast for --amp on CUDA; otherwise a no-op context."""
+        import contextlib
+
+        if self.amp:
+            return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
     # -- validation -----------------------------------------------------------------------------
     def validate(self) -> dict[str, float]:
+        """Mean seen/unseen accuracy and ratio at ``eval_limit`` (keys ``seen_acc`` ...) and at each
+        extra limit (keys ``seen_acc@0.1`` ...); ``select`` is what the best checkpoint maximises.
+        A family objective returns its own metrics (with ``select``)."""
+        if self.objective is not None:
+            return self.objective.validate(self.models, self.cfg)
         if self._val is None:
             fam = get_family(self.space.family)
             vs = fam.make_sampler(self.space, "val")
             ids = torch.tensor([i for i, t in enumerate(self.space.tasks) if t.split in ("seen", "unseen")])
             self._val = vs.balanced(ids, self.cfg.eval_per_task, seed=self.cfg.seed + 7919)
-        res = evaluate(self.models, self._val, [self.cfg.eval_limit])[float(self.cfg.eval_limit)]
-        return split_means(self.space, res)
+        limits = [float(self.cfg.eval_limit), *self.cfg.extra_eval_limits]
+        res = evaluate(self.models, self._val, limits)
+        out = split_means(self.space, res[limits[0]])
+        for lim in limits[1:]:
+            out.update({f"{k}@{lim:g}": v for k, v in split_means(self.space, res[lim]).items()})
+        seen = [out.get("seen_acc", 0.0)] + [out.get(f"seen_acc@{lim:g}", 0.0) for lim in limits[1:]]
+        out["select"] = sum(seen) / len(seen)
+        return out
 
     # -- the loop -------------------------------------------------------------------------------
     def run(self, *, stop_after: int | None = None) -> dict[str, Any]:
@@ -489,9 +607,10 @@ class Trainer:
                         rec = {"step": now, **{k: round(v, 5) for k, v in metrics.items()}}
                         self.state["history"].append(rec)
                         best = self.state.get("best")
-                        if best is None or metrics.get("seen_acc", 0.0) >= best["seen_acc"]:
+                        score = metrics["select"]
+                        if best is None or score >= best.get("select", best["seen_acc"]):
                             self.state["best"] = {"step": now, "seen_acc": metrics.get("seen_acc", 0.0),
-                                                  "checkpoint": f"step-{now:07d}"}
+                                                  "select": score, "checkpoint": f"step-{now:07d}"}
                             self._save()  # the best must exist on disk
                         if self.progress:
                             tqdm.write(f"step {now}: validation at limit {cfg.eval_limit}: {json.dumps(rec)}")
@@ -502,7 +621,7 @@ class Trainer:
                     if self.world > 1:
                         dist.barrier()
                 dt = time.perf_counter() - t_mark
-                bar.set_postfix(phase=phase, loss=f"{last['loss']:.3f}", acc=f"{last['acc']:.3f}",
+                bar.set_postfix(phase=phase, loss=f"{last['loss']:.3f}", acc=f"{last.get('acc', float('nan')):.3f}",
                                 act=f"{last['act']:.3f}", img_s=f"{imgs * 1.0 / max(dt, 1e-9):.0f}", refresh=False)
                 bar.update(1)
         finally:

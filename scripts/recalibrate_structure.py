@@ -21,10 +21,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from host.errors import SpecError  # noqa: E402
-from host.profiling.device_profile import atomic_write_json, read_profile  # noqa: E402
-from host.profiling.predictor import StructureModel  # noqa: E402
-from host.supernets import build_supernet  # noqa: E402
+from host.errors import SpecError
+from host.profiling.device_profile import atomic_write_json, read_profile
+from host.profiling.predictor import StructureModel
+from host.supernets import build_supernet
 
 
 def main() -> int:

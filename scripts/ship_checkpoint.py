@@ -11,7 +11,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from host.checkpoint import export_slim  # noqa: E402
+from host.checkpoint import export_slim
 
 
 def main() -> int:

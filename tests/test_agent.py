@@ -22,7 +22,7 @@ import pytest
 from agent import runtimes
 from agent._proto.nnfactory.agent.v1 import agent_pb2 as pb
 from agent._proto.nnfactory.agent.v1 import agent_pb2_grpc as pb_grpc
-from agent.server import FifoLock, create_server
+from agent.locks import FifoLock
 from agent.worker import summarize
 from host.client import (
     AgentArtifactError,
@@ -37,6 +37,7 @@ from host.client import (
     TensorSpec,
 )
 from tests import agent_artifacts as A
+from tests.agent_servers import agent_server as running_agent
 
 ROOT = Path(__file__).resolve().parents[1]
 QUICK = {"warmup_runs": 2, "repeats": 5, "min_time_s": 0.0}
@@ -49,10 +50,9 @@ needs_ort = pytest.mark.skipif(not has_ort, reason="onnxruntime not installed")
 
 @pytest.fixture(scope="module")
 def agent_server(tmp_path_factory: pytest.TempPathFactory):
-    d = tmp_path_factory.mktemp("cache")
-    server, port = create_server("127.0.0.1:0", cache_dir=d, device_lock=d / "device.lock")
-    yield f"127.0.0.1:{port}"
-    server.stop(0).wait()
+    d = tmp_path_factory.mktemp("agent")
+    with running_agent(d / "cache", device_lock_path=d / "device.lock", allow_pickle_formats=True) as (addr, _):
+        yield addr
 
 
 @pytest.fixture()
@@ -80,7 +80,7 @@ def test_health_and_reflection(agent_server: str, client: AgentClient) -> None:
         pool = DescriptorPool(db)
         svc = pool.FindServiceByName("nnfactory.agent.v1.ProfilingAgent")
         assert {m.name for m in svc.methods} == {"GetDeviceInfo", "HasArtifact", "UploadArtifact", "Profile",
-                                                 "ProfileStream", "DeleteArtifacts"}
+                                                 "ProfileStream", "DeleteArtifacts", "CacheStats"}
         msg = pool.FindMessageTypeByName("nnfactory.agent.v1.ProfileResult")
         assert "median_latency_us" in msg.fields_by_name
 
@@ -149,8 +149,8 @@ def test_upload_with_wrong_hash_is_rejected(agent_server: str, client: AgentClie
 
 
 def test_oversized_artifact(tmp_path: Path) -> None:
-    server, port = create_server("127.0.0.1:0", cache_dir=tmp_path / "c", device_lock=None, max_artifact_bytes=50_000)
-    try:
+    with running_agent(tmp_path / "c", max_artifact_bytes=50_000) as (addr, _):
+        port = addr.rsplit(":", 1)[1]
         p = tmp_path / "big.onnx"
         p.write_bytes(b"\0" * 60_000)
         with AgentClient(f"127.0.0.1:{port}") as c, pytest.raises(AgentArtifactError, match="cap of 50000") as ei:
@@ -161,8 +161,6 @@ def test_oversized_artifact(tmp_path: Path) -> None:
             pb_grpc.ProfilingAgentStub(ch).UploadArtifact(
                 iter([pb.UploadChunk(sha256="0" * 64, total_size_bytes=10, data=b"\0" * (5 << 20))]), timeout=10)
         assert ei2.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-    finally:
-        server.stop(0).wait()
 
 
 @needs_ort
@@ -176,9 +174,9 @@ def test_corrupt_artifact_and_bad_requests(client: AgentClient, tmp_path: Path, 
     with pytest.raises(AgentRequestError, match="upload it first"):
         client.profile(ProfileRequest("ab" * 32, runtime="onnxruntime"))
     sha = client.upload(mm_onnx).sha256
-    with pytest.raises(AgentRequestError, match="unknown options"):
+    with pytest.raises(AgentRequestError, match="options: unknown keys"):
         client.profile(ProfileRequest(sha, runtime="onnxruntime", options={"fill_weights": "1"}))
-    with pytest.raises(AgentRequestError, match="expects 1 input"):
+    with pytest.raises(AgentRequestError, match="has 1 input"):
         client.profile(ProfileRequest(sha, inputs=[TensorSpec((1, 64)), TensorSpec((1, 64))], **QUICK))
     t0 = time.monotonic()
     with pytest.raises(AgentRequestError, match="repeats"):
@@ -222,7 +220,7 @@ def test_profile_onnx_with_affinity(client: AgentClient, mm_onnx: Path) -> None:
 @pytest.mark.skipif(not has_torch, reason="torch not installed")
 def test_profile_torchscript_and_export(client: AgentClient, tmp_path: Path) -> None:
     ts = client.upload(A.torchscript(tmp_path / "m.pt")).sha256
-    with pytest.raises(AgentRequestError, match="pass input shapes"):
+    with pytest.raises(AgentRequestError, match="does not record its input shapes"):
         client.profile(ProfileRequest(ts, runtime="torchscript", **QUICK))
     r = client.profile(ProfileRequest(ts, runtime="torchscript", inputs=[TensorSpec((1, 3, 16, 16))], **QUICK))
     _check_result(r, 5)
@@ -288,27 +286,23 @@ def test_concurrent_clients_are_queued(agent_server: str, mm_onnx: Path) -> None
 @needs_ort
 def test_two_agents_on_one_device_never_overlap(tmp_path: Path, mm_onnx: Path) -> None:
     lock = tmp_path / "device.lock"
-    servers = [create_server("127.0.0.1:0", cache_dir=tmp_path / f"c{i}", device_lock=lock, worker_nice=5)
-               for i in range(2)]
     results, errors = [], []
 
-    def work(port: int) -> None:
+    def work(addr: str) -> None:
         try:
-            with AgentClient(f"127.0.0.1:{port}") as c:
+            with AgentClient(addr) as c:
                 sha = c.upload(mm_onnx).sha256
                 results.append(c.profile(ProfileRequest(sha, warmup_runs=1, repeats=5, min_time_s=0.3)))
         except Exception as exc:  # noqa: BLE001 - collected and asserted below
             errors.append(exc)
 
-    try:
-        threads = [threading.Thread(target=work, args=(port,)) for _, port in servers]
+    with running_agent(tmp_path / "c0", device_lock_path=lock, worker_nice=5) as (a0, _), \
+            running_agent(tmp_path / "c1", device_lock_path=lock, worker_nice=5) as (a1, _):
+        threads = [threading.Thread(target=work, args=(addr,)) for addr in (a0, a1)]
         for t in threads:
             t.start()
         for t in threads:
             t.join(60)
-    finally:
-        for server, _ in servers:
-            server.stop(0).wait()
     assert not errors and len(results) == 2
     (s0, e0), (s1, e1) = sorted((r.started_unix_ns, r.finished_unix_ns) for r in results)
     assert e0 <= s1, "two agents timed models at the same time"
@@ -318,9 +312,7 @@ def test_two_agents_on_one_device_never_overlap(tmp_path: Path, mm_onnx: Path) -
 @needs_ort
 def test_queue_deadline_and_busy(tmp_path: Path, mm_onnx: Path) -> None:
     """A request whose deadline passes in the queue fails without running; a full queue says busy."""
-    server, port = create_server("127.0.0.1:0", cache_dir=tmp_path / "c", max_queue=1)
-    addr = f"127.0.0.1:{port}"
-    try:
+    with running_agent(tmp_path / "c", max_queue=1) as (addr, _):
         with AgentClient(addr) as c:
             sha = c.upload(mm_onnx).sha256
         long_done = threading.Event()
@@ -353,8 +345,6 @@ def test_queue_deadline_and_busy(tmp_path: Path, mm_onnx: Path) -> None:
         assert "waiting for the device" in str(waiter_err[0])
         t.join(30)
         assert long_done.is_set()
-    finally:
-        server.stop(0).wait()
 
 
 def test_concurrent_uploads_of_one_artifact(agent_server: str, tmp_path: Path) -> None:
@@ -404,24 +394,18 @@ def test_out_of_memory_model(client: AgentClient, tmp_path: Path, mm_onnx: Path)
 def test_crashing_worker(tmp_path: Path, mm_onnx: Path) -> None:
     crash = A.onnx_matmul(tmp_path / "crash.onnx", n=16, seed=9)
     sha = hashlib.sha256(crash.read_bytes()).hexdigest()
-    server, port = create_server("127.0.0.1:0", cache_dir=tmp_path / "c", device_lock=None,
-                                 worker_env={"NNF_AGENT_TEST_CRASH_SHA256": sha})
-    try:
-        with AgentClient(f"127.0.0.1:{port}") as c:
-            c.upload(crash)
-            with pytest.raises(AgentModelError, match="SIGSEGV") as ei:
-                c.profile(ProfileRequest(sha, **QUICK))
-            assert ei.value.kind == "crash" and ei.value.code == "INTERNAL"
-            assert c.profile(ProfileRequest(c.upload(mm_onnx).sha256, **QUICK)).median_latency_us > 0
-    finally:
-        server.stop(0).wait()
+    with running_agent(tmp_path / "c", worker_env={"NNF_AGENT_TEST_CRASH_SHA256": sha}) as (addr, _), \
+            AgentClient(addr) as c:
+        c.upload(crash)
+        with pytest.raises(AgentModelError, match="SIGSEGV") as ei:
+            c.profile(ProfileRequest(sha, **QUICK))
+        assert ei.value.kind == "crash" and ei.value.code == "INTERNAL"
+        assert c.profile(ProfileRequest(c.upload(mm_onnx).sha256, **QUICK)).median_latency_us > 0
 
 
 # ------------------------------------------------------------------------------- security
 def test_token_checked_on_every_call(tmp_path: Path) -> None:
-    server, port = create_server("127.0.0.1:0", cache_dir=tmp_path / "c", device_lock=None, token="s3cret")
-    addr = f"127.0.0.1:{port}"
-    try:
+    with running_agent(tmp_path / "c", token="s3cret") as (addr, _):
         for token in (None, "wrong"):
             with AgentClient(addr, token=token, retries=3) as c:
                 t0 = time.monotonic()
@@ -435,14 +419,12 @@ def test_token_checked_on_every_call(tmp_path: Path) -> None:
         with AgentClient(addr, token="s3cret") as c:
             assert c.health() == "SERVING" and not c.has_artifact("0" * 64)
             assert c.device_info().auth_required
-    finally:
-        server.stop(0).wait()
 
 
 def test_non_loopback_bind_needs_token(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="without a token"):
-        create_server("0.0.0.0:0", cache_dir=tmp_path / "c")
-    proc = subprocess.run([sys.executable, "-m", "agent", "serve", "--host", "0.0.0.0", "--cache-dir",
+    with pytest.raises(ValueError, match="without a token"), running_agent(tmp_path / "c", address="0.0.0.0:0"):
+        pass
+    proc = subprocess.run([sys.executable, "-m", "agent", "serve", "--host", "0.0.0.0", "--no-auth", "--cache-dir",
                            str(tmp_path / "c")], cwd=ROOT, capture_output=True, text=True, timeout=60,
                           env={"PATH": "/usr/bin:/bin", "NNF_AGENT_TOKEN": ""})
     assert proc.returncode == 2 and "without a token" in proc.stderr
@@ -471,24 +453,22 @@ def test_tls(tmp_path: Path) -> None:
     (tmp_path / "key.pem").write_bytes(key.private_bytes(serialization.Encoding.PEM,
                                                          serialization.PrivateFormat.PKCS8,
                                                          serialization.NoEncryption()))
-    server, port = create_server("localhost:0", cache_dir=tmp_path / "c", device_lock=None, token="t",
-                                 tls_cert=tmp_path / "cert.pem", tls_key=tmp_path / "key.pem")
-    try:
+    with running_agent(tmp_path / "c", address="localhost:0", token="t", tls_cert=tmp_path / "cert.pem",
+                       tls_key=tmp_path / "key.pem") as (addr, _):
+        port = addr.rsplit(":", 1)[1]
         with AgentClient(f"localhost:{port}", token="t", tls_root_cert=cert_pem) as c:
             assert c.health() == "SERVING" and c.device_info().tls
         with AgentClient(f"localhost:{port}", token="t", retries=0, timeout_s=3) as c, \
                 pytest.raises(AgentUnavailableError):
             c.health()  # plaintext client against a TLS agent
-    finally:
-        server.stop(0).wait()
 
 
 def test_unreachable_agent_retries_then_fails() -> None:
-    with AgentClient("127.0.0.1:1", retries=2, backoff_s=0.1, timeout_s=2, seed=1) as c:
+    with AgentClient("127.0.0.1:1", retries=2, backoff_s=0.1, timeout_s=2, seed=1, connect_window_s=0.5) as c:
         t0 = time.monotonic()
-        with pytest.raises(AgentUnavailableError):
+        with pytest.raises(AgentUnavailableError, match="nnf agent start --local"):
             c.has_artifact("0" * 64)
-        assert time.monotonic() - t0 >= 0.1  # two backoffs of >= 0.05 s and 0.1 s
+        assert 0.5 <= time.monotonic() - t0 < 5  # retried for the connect window, then a clear error
 
 
 # ------------------------------------------------------------------------------- units

@@ -21,9 +21,11 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_start_profile_stop(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     model = A.onnx_matmul(tmp_path / "m.onnx")
     (tmp_path / "token").write_text("tok-123\n")
+    (tmp_path / "token").chmod(0o600)  # the agent refuses a token file others can read
     env = {k: v for k, v in os.environ.items() if k != "NNF_AGENT_TOKEN"}
     proc = subprocess.run([sys.executable, "-m", "host", "agent", "start", "--local", "--json",
                            "--token-file", str(tmp_path / "token"), "--cache-dir", str(tmp_path / "cache"),
+                           "--state-dir", str(tmp_path / "state"),
                            "--device-lock", str(tmp_path / "device.lock")],
                           cwd=ROOT, capture_output=True, text=True, timeout=120, env=env)
     assert proc.returncode == 0, proc.stderr
@@ -61,7 +63,7 @@ def test_serve_prints_port_and_stops_cleanly(tmp_path: Path) -> None:
 
     port_file = tmp_path / "port"
     proc = subprocess.Popen([sys.executable, "-m", "agent", "serve", "--port", "0", "--cache-dir", str(tmp_path / "c"),
-                             "--port-file", str(port_file), "--device-lock", "none"],
+                             "--port-file", str(port_file), "--device-lock", "none", "--no-auth"],
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         line = proc.stdout.readline().strip()

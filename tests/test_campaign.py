@@ -23,7 +23,7 @@ from host.profiling.runner import CampaignRunner, DeviceTarget
 from host.profiling.store import CampaignStore
 
 sys.path.insert(0, str(Path(__file__).parent))
-from campaign_fakes import LAYOUT, TRUE_COEF, FakeBuilder, FakeDevice  # noqa: E402
+from campaign_fakes import LAYOUT, TRUE_COEF, FakeBuilder, FakeDevice
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -217,12 +217,10 @@ def test_store_survives_kill_9_and_resumes_exactly(tmp_path: Path) -> None:
 
 
 def _start_agent(cache: Path) -> tuple[subprocess.Popen, str]:
-    proc = subprocess.Popen([sys.executable, "-m", "agent", "serve", "--port", "0", "--cache-dir", str(cache)],
-                            cwd=str(ROOT), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    line = proc.stdout.readline()
-    assert line.startswith("NNF_AGENT_LISTENING"), line
-    port = dict(kv.split("=", 1) for kv in line.split()[1:])["port"]
-    return proc, f"127.0.0.1:{port}"
+    from agent.launch import start_local_agent
+
+    agent = start_local_agent(cache_dir=cache, no_auth=True, extra_args=["--device-lock", "none"])
+    return agent.proc, agent.address
 
 
 def _stop(proc: subprocess.Popen, *, kill: bool = False) -> None:

@@ -52,6 +52,10 @@ def test_parse_good_inventory() -> None:
     assert inv.get("phone").adb_over_tcp and not inv.get("usbphone").adb_over_tcp
     assert inv.get("here").transport == "local"
     assert json.loads(json.dumps(j.to_json()))["affinity"] == [4, 5, 6, 7]
+    # old runtime spellings ("torch", "litert") are stored under their current names
+    assert (j.runtime, j.runtime_family) == ("torchscript", "torch")
+    assert (inv.get("phone").runtime, inv.get("phone").runtime_family) == ("tflite", "litert")
+    assert inv.get("here").runtime_family == "auto"
 
 
 @pytest.mark.parametrize(("text", "needle"), [
@@ -134,7 +138,7 @@ def test_local_deploy_profile_undeploy(tmp_path: Path, capsys: pytest.CaptureFix
         assert main(["deploy", "here", "--inventory", str(inv), "--json"]) == 0
         rep = json.loads(capsys.readouterr().out)
         assert rep["copied_bytes"] > 0 and rep["started"]
-        assert main(["devices", "profile", "here", str(model), "--input", "1x64", "--repeats", "5",
+        assert main(["devices", "profile", "here", str(model), "--input-shape", "1x64", "--repeats", "5",
                      "--inventory", str(inv), "--json"]) == 0
         prof = json.loads(capsys.readouterr().out)
         assert prof["runtime"] == "onnxruntime" and prof["median_latency_us"] > 0 and prof["samples"] >= 5
@@ -154,3 +158,39 @@ def test_local_deploy_profile_undeploy(tmp_path: Path, capsys: pytest.CaptureFix
         assert main(["undeploy", "here", "--inventory", str(inv), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["removed"]
     assert not workdir.exists()
+
+
+def test_transport_base_knows_no_implementation() -> None:
+    """connect() resolves transports by name; the base module imports none of them (nor paramiko/adb)."""
+    import subprocess
+    import sys
+
+    from host.deploy import inventory, transport
+
+    assert set(transport.TRANSPORTS) == set(inventory.TRANSPORTS)
+    code = ("import sys, host.deploy.transport as t; "
+            "bad = [m for m in ('host.deploy.local', 'host.deploy.ssh', 'host.deploy.adb', 'paramiko', 'adb_shell') "
+            "if m in sys.modules]; print(bad); sys.exit(1 if bad else 0)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    with transport.connect(inventory.parse_inventory("[devices.here]\n").get("here")) as t:
+        assert type(t).__module__ == "host.deploy.local" and t.check("echo ok", "echo").stdout == "ok\n"
+
+
+def test_device_scripts_run_with_a_plain_python(tmp_path: Path) -> None:
+    import hashlib
+    import subprocess
+    import sys
+
+    from host.deploy.deployer import device_script
+
+    f = tmp_path / "blob"
+    f.write_bytes(b"abc")
+    good, bad = hashlib.sha256(b"abc").hexdigest(), "0" * 64
+    for sha, rc in ((good, 0), (bad, 1)):
+        proc = subprocess.run([sys.executable, "-I", "-c", device_script("verify_sha256"), str(f), sha], timeout=60)
+        assert proc.returncode == rc
+    args = '{"required": ["json", "nonexistent_mod"], "runtimes": {"x": ["json"]}, "workdir": "%s", "port": 0}'
+    out = subprocess.run([sys.executable, "-I", "-c", device_script("probe"), args % tmp_path], timeout=60,
+                         capture_output=True, text=True).stdout
+    assert out.startswith("NNF-PROBE ") and '"missing": ["nonexistent_mod"]' in out

@@ -88,7 +88,7 @@ def test_deploy_profile_redeploy_undeploy_cli(sshd: SshServer, tmp_path: Path,
         token = (workdir / "run" / "token").read_text()
         assert token and token not in " ".join(Path(f"/proc/{first['pid']}/cmdline").read_text().split("\0"))
 
-        assert main(["devices", "profile", "box", str(model), "--input", "1x64", "--repeats", "10",
+        assert main(["devices", "profile", "box", str(model), "--input-shape", "1x64", "--repeats", "10",
                      "--warmup-runs", "2", *args, "--json"]) == 0
         prof = json.loads(capsys.readouterr().out)
         assert prof["runtime"] == "onnxruntime" and prof["samples"] >= 10 and prof["median_latency_us"] > 0

@@ -20,7 +20,7 @@ from host.profiling.store import CampaignStore
 from host.supernets import build_supernet
 
 sys.path.insert(0, str(Path(__file__).parent))
-from campaign_fakes import FakeDevice  # noqa: E402
+from campaign_fakes import FakeDevice
 
 
 class LawDevice(FakeDevice):
@@ -118,3 +118,11 @@ def test_shipped_profiles_load(tmp_path: Path) -> None:
                 spec = _spec_for_counts(net, counts)
                 got = pred.structure.param_bytes(np.array([counts]))[0]
                 assert abs(got - spec.param_bytes()) <= 1e-6 * spec.param_bytes(), (f.name, entry["config"])
+
+
+def test_default_profiles_dir_is_the_repositorys(monkeypatch) -> None:
+    from host.profiling.device_profile import default_profiles_dir
+
+    monkeypatch.delenv("NNF_PROFILES_DIR", raising=False)
+    assert default_profiles_dir() == Path(__file__).resolve().parents[1] / "device_profiles"
+    assert (default_profiles_dir() / "dev-amd-epyc-2c.json").is_file()

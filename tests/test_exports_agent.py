@@ -12,13 +12,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from agent.server import create_server
 from host.client import AgentClient, ProfileRequest, TensorSpec
 from host.errors import ArtifactError
 from host.exports import FORMATS, export_artifact, read_sidecar, sidecar_path
 from host.extraction import extract
 from host.gates import random_gates
 from host.supernets import build_supernet
+from tests.agent_servers import agent_server
 from tests.helpers import randomize_norms
 
 QUICK = {"warmup_runs": 2, "repeats": 5, "min_time_s": 0.0}
@@ -28,11 +28,11 @@ AGENT_RUNTIME = {"torchscript": "torchscript", "torch-export": "torch_export", "
 
 @pytest.fixture(scope="module")
 def agent(tmp_path_factory: pytest.TempPathFactory):
-    d = tmp_path_factory.mktemp("cache")
-    server, port = create_server("127.0.0.1:0", cache_dir=d, device_lock=d / "device.lock")
-    with AgentClient(f"127.0.0.1:{port}", timeout_s=60, retries=2, backoff_s=0.05, seed=0) as client:
+    d = tmp_path_factory.mktemp("agent")
+    # torch.export archives are pickle-bearing: this trusted test agent enables them explicitly
+    with agent_server(d / "cache", device_lock_path=d / "device.lock", allow_pickle_formats=True) as (addr, _), \
+            AgentClient(addr, timeout_s=60, retries=2, backoff_s=0.05, seed=0) as client:
         yield client
-    server.stop(0).wait()
 
 
 @pytest.fixture(scope="module")

@@ -91,8 +91,13 @@ def test_checkpoint_for_another_space_or_backbone(run_dir, tmp_path, capsys):
                "--out", str(tmp_path / "x"), "--checkpoint", str(run_dir)])
     assert rc == 2 and "trained for task space 'numvqa', not 'digits'" in capsys.readouterr().err
     changed = tmp_path / "numvqa.toml"
-    changed.write_text(text.replace('"exactly two 6",\n', ""))
-    with pytest.raises(SpecError, match="different definition"):
+    changed.write_text(text.replace('"exactly two 6",\n', ""))  # an unseen task becomes trained: still fine
+    assert ModelFactory.load(space=str(changed), checkpoint=run_dir).space.task("exactly two 6").split == "seen"
+    changed.write_text(text.replace('unseen = [\n', 'unseen = [\n  "exactly one 0",\n'))  # trained, now held out
+    with pytest.raises(SpecError, match="different definition.*trained on 'exactly one 0'"):
+        ModelFactory.load(space=str(changed), checkpoint=run_dir)
+    changed.write_text(text.replace("cell_size = 28", "cell_size = 28\nextra_param = 1"))
+    with pytest.raises(SpecError, match="different definition.*params differ"):
         ModelFactory.load(space=str(changed), checkpoint=run_dir)
     with pytest.raises(SpecError, match="holds backbone 'resnet_numvqa', not 'resnet_tiny'"):
         ModelFactory.load(space="numvqa", checkpoint=run_dir, backbone="resnet_tiny")

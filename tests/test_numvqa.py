@@ -123,3 +123,77 @@ def test_cli_tasks_json(capsys):
     assert set(data) == {"seen", "unseen"} and "exactly two 0" in data["unseen"]
     assert main(["tasks", "--space", "numvq", "--json"]) == 2
     assert "Did you mean 'numvqa'" in capsys.readouterr().err
+
+
+def test_unseen_tasks_are_truly_unseen(space):
+    """No held-out question answers like a trained one on every 2x2 grid (all 10**4 are labelled)."""
+    from host.tasks import equivalent_tasks
+
+    pairs = equivalent_tasks(space)
+    unseen = set(space.names("unseen"))
+    assert ("exactly two even", "exactly two odd") in pairs  # why "exactly two even" is trained, not held out
+    assert not [p for p in pairs if unseen & set(p)]
+    # "at least four X" is a question users ask: trained (as an extra combination), not skipped
+    assert space.task("at least four 7").split == "extra"
+
+
+def test_space_with_a_leaking_unseen_task_is_refused():
+    data = _numvqa_dict()
+    data["split"]["unseen"] = ["exactly two 0", "exactly two even"]
+    with pytest.raises(ConfigError, match="'exactly two even' is not unseen.*'exactly two odd'"):
+        space_from_dict(data)
+    # an extra combination that equals an unseen task is left out of training instead
+    data["split"]["unseen"] = ["exactly three odd"]
+    data["tasks"] = [t for t in data["tasks"] if "even" not in t["class"]] + [
+        {"quantifier": ["exactly"], "number": ["three"], "class": ["odd"]}]
+    sp = space_from_dict(data)
+    assert "exactly one even" not in sp.names()  # equals "exactly three odd" on four cells
+    assert "exactly two even" in sp.names("extra")
+
+
+def _numvqa_dict() -> dict:
+    import tomllib
+
+    from host.tasks import SPACES_DIR
+
+    return tomllib.loads((SPACES_DIR / "numvqa.toml").read_text())
+
+
+def test_checkpoint_loads_across_definitions_that_only_move_unseen_to_trained(tmp_path):
+    from host.checkpoint import read_checkpoint, shipped_checkpoint
+    from host.errors import SpecError
+    from host.models import check_compatible
+
+    ckpt = read_checkpoint(shipped_checkpoint("numvqa"))
+    trained = {tuple(t["attributes"]) for t in ckpt.meta["space"]["definition"]["tasks"] if t["split"] != "unseen"}
+    data = _numvqa_dict()
+    sp = space_from_dict(data)
+    check_compatible(ckpt, sp, "resnet_numvqa")  # same attributes, unseen tasks never trained: fine
+    if sp.fingerprint() != ckpt.meta["space"]["fingerprint"]:  # resuming a run needs the very definition
+        with pytest.raises(SpecError, match="different definition"):
+            check_compatible(ckpt, sp, "resnet_numvqa", exact=True)
+    # holding out a task the checkpoint trained on is refused: results on it would not be unseen
+    leaked = next(t for t in sp.tasks if t.split == "seen" and t.attributes in trained)
+    data["split"]["unseen"] = [*data["split"]["unseen"], leaked.name]
+    with pytest.raises(SpecError, match=f"trained on '{leaked.name}'"):
+        check_compatible(ckpt, space_from_dict(data), "resnet_numvqa")
+    # another vocabulary is refused
+    data = _numvqa_dict()
+    data["groups"]["class"] = [*data["groups"]["class"], "small"]
+    data["classes"]["small"] = [0, 1, 2]
+    with pytest.raises(SpecError, match="groups differ"):
+        check_compatible(ckpt, space_from_dict(data), "resnet_numvqa")
+
+
+def test_generation_warns_when_no_gated_module_is_left():
+    from host.errors import GenerationWarning
+    from host.generate import ModelFactory
+
+    f = ModelFactory.load(space="numvqa")
+    with pytest.warns(GenerationWarning, match="none of the 480 gated modules"):
+        _, summary = f.generate("exactly two 0", 0.001)
+    assert summary["activation_ratio"] == 0.0 and len(summary["warnings"]) == 1
+    with pytest.warns(GenerationWarning, match="below the lowest limit the generator was trained for"):
+        f.generate("exactly two 0", 0.02)
+    _, summary = f.generate("exactly two 0", 0.3)  # warnings are errors in tests: none here
+    assert summary["warnings"] == []

@@ -285,17 +285,13 @@ def test_cli_generate_device_budget(numvqa_run, tmp_path, capsys) -> None:
 @pytest.mark.slow
 def test_cli_generate_live_on_a_real_agent(numvqa_run, tmp_path, capsys) -> None:
     import json as _json
-    import subprocess
-    import sys
-    from pathlib import Path
+
+    from agent.launch import local_agent
 
     run, profiles, _ = numvqa_run
-    root = Path(__file__).resolve().parents[1]
-    agent = subprocess.Popen([sys.executable, "-m", "agent", "serve", "--port", "0", "--cache-dir", str(tmp_path / "cache")],
-                             cwd=str(root), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    try:
-        line = agent.stdout.readline()
-        addr = "127.0.0.1:" + dict(kv.split("=", 1) for kv in line.split()[1:])["port"]
+
+    with local_agent(cache_dir=tmp_path / "cache", no_auth=True, extra_args=["--device-lock", "none"]) as agent:
+        addr = agent.address
         rc = _gen(run, profiles, tmp_path / "live", "--device", "synthetic-dev", "--latency-ms", "1000", "--live",
                   "--agent", addr)
         rep = _json.loads(capsys.readouterr().out.strip().splitlines()[-1])
@@ -305,10 +301,6 @@ def test_cli_generate_live_on_a_real_agent(numvqa_run, tmp_path, capsys) -> None
         rc = _gen(run, profiles, tmp_path / "none", "--device", "synthetic-dev", "--latency-ms", "0.001", "--live",
                   "--agent", addr)
         assert rc == 2 and "smallest reachable" in capsys.readouterr().err
-    finally:
-        agent.terminate()
-        agent.wait(timeout=30)
-        agent.stdout.close()
 
 
 def test_factory_assembler_matches_factory_gates(numvqa_run) -> None:

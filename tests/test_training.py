@@ -214,3 +214,39 @@ def test_warm_start_bad_input(tmp_path):
         Trainer(cfg, tmp_path / "c", warm_from=src.path, init_from=src.path, progress=False)
     with pytest.raises(ConfigError, match="already holds a run"):
         Trainer(cfg, run, resume=True, warm_from=src.path, progress=False)
+
+
+def test_low_limits_augmentation_and_several_validation_limits(tmp_path):
+    cfg = TrainConfig(**{**TINY, "eval_every": 2}, low_limit_fraction=1.0, low_limit_max=0.2, augment=True,
+                      eval_limit=0.3, extra_eval_limits=(0.1,))
+    t = Trainer(cfg, tmp_path / "run", progress=False)
+    t.run()
+    rec = t.state["history"][-1]
+    assert {"seen_acc", "seen_acc@0.1", "unseen_acc@0.1", "select"} <= rec.keys()
+    assert rec["select"] == pytest.approx((rec["seen_acc"] + rec["seen_acc@0.1"]) / 2, abs=1e-4)
+    assert t.state["last"]["lim"] <= 0.2  # every joint sample's limit came from [limit_min, 0.2]
+    assert t.sampler.augment
+    saved = TrainConfig.from_json(json.loads(json.dumps(cfg.to_json())))
+    assert saved == cfg  # tuples survive the JSON round trip
+    old = {k: v for k, v in cfg.to_json().items() if k not in ("low_limit_fraction", "augment", "extra_eval_limits")}
+    assert TrainConfig.from_json(old).low_limit_fraction == 0.0  # configs of earlier runs still load
+    with pytest.raises(ConfigError, match="validation limit 1.5"):
+        TrainConfig(extra_eval_limits=(1.5,))
+    with pytest.raises(ConfigError, match="low_limit_fraction"):
+        TrainConfig(low_limit_fraction=2.0)
+
+
+def test_training_target_is_checked_before_any_work(tmp_path, capsys):
+    from host.cli import main
+    from host.training import resolve_target
+
+    assert resolve_target("cpu") == torch.device("cpu")
+    with pytest.raises(ConfigError, match="unknown training target 'tpu'"):
+        resolve_target("tpu")
+    with pytest.raises(ConfigError, match="--amp .* for --target cuda only"):
+        resolve_target("cpu", amp=True)
+    if not torch.cuda.is_available():  # this machine: the error says what to do
+        rc = main(["train", "--out", str(tmp_path / "run"), "--target", "cuda", "--steps", "2"])
+        err = capsys.readouterr().err
+        assert rc == 2 and "sees none" in err and "train with --target cpu" in err, err
+        assert not (tmp_path / "run").exists()

@@ -1,17 +1,23 @@
-"""``nnf agent ...`` and ``nnf profile-model``: run a profiling agent locally and profile a model on one.
+"""``nnf agent ...`` and ``nnf profile-model``: run a profiling agent locally and talk to agents.
 
-    nnf agent start --local [--port 0] [--token-file F] [--cache-dir D] [--json]
-        starts ``python -m agent serve`` as a detached subprocess on a free port, waits until its gRPC
-        health service says SERVING, prints the address and pid (the agent keeps running);
+    nnf agent start --local [--port 0] [--state-dir D] [--token-file F | --no-auth] [--cache-dir D] [--json]
+        starts ``python -m agent serve`` detached (its own session; log in STATE_DIR/agent.log), waits
+        until its gRPC health service says SERVING, prints the address, pid and where its token is;
     nnf agent info --agent HOST:PORT [--json]
-        what the device and agent are (runtimes, CPU, memory, GPUs);
+        what the device and agent are (runtimes, CPU, memory, GPUs, caps);
+    nnf agent cache --agent HOST:PORT (--stats | --clear) [--json]
+        what the agent's artifact cache holds (quota, evictions) / empty it;
     nnf agent stop --pid PID
-        stops an agent started by ``agent start`` (SIGTERM, then waits);
+        stops a local agent (``nnf agent start``, ``nnf-agent serve`` or ``python -m agent serve``:
+        SIGTERM, then waits; the agent exits within ~5 s);
     nnf profile-model ARTIFACT --agent HOST:PORT [--runtime R] [--input-shape 1,3,224,224] [--json]
         uploads ARTIFACT (nothing is sent when the agent already has it) and profiles it; the runtime
         follows from the suffix (.pt torchscript, .pt2 torch_export, .onnx onnxruntime, .tflite litert).
 
-A token is taken from ``--token-file`` or ``$NNF_AGENT_TOKEN`` (``--token`` works but shows in ``ps``).
+Every command that talks to an agent takes the same connection options (:func:`add_connection_args`):
+``--agent HOST:PORT``, ``--token-file F`` (or ``$NNF_AGENT_TOKEN``; ``--token`` works but shows in ``ps``;
+without any, the token of a loopback agent of this user is found in its state directory) and
+``--tls-root-cert PEM`` for an agent serving TLS (``nnf-agent serve --tls-cert/--tls-key``).
 Deploying agents to other machines over ssh/adb is ``nnf deploy`` (a separate command).
 """
 
@@ -19,25 +25,35 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib.util
 import os
 import signal
-import subprocess
-import sys
-import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from host.cli import print_json
 from host.errors import AgentError, ConfigError
 
 
-def _token(args: argparse.Namespace) -> str | None:
+# ------------------------------------------------------------------------------------------ connection options
+def add_connection_args(p: argparse.ArgumentParser, *, agent_required: bool = True) -> None:
+    """``--agent HOST:PORT``, ``--token``, ``--token-file``, ``--tls-root-cert``: how to reach an agent."""
+    p.add_argument("--agent", required=agent_required, metavar="HOST:PORT",
+                   help="address of the agent (the port is required; `nnf agent start --local` prints it)")
+    p.add_argument("--token", default=None, help="bearer token (prefer --token-file or $NNF_AGENT_TOKEN)")
+    p.add_argument("--token-file", default=None,
+                   help="file holding the agent's bearer token (default: $NNF_AGENT_TOKEN, else the token of a "
+                        "loopback agent of this user, read from its state directory)")
+    p.add_argument("--tls-root-cert", default=None, metavar="PEM",
+                   help="certificate (or CA) of an agent serving TLS (nnf-agent serve --tls-cert/--tls-key)")
+
+
+def token_from_args(args: argparse.Namespace) -> str | None:
     if getattr(args, "token_file", None):
         try:
             tok = Path(args.token_file).read_text().strip()
         except OSError as exc:
-            raise ConfigError(f"cannot read --token-file {args.token_file}: {exc}") from exc
+            raise ConfigError(f"cannot read --token-file {args.token_file}: {exc.strerror or exc}") from exc
         if not tok:
             raise ConfigError(f"--token-file {args.token_file} is empty")
         return tok
@@ -46,43 +62,65 @@ def _token(args: argparse.Namespace) -> str | None:
     return os.environ.get("NNF_AGENT_TOKEN") or None
 
 
-def _add_token_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--token", default=None, help="bearer token (prefer --token-file or $NNF_AGENT_TOKEN)")
-    p.add_argument("--token-file", default=None, help="file holding the bearer token")
+def client_from_args(args: argparse.Namespace, address: str | None = None, **kw: Any) -> Any:
+    """A :class:`host.client.AgentClient` for the connection options of ``args``."""
+    from host.client import AgentClient
+
+    return AgentClient(address or args.agent, token=token_from_args(args),
+                       tls_root_cert=getattr(args, "tls_root_cert", None), **kw)
 
 
+# ------------------------------------------------------------------------------------------ parsers
 def register(sub: argparse._SubParsersAction) -> None:
     a = sub.add_parser("agent", help="start/inspect/stop an on-device profiling agent",
                        description="Run the NN-Factory profiling agent on this machine and talk to agents.")
     asub = a.add_subparsers(dest="agent_command", metavar="ACTION")
     asub.required = True
 
-    s = asub.add_parser("start", help="start an agent on this machine (a subprocess on a free port)",
+    s = asub.add_parser("start", help="start an agent on this machine (detached, on a free port)",
                         description="Start `python -m agent serve` detached on this machine, wait for its "
-                                    "health service, print its address and pid.")
+                                    "health service, print its address, pid and token file.")
     s.add_argument("--local", action="store_true", required=True,
                    help="run the agent on this machine (remote devices: `nnf deploy`)")
     s.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
     s.add_argument("--port", type=int, default=0, help="port (default 0: a free port)")
-    _add_token_args(s)
-    s.add_argument("--cache-dir", default=None, help="artifact cache (default: a new temporary directory)")
-    s.add_argument("--max-artifact-mb", type=float, default=512.0)
-    s.add_argument("--worker-memory-mb", type=float, default=0.0, help="RLIMIT_AS of measurement workers (0: none)")
+    s.add_argument("--state-dir", default=None,
+                   help="the agent's state directory: its token and log (default ~/.local/state/nnf-agent)")
+    s.add_argument("--token-file", default=None, help="use this token instead of the generated one")
+    s.add_argument("--no-auth", action="store_true", help="no token (loopback only; logged by the agent)")
+    s.add_argument("--cache-dir", default=None, help="artifact cache (default ~/.cache/nnf-agent)")
+    s.add_argument("--cache-quota-mb", type=float, default=None, help="cache quota (default: from the free disk)")
+    s.add_argument("--max-artifact-mb", type=float, default=None)
+    s.add_argument("--worker-memory-mb", type=float, default=None,
+                   help="memory a model may add on top of its runtime (default: a quarter of this machine's)")
+    s.add_argument("--allow-pickle-formats", action="store_true",
+                   help="accept torch.export (.pt2) archives (unpickled at load: trusted clients only)")
+    s.add_argument("--tls-cert", default=None, help="serve TLS with this PEM certificate (with --tls-key)")
+    s.add_argument("--tls-key", default=None)
     s.add_argument("--device-lock", default=None,
                    help="flock file shared by all agents on this machine (default: the agent's; 'none': off)")
-    s.add_argument("--log", default=None, help="agent log file (default: CACHE_DIR/agent.log)")
-    s.add_argument("--wait-s", type=float, default=60.0, help="how long to wait for the agent to be healthy")
+    s.add_argument("--log", default=None, help="agent log file (default: STATE_DIR/agent.log)")
+    s.add_argument("--wait-s", type=float, default=120.0, help="how long to wait for the agent to be healthy")
     s.add_argument("--json", action="store_true", help="print one JSON object")
     s.set_defaults(func=run_start)
 
     i = asub.add_parser("info", help="show what a device and its agent are",
-                        description="Ask an agent for its device info (OS, CPU, memory, GPUs, runtimes).")
-    i.add_argument("--agent", required=True, metavar="HOST:PORT")
-    _add_token_args(i)
+                        description="Ask an agent for its device info (OS, CPU, memory, GPUs, runtimes, caps).")
+    add_connection_args(i)
     i.add_argument("--json", action="store_true", help="print one JSON object")
     i.set_defaults(func=run_info)
 
-    t = asub.add_parser("stop", help="stop a local agent started with `nnf agent start --local`",
+    c = asub.add_parser("cache", help="show or clear an agent's artifact cache",
+                        description="What an agent's artifact cache holds (artifacts, unfinished uploads, quota, "
+                                    "evictions), or empty it.")
+    add_connection_args(c)
+    what = c.add_mutually_exclusive_group(required=True)
+    what.add_argument("--stats", action="store_true", help="show the cache's contents and bounds")
+    what.add_argument("--clear", action="store_true", help="delete every artifact and unfinished upload")
+    c.add_argument("--json", action="store_true", help="print one JSON object")
+    c.set_defaults(func=run_cache)
+
+    t = asub.add_parser("stop", help="stop a local agent (nnf agent start, nnf-agent serve, python -m agent serve)",
                         description="Send SIGTERM to a local agent process and wait for it to exit.")
     t.add_argument("--pid", type=int, required=True)
     t.add_argument("--json", action="store_true", help="print one JSON object")
@@ -93,9 +131,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "measure its latency and peak memory there.")
     p.add_argument("artifact", metavar="ARTIFACT", help="model file: .pt (TorchScript), .pt2 (torch.export), "
                                                         ".onnx, .tflite")
-    p.add_argument("--agent", required=True, metavar="HOST:PORT")
-    _add_token_args(p)
-    p.add_argument("--tls-root-cert", default=None, help="PEM root certificate of a TLS agent")
+    add_connection_args(p)
     p.add_argument("--runtime", default=None, choices=["torchscript", "torch_export", "onnxruntime", "litert"],
                    help="runtime (default: from the file suffix)")
     p.add_argument("--device", default="cpu", help="cpu (default) or cuda[:N]")
@@ -114,73 +150,67 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run_profile)
 
 
-def _agent_pythonpath() -> str:
-    spec = importlib.util.find_spec("agent")
-    if spec is None or spec.origin is None:
-        raise ConfigError("the 'agent' package is not importable from this installation")
-    root = str(Path(spec.origin).resolve().parent.parent)
-    existing = os.environ.get("PYTHONPATH", "")
-    return root + (os.pathsep + existing if existing else "")
-
-
+# ------------------------------------------------------------------------------------------ start
 def run_start(args: argparse.Namespace) -> int:
+    from agent.config import ConfigProblem, check_private_dir, default_state_dir
+    from agent.launch import LaunchError, start_local_agent
+
+    state_dir = Path(args.state_dir) if args.state_dir else default_state_dir()
+    try:
+        check_private_dir(state_dir, "agent state directory")
+    except ConfigProblem as exc:
+        raise ConfigError(str(exc)) from None
+    log_path = Path(args.log) if args.log else state_dir / "agent.log"
+    extra: list[str] = []
+    for flag, value in (("--cache-dir", args.cache_dir), ("--cache-quota-mb", args.cache_quota_mb),
+                        ("--max-artifact-mb", args.max_artifact_mb), ("--worker-memory-mb", args.worker_memory_mb),
+                        ("--device-lock", args.device_lock), ("--tls-cert", args.tls_cert),
+                        ("--tls-key", args.tls_key)):
+        if value is not None:
+            extra += [flag, str(value)]
+    if args.allow_pickle_formats:
+        extra.append("--allow-pickle-formats")
+    token_file = Path(args.token_file) if args.token_file else None
+    try:
+        agent = start_local_agent(host=args.host, port=args.port, state_dir=state_dir, token_file=token_file,
+                                  no_auth=args.no_auth, extra_args=extra, detach=True, log_path=log_path,
+                                  wait_s=args.wait_s)
+    except (LaunchError, ConfigProblem) as exc:
+        raise AgentError(f"{exc}\n(log: {log_path})") from None
     from host.client import AgentClient
 
-    token = _token(args)
-    cache_dir = Path(args.cache_dir) if args.cache_dir else Path(tempfile.mkdtemp(prefix="nnf-agent-"))
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    log_path = Path(args.log) if args.log else cache_dir / "agent.log"
-    port_file = cache_dir / f"port.{os.getpid()}.{time.monotonic_ns()}"
-    cmd = [sys.executable, "-m", "agent", "serve", "--host", args.host, "--port", str(args.port),
-           "--cache-dir", str(cache_dir), "--port-file", str(port_file),
-           "--max-artifact-mb", str(args.max_artifact_mb), "--worker-memory-mb", str(args.worker_memory_mb)]
-    if args.device_lock:
-        cmd += ["--device-lock", args.device_lock]
-    env = {**os.environ, "PYTHONPATH": _agent_pythonpath()}
-    env.pop("NNF_AGENT_TOKEN", None)
-    if token:
-        env["NNF_AGENT_TOKEN"] = token  # the environment, not argv: stays out of `ps`
-    with log_path.open("ab") as log:
-        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env,
-                                start_new_session=True)
-    deadline = time.monotonic() + args.wait_s
-    while not port_file.exists():
-        rc = proc.poll()
-        if rc is not None:
-            tail = log_path.read_text(errors="replace")[-2000:]
-            raise AgentError(f"the agent exited with code {rc} before listening; log {log_path}:\n{tail}")
-        if time.monotonic() > deadline:
-            proc.terminate()
-            raise AgentError(f"the agent did not start listening within {args.wait_s} s (log {log_path})")
-        time.sleep(0.05)
-    port = int(port_file.read_text().strip())
-    port_file.unlink()
-    host = "127.0.0.1" if args.host in ("0.0.0.0", "::", "") else args.host
-    address = f"{host}:{port}"
-    with AgentClient(address, token=token) as client:
+    tls_root = Path(args.tls_cert) if args.tls_cert else None
+    host = "localhost" if tls_root is not None and agent.listening.host == "127.0.0.1" else None
+    address = f"{host}:{agent.port}" if host else agent.address
+    with AgentClient(address, token=agent.token, tls_root_cert=tls_root) as client:
         try:
-            client.wait_ready(max(1.0, deadline - time.monotonic()))
+            client.wait_ready(max(1.0, args.wait_s))
         except AgentError:
-            proc.terminate()
+            agent.stop()
             raise
-    result = {"address": address, "host": args.host, "port": port, "pid": proc.pid, "cache_dir": str(cache_dir),
-              "log": str(log_path), "auth": bool(token)}
+    token_path = str(token_file or state_dir / "token") if agent.token else None
+    result = {"address": address, "host": args.host, "port": agent.port, "pid": agent.pid,
+              "state_dir": str(state_dir), "log": str(log_path), "auth": agent.token is not None,
+              "token_file": token_path, "tls": tls_root is not None}
     if args.json:
         print_json(result)
     else:
-        print(f"agent listening on {address} (pid {proc.pid})")
-        print(f"  cache {cache_dir}, log {log_path}")
+        print(f"agent listening on {address} (pid {agent.pid})")
+        print(f"  log {log_path}")
+        if token_path:
+            print(f"  token {token_path} (nnf reads it automatically for loopback agents of your user)")
+        else:
+            print("  authentication OFF (--no-auth): any local process can send it models to run")
         print(f"  profile a model:  nnf profile-model MODEL.onnx --agent {address}")
-        print(f"  stop it:          nnf agent stop --pid {proc.pid}")
+        print(f"  stop it:          nnf agent stop --pid {agent.pid}")
     return 0
 
 
+# ------------------------------------------------------------------------------------------ info, cache
 def run_info(args: argparse.Namespace) -> int:
     from dataclasses import asdict
 
-    from host.client import AgentClient
-
-    with AgentClient(args.agent, token=_token(args)) as client:
+    with client_from_args(args) as client:
         info = client.device_info()
     d = asdict(info)
     if args.json:
@@ -191,39 +221,77 @@ def run_info(args: argparse.Namespace) -> int:
         for g in info.gpus:
             print(f"  gpu {g['index']}: {g['name']} ({g['total_memory_bytes'] / 2**30:.1f} GiB)")
         for r in info.runtimes:
+            state = f" DISABLED: {r.note}" if r.disabled else ""
             print(f"  runtime {r.name} {r.version} on {', '.join(r.devices)} ({r.artifact_suffix}"
-                  f"{', carries code' if r.carries_code else ''})")
+                  f"{', carries code' if r.carries_code else ''}){state}")
         print(f"  agent {info.agent_version}, protocol {info.protocol}, auth {'on' if info.auth_required else 'off'}, "
-              f"tls {'on' if info.tls else 'off'}")
+              f"tls {'on' if info.tls else 'off'}, isolation {info.isolation or '?'}")
+        print(f"  caps: model memory {info.worker_memory_limit_bytes / 2**20:.0f} MiB, {info.max_threads} threads, "
+              f"inputs {info.max_input_bytes / 2**20:.0f} MiB, artifacts {info.max_artifact_bytes / 2**20:.0f} MiB, "
+              f"cache {info.cache_quota_bytes / 2**20:.0f} MiB")
     return 0
 
 
-def _is_agent_process(pid: int) -> bool:
+def run_cache(args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
+    with client_from_args(args) as client:
+        if args.clear:
+            before = client.cache_stats()
+            deleted = client.delete_artifacts(everything=True)
+        after = client.cache_stats()
+    out: dict[str, Any] = asdict(after)
+    if args.clear:
+        out["deleted"] = len(deleted)
+        out["freed_bytes"] = before.artifact_bytes + before.partial_bytes - after.artifact_bytes - after.partial_bytes
+    if args.json:
+        print_json(out)
+        return 0
+    if args.clear:
+        print(f"deleted {len(deleted)} artifact(s), freed {out['freed_bytes'] / 2**20:.1f} MiB")
+    print(f"{after.artifacts} artifact(s), {after.artifact_bytes / 2**20:.1f} MiB; {after.partials} unfinished "
+          f"upload(s), {after.partial_bytes / 2**20:.1f} MiB; quota {after.quota_bytes / 2**20:.0f} MiB "
+          f"(least recently used evicted: {after.evicted} so far); unfinished uploads expire after "
+          f"{after.partial_expiry_s:.0f} s ({after.expired_partials} so far)")
+    return 0
+
+
+# ------------------------------------------------------------------------------------------ stop
+def is_agent_process(pid: int) -> bool:
+    """``pid`` runs an agent's ``serve``: ``nnf-agent serve``, ``python -m agent serve``/``agent.cli serve``."""
     try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        argv = [a.decode(errors="replace") for a in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0") if a]
     except OSError:
         return False
-    return b"agent" in cmdline and b"serve" in cmdline
+    if "serve" not in argv:
+        return False
+    before = argv[:argv.index("serve")]
+    if any(Path(a).name == "nnf-agent" for a in before):
+        return True
+    return any(a == "-m" and i + 1 < len(before) and before[i + 1] in ("agent", "agent.cli")
+               for i, a in enumerate(before))
 
 
 def run_stop(args: argparse.Namespace) -> int:
-    if not _is_agent_process(args.pid):
-        raise ConfigError(f"pid {args.pid} is not a running `agent serve` process; nothing stopped")
+    if not is_agent_process(args.pid):
+        raise ConfigError(f"pid {args.pid} is not a running agent (`nnf-agent serve` or `python -m agent serve`); "
+                          f"nothing stopped")
     os.kill(args.pid, signal.SIGTERM)
-    end = time.monotonic() + 15
-    while time.monotonic() < end and _is_agent_process(args.pid):
+    end = time.monotonic() + 10
+    while time.monotonic() < end and is_agent_process(args.pid):
         time.sleep(0.05)
         # reap it if it is our child (it is not when started by another nnf process)
         with contextlib.suppress(ChildProcessError):
             os.waitpid(args.pid, os.WNOHANG)
-    stopped = not _is_agent_process(args.pid)
+    stopped = not is_agent_process(args.pid)
     if args.json:
         print_json({"pid": args.pid, "stopped": stopped})
     else:
-        print(f"agent pid {args.pid} {'stopped' if stopped else 'did not stop within 15 s'}")
+        print(f"agent pid {args.pid} {'stopped' if stopped else 'did not stop within 10 s'}")
     return 0 if stopped else 1
 
 
+# ------------------------------------------------------------------------------------------ profile-model
 def _parse_shape(text: str) -> tuple[int, ...]:
     try:
         shape = tuple(int(d) for d in text.replace("x", ",").split(",") if d.strip())
@@ -236,7 +304,7 @@ def _parse_shape(text: str) -> tuple[int, ...]:
 
 def run_profile(args: argparse.Namespace) -> int:
     from agent.runtimes import runtime_from_suffix, runtime_name
-    from host.client import AgentClient, ProfileRequest, TensorSpec
+    from host.client import ProfileRequest, TensorSpec
 
     path = Path(args.artifact)
     if path.is_dir():
@@ -252,7 +320,7 @@ def run_profile(args: argparse.Namespace) -> int:
                               f"(torchscript, torch_export, onnxruntime, litert)")
         runtime = runtime_name(rt)
     inputs = [TensorSpec(_parse_shape(s), args.input_dtype) for s in args.input_shape]
-    with AgentClient(args.agent, token=_token(args), tls_root_cert=args.tls_root_cert) as client:
+    with client_from_args(args) as client:
         up = client.upload(path)
         req = ProfileRequest(artifact_sha256=up.sha256, runtime=runtime, device=args.device, inputs=inputs,
                              threads=args.threads, warmup_runs=args.warmup, repeats=args.repeats,

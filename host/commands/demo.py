@@ -18,7 +18,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--backbone", default="resnet18", help="supernet config name (see `nnf backbones`)")
     p.add_argument("--ratio", type=float, default=0.25, help="fraction of modules kept (default 0.25)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the random gates and weights (default 0)")
     p.add_argument("--out", default=None, help="directory to save the compact model to (spec.json + model.safetensors)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=run)
@@ -37,6 +37,10 @@ def run(args: argparse.Namespace) -> int:
 
     if not 0.0 <= args.ratio <= 1.0:
         raise ConfigError(f"--ratio must be in [0, 1], got {args.ratio}")
+    if args.out:
+        from host.commands.options import check_out
+
+        check_out(args.out, directory=True)
     torch.manual_seed(args.seed)
     net = build_supernet(args.backbone).eval()
     layout = net.gate_layout()

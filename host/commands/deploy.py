@@ -46,7 +46,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         p.set_defaults(func=_HANDLERS[name])
 
 
-def _device(args: argparse.Namespace):  # noqa: ANN202 - host.deploy.inventory.Device
+def _device(args: argparse.Namespace):
     from host.deploy.inventory import load_inventory
 
     return load_inventory(args.inventory).get(args.name)

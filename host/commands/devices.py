@@ -14,7 +14,15 @@ import json
 from typing import Any
 
 from host.cli import print_json
-from host.errors import ConfigError
+from host.commands.options import (
+    add_input_shape_arg,
+    add_json_arg,
+    add_runtime_arg,
+    add_warmup_runs_arg,
+    agent_runtime,
+    parse_shape,
+    sidecar_inputs,
+)
 
 
 def add_inventory_arg(p: argparse.ArgumentParser) -> None:
@@ -28,16 +36,6 @@ def add_host_key_arg(p: argparse.ArgumentParser) -> None:
                         "(a changed key is still refused)")
 
 
-def _parse_shape(text: str) -> tuple[int, ...]:
-    try:
-        dims = tuple(int(x) for x in text.lower().replace(",", "x").split("x") if x)
-    except ValueError:
-        raise ConfigError(f"--input {text!r}: expected a shape like 1x3x224x224") from None
-    if not dims or any(d <= 0 for d in dims):
-        raise ConfigError(f"--input {text!r}: expected a shape like 1x3x224x224")
-    return dims
-
-
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = subparsers.add_parser("devices", help="list, show and check the devices of the inventory",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -48,20 +46,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
                             ("profile", "profile an artifact on the device's deployed agent")):
         sp = sub.add_parser(name, help=help_text)
         add_inventory_arg(sp)
-        sp.add_argument("--json", action="store_true", help="print one JSON object")
+        add_json_arg(sp)
         if name != "list":
             sp.add_argument("name", help="device name from the inventory")
         if name in ("check", "profile"):
             add_host_key_arg(sp)
         if name == "profile":
             sp.add_argument("artifact", help="model artifact (.onnx, .pt, .pt2, .tflite)")
-            sp.add_argument("--input", action="append", default=[], metavar="SHAPE",
-                            help="input shape, e.g. 1x3x224x224 (repeat for several inputs)")
-            sp.add_argument("--runtime", default=None, help="agent runtime (default: from the file suffix)")
+            add_input_shape_arg(sp, help="input shape incl. batch, e.g. 1,3,224,224 (repeat once per input; "
+                                         "default: from the artifact's sidecar or the model itself)")
+            add_runtime_arg(sp, help="runtime (default: from the file suffix)")
             sp.add_argument("--threads", type=int, default=None, help="threads (default: the device's threads or 1)")
-            sp.add_argument("--repeats", type=int, default=None, help="measured runs (agent default if omitted)")
-            sp.add_argument("--warmup-runs", type=int, default=None)
-            sp.add_argument("--min-time-s", type=float, default=None)
+            sp.add_argument("--repeats", type=int, default=None, help="minimum timed runs (default: the agent's, 30)")
+            add_warmup_runs_arg(sp)
+            sp.add_argument("--min-time-s", type=float, default=None,
+                            help="minimum timed seconds (default: the agent's, 1)")
         sp.set_defaults(func=_handler)
 
 
@@ -126,7 +125,9 @@ def _profile(device: Any, args: argparse.Namespace) -> int:
     from host.client import ProfileRequest, TensorSpec
     from host.deploy.session import DeviceSession
 
-    inputs = [TensorSpec(_parse_shape(s)) for s in args.input]
+    inputs = [TensorSpec(parse_shape(s)) for s in args.input_shape] or [
+        TensorSpec(tuple(i["shape"]), str(i.get("dtype", "float32")))
+        for i in sidecar_inputs(args.artifact)]
     threads = args.threads or device.threads or 1
     kw: dict[str, Any] = {"inputs": inputs, "threads": threads, "repeats": args.repeats,
                           "warmup_runs": args.warmup_runs, "min_time_s": args.min_time_s,
@@ -134,7 +135,7 @@ def _profile(device: Any, args: argparse.Namespace) -> int:
     with DeviceSession(device, accept_new_host_key=args.accept_new_host_key) as session, \
             session.client() as client:
         if args.runtime:
-            req = ProfileRequest(artifact_sha256="", runtime=args.runtime, **kw)
+            req = ProfileRequest(artifact_sha256="", runtime=agent_runtime(args.runtime), **kw)
             res = client.upload_and_profile(args.artifact, req)  # type: ignore[attr-defined]
         else:
             res = client.upload_and_profile(args.artifact, **kw)  # type: ignore[attr-defined]

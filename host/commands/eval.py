@@ -19,9 +19,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="checkpoint or training-run directory (default: the checkpoint shipped for --space)")
     p.add_argument("--limits", default=DEFAULT_LIMITS, help="comma-separated limits (default: %(default)s)")
     p.add_argument("--tasks", default=None, help="comma-separated task names (default: all seen + unseen)")
-    p.add_argument("--per-task", type=int, default=200, help="test questions per task, even (default: %(default)s)")
+    p.add_argument("--per-task", type=int, default=200,
+                   help="test questions (NumVQA: even) or scenes (AttrOD) per task (default: %(default)s)")
     p.add_argument("--seed", type=int, default=1234, help="seed of the test questions (default: %(default)s)")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default: %(default)s)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (it goes to stderr)")
     p.add_argument("--json", action="store_true", help="print the result as one JSON object")
     p.set_defaults(func=run)
 
@@ -45,15 +47,20 @@ def run(args: argparse.Namespace) -> int:
     limits = parse_limits(args.limits)
     factory = ModelFactory.load(space=args.space, checkpoint=args.checkpoint)
     tasks = [t.strip() for t in args.tasks.split(",")] if args.tasks else None
-    result = evaluate_generated(factory, limits, tasks=tasks, per_task=args.per_task, seed=args.seed)
+    result = evaluate_generated(factory, limits, tasks=tasks, per_task=args.per_task, seed=args.seed,
+                                progress=not args.no_progress)
     if args.json:
         print_json(result)
         return 0
-    print(f"checkpoint {result['checkpoint']} (step {result['checkpoint_step']}), {args.per_task} test questions per task")
-    print(f"{'limit':>6} {'seen acc':>9} {'seen ratio':>11} {'unseen acc':>11} {'unseen ratio':>13}")
+    metric = result.get("metric", "accuracy")
+    short = {"accuracy": "acc", "map50": "mAP50"}.get(metric, metric)
+    samples = "test questions" if metric == "accuracy" else "test scenes"
+    print(f"checkpoint {result['checkpoint']} (step {result['checkpoint_step']}), {args.per_task} {samples} per task")
+    print(f"{'limit':>6} {'seen ' + short:>11} {'seen ratio':>11} {'unseen ' + short:>13} {'unseen ratio':>13}")
     for lim in limits:
         k = limit_key(lim)
         s, u = result["seen"].get(k, {}), result["unseen"].get(k, {})
-        print(f"{k:>6} {s.get('accuracy', float('nan')):>9.4f} {s.get('activation_ratio', float('nan')):>11.4f} "
-              f"{u.get('accuracy', float('nan')):>11.4f} {u.get('activation_ratio', float('nan')):>13.4f}")
+        sv, uv = s.get(metric), u.get(metric)
+        print(f"{k:>6} {float('nan') if sv is None else sv:>11.4f} {s.get('activation_ratio', float('nan')):>11.4f} "
+              f"{float('nan') if uv is None else uv:>13.4f} {u.get('activation_ratio', float('nan')):>13.4f}")
     return 0

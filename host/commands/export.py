@@ -5,12 +5,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from host.commands.options import add_format_arg, add_json_arg, check_out
 from host.errors import ConfigError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from host.exports.formats import FORMATS
-
     p = subparsers.add_parser(
         "export",
         help="export a compact model dir to TorchScript / torch.export / ONNX / TFLite",
@@ -22,7 +21,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         ),
     )
     p.add_argument("model_dir", metavar="MODEL_DIR", help="compact model directory")
-    p.add_argument("--format", required=True, choices=list(FORMATS), help="artifact format")
+    add_format_arg(p, required=True)
     p.add_argument("--out", metavar="FILE", help="artifact path (default MODEL_DIR/model[.int8].SUFFIX)")
     p.add_argument("--int8", action="store_true",
                    help="int8 post-training quantisation (onnx, tflite) calibrated on --calibration inputs")
@@ -30,13 +29,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="calibration samples for --int8 (default 64)")
     p.add_argument("--verify-samples", type=int, default=32, metavar="N",
                    help="inputs the export is compared with PyTorch on (default 32)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the calibration/verification inputs")
-    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--seed", type=int, default=0, help="seed of the calibration/verification inputs (default 0)")
+    add_json_arg(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from host.cli import print_json
+    from host.exports.formats import check_installed, get_format
     from host.exports.model_dir import export_model_dir
 
     if args.calibration is not None and not args.int8:
@@ -46,6 +46,9 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--calibration must be at least 1, got {calibration}")
     if args.verify_samples < 1:
         raise ConfigError(f"--verify-samples must be at least 1, got {args.verify_samples}")
+    check_installed(get_format(args.format))
+    if args.out is not None:
+        check_out(args.out, directory=False)
     result = export_model_dir(
         args.model_dir, args.format, args.out, int8=args.int8, calibration_samples=calibration,
         verify_samples=args.verify_samples, seed=args.seed,
@@ -73,11 +76,8 @@ def run(args: argparse.Namespace) -> int:
 
 def add_format_arguments(parser: argparse.ArgumentParser) -> None:
     """Add ``--format`` / ``--int8`` / ``--calibration`` to another command (``nnf generate``)."""
-    from host.exports.formats import FORMATS
-
-    parser.add_argument("--format", default=None, choices=list(FORMATS),
-                        help="also export the generated model to OUT/model.SUFFIX in this format (checked in its "
-                             "runtime; see `nnf export --help`)")
+    add_format_arg(parser, help="also export the generated model to OUT/model.SUFFIX in this format (checked in "
+                                "its runtime; see `nnf export --help`)")
     parser.add_argument("--int8", action="store_true", help="with --format onnx|tflite: int8 post-training quantisation")
     parser.add_argument("--calibration", type=int, default=None, metavar="N",
                         help="calibration samples for --int8 (default 64, from the task space's val split)")
@@ -85,7 +85,7 @@ def add_format_arguments(parser: argparse.ArgumentParser) -> None:
 
 def check_format_arguments(args: argparse.Namespace) -> int | None:
     """Validate the :func:`add_format_arguments` flags before any work; returns the calibration size."""
-    from host.exports.formats import check_combination, get_format
+    from host.exports.formats import check_combination, check_installed, get_format
 
     fmt = getattr(args, "format", None)
     int8 = bool(getattr(args, "int8", False))
@@ -97,6 +97,7 @@ def check_format_arguments(args: argparse.Namespace) -> int | None:
     if calibration is not None and not int8:
         raise ConfigError("--calibration only applies with --int8 (float32 exports need no calibration)")
     check_combination(None, get_format(fmt), int8)
+    check_installed(get_format(fmt))
     n = 64 if calibration is None else calibration
     if n < 1:
         raise ConfigError(f"--calibration must be at least 1, got {n}")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from host.commands.options import add_runtime_arg, agent_runtime
 from host.errors import ConfigError
 
 
@@ -19,7 +20,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", required=True, help="device name used with `nnf profile`")
     p.add_argument("--backbone", default=None, help="supernet config (needed when the device has several campaigns)")
-    p.add_argument("--runtime", default=None, help="runtime (needed when the device has several campaigns)")
+    add_runtime_arg(p, help="runtime of the campaign (needed when the device has several campaigns)")
     p.add_argument("--store", default=None, help="campaign store path (default: found under --campaigns-dir)")
     p.add_argument("--campaigns-dir", default=None, help="default $NNF_CAMPAIGNS_DIR or ./nnf-campaigns")
     p.add_argument("--profiles-dir", default=None, help="default $NNF_PROFILES_DIR or the repository's device_profiles/")
@@ -36,7 +37,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "other work preempting the measurement; median for an otherwise idle device)")
     p.add_argument("--name", default=None,
                    help="device id to write the profile under (default: --device), e.g. a name for the hardware")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print the result as one JSON object")
     p.set_defaults(func=run)
 
 
@@ -70,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
 
     device = safe_device_id(args.device)
     root = Path(args.campaigns_dir) if args.campaigns_dir else default_campaigns_dir()
-    path = Path(args.store) if args.store else find_store(device, args.backbone, args.runtime, root)
+    path = Path(args.store) if args.store else find_store(device, args.backbone, agent_runtime(args.runtime), root)
     if not path.exists():
         raise ConfigError(f"campaign store {path} does not exist")
     import contextlib

@@ -52,6 +52,7 @@ def run(args: argparse.Namespace) -> int:
     import time
 
     from host.cli import print_json
+    from host.commands.options import check_out
     from host.errors import ConfigError
     from host.generate import ModelFactory
 
@@ -64,13 +65,23 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("--latency-ms/--memory-mb/--live need --device NAME (whose profile or agent to use)")
     from host.commands.export import check_format_arguments, export_after_generate
 
-    check_format_arguments(args)  # --format/--int8 mistakes fail before any generation work
+    check_format_arguments(args)  # --format/--int8 mistakes and a missing extra fail before any work
+    check_out(args.out, directory=True)
     t0 = time.perf_counter()
     factory = ModelFactory.load(space=args.space, checkpoint=args.checkpoint)
     load_s = time.perf_counter() - t0
     if device_mode:
         return _run_device(args, factory, load_s)
-    _, summary = factory.generate(args.task, args.activation_limit, args.out)
+    import sys
+    import warnings
+
+    from host.errors import GenerationWarning
+
+    with warnings.catch_warnings():  # printed below as one line each, not as Python warnings
+        warnings.simplefilter("ignore", GenerationWarning)
+        _, summary = factory.generate(args.task, args.activation_limit, args.out)
+    for note in summary["warnings"]:
+        print(f"warning: {note}", file=sys.stderr)
     summary["seconds_load_checkpoint"] = round(load_s, 4)
     exported = export_after_generate(args, args.out)  # None without --format
     if exported is not None:
@@ -92,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run_device(args: argparse.Namespace, factory, load_s: float) -> int:  # noqa: ANN001
+def _run_device(args: argparse.Namespace, factory, load_s: float) -> int:
     """Device-budget generation (owned by the campaigns feature; see host/profiling/budget.py)."""
     import os
 

@@ -13,6 +13,13 @@ import argparse
 import os
 from pathlib import Path
 
+from host.commands.options import (
+    add_agent_arg,
+    add_runtime_arg,
+    add_target_arg,
+    add_warmup_runs_arg,
+    agent_runtime,
+)
 from host.errors import ConfigError
 
 LOOPBACK = ("127.0.0.1", "localhost", "[::1]", "::1")
@@ -31,25 +38,27 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--device", action="append", required=True, metavar="NAME",
                    help="device name (repeat for several devices, each with its --agent)")
-    p.add_argument("--agent", action="append", default=[], metavar="HOST:PORT",
-                   help="address of the device's agent (one per --device, same order); without it each device is "
+    add_agent_arg(p, action="append",
+                  help="address of the device's agent (one per --device, same order); without it each device is "
                         "looked up in the device inventory and reached through its deployed agent")
     p.add_argument("--inventory", default=None, help="device inventory TOML (default $NNF_INVENTORY or ./devices.toml)")
     p.add_argument("--token", default=None, help="agent bearer token (default: $NNF_AGENT_TOKEN)")
     p.add_argument("--backbone", required=True, help="supernet config name, e.g. resnet_numvqa, resnet18")
     p.add_argument("--samples", type=int, default=2000, help="random subnets to measure (default 2000)")
-    p.add_argument("--runtime", default="torchscript", help="runtime on the device (default torchscript)")
-    p.add_argument("--target", default="cpu", help="execution device on the agent: cpu (default) or cuda")
+    add_runtime_arg(p, default="torchscript")
+    add_target_arg(p)
     p.add_argument("--passes", type=int, default=1,
                    help="measure every subnet this many times in independently shuffled orders (3 = median of three)")
     p.add_argument("--seed", type=int, default=0, help="campaign seed (gate vectors and order)")
     p.add_argument("--reference-every", type=int, default=50,
                    help="re-measure the reference subnets every N samples to track drift (0 = never)")
-    p.add_argument("--ratio-min", type=float, default=0.05)
-    p.add_argument("--ratio-max", type=float, default=1.0)
+    p.add_argument("--ratio-min", type=float, default=0.05,
+                   help="smallest fraction of modules a random subnet keeps (default 0.05)")
+    p.add_argument("--ratio-max", type=float, default=1.0,
+                   help="largest fraction of modules a random subnet keeps (default 1.0)")
     p.add_argument("--jitter", type=float, default=0.3, help="per-layer keep-ratio spread around each sample's ratio")
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--warmup", type=int, default=5)
+    p.add_argument("--threads", type=int, default=1, help="threads the agent runs each subnet with (default 1)")
+    add_warmup_runs_arg(p, default=5, help="untimed runs before measuring each subnet")
     p.add_argument("--repeats", type=int, default=30, help="minimum timed runs per subnet")
     p.add_argument("--min-time-s", type=float, default=0.5, help="minimum timed seconds per subnet")
     p.add_argument("--deadline-s", type=float, default=120.0, help="per-subnet deadline on the agent")
@@ -99,6 +108,7 @@ def run(args: argparse.Namespace) -> int:
     from host.supernets import build_supernet
 
     devices = [safe_device_id(d) for d in args.device]
+    args.runtime = agent_runtime(args.runtime)  # stores, plans and the wire use the agent's runtime names
     if args.agent and len(args.agent) != len(devices):
         raise ConfigError(f"{len(devices)} --device but {len(args.agent)} --agent: give one agent per device, same order")
     if args.store and len(devices) > 1:
@@ -112,7 +122,7 @@ def run(args: argparse.Namespace) -> int:
         input_shape=tuple(net.input_shape), samples=args.samples, seed=args.seed, ratio_min=args.ratio_min,
         ratio_max=args.ratio_max, jitter=args.jitter, passes=args.passes, reference_every=args.reference_every,
         weights=args.weights,
-        measure=MeasureSettings(threads=args.threads, warmup_runs=args.warmup, repeats=args.repeats,
+        measure=MeasureSettings(threads=args.threads, warmup_runs=args.warmup_runs, repeats=args.repeats,
                                 min_time_s=args.min_time_s, deadline_s=args.deadline_s,
                                 clock=args.clock),
     )

@@ -17,7 +17,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     d = TrainConfig()
     p = sub.add_parser("train", help="train supernet + assembler on a task space", description=__doc__)
     p.add_argument("--space", default=d.space, help="task space name or .toml path (default: %(default)s)")
-    p.add_argument("--backbone", default=d.backbone, help="supernet config (default: %(default)s)")
+    p.add_argument("--backbone", default=None,
+                   help=f"supernet config (default: the space's `backbone`, else {d.backbone})")
     p.add_argument("--out", required=True, type=Path, help="run directory (checkpoints, latest.json)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint (its saved settings apply; only --steps may change)")
     p.add_argument("--init-from", type=Path, default=None,
@@ -36,6 +37,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--eval-per-task", type=int, default=d.eval_per_task, help="validation samples per task (default: %(default)s)")
     p.add_argument("--curriculum-steps", type=int, default=d.curriculum_steps, help="joint steps of limit curriculum (default: %(default)s)")
     p.add_argument("--warmup-steps", type=int, default=d.warmup_steps, help="learning-rate warm-up steps per phase (default: %(default)s)")
+    p.add_argument("--low-limit-fraction", type=float, default=d.low_limit_fraction,
+                   help="share of joint samples whose limit is drawn from [limit_min, --low-limit-max] "
+                        "(default: %(default)s)")
+    p.add_argument("--low-limit-max", type=float, default=d.low_limit_max, help="upper end of those limits (default: %(default)s)")
+    p.add_argument("--augment", action="store_true", help="jitter training inputs (small affine warp per digit)")
+    p.add_argument("--eval-limits", type=float, nargs="+", default=None, metavar="LIMIT",
+                   help=f"activation limits validated at (default: {d.eval_limit}); the best checkpoint has the "
+                        "highest mean seen accuracy over them")
+    p.add_argument("--target", default="cpu",
+                   help="where to train: cpu (default), cuda (under torchrun: the GPU of LOCAL_RANK, DDP over "
+                        "NCCL) or cuda:N")
+    p.add_argument("--amp", action="store_true", help="bfloat16 autocast for the forward passes (CUDA only)")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads per process (default: %(default)s)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true", help="print the final summary as one JSON object")
@@ -44,10 +57,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from host.cli import print_json
+    from host.commands.options import check_out
+    from host.tasks import load_space
 
+    backbone = args.backbone or str(load_space(args.space).params.get("backbone", TrainConfig().backbone))
     cfg = TrainConfig(
         space=args.space,
-        backbone=args.backbone,
+        backbone=backbone,
         seed=args.seed,
         steps=args.steps,
         pretrain_steps=args.pretrain_steps,
@@ -58,9 +74,15 @@ def run(args: argparse.Namespace) -> int:
         eval_per_task=args.eval_per_task,
         curriculum_steps=args.curriculum_steps,
         warmup_steps=args.warmup_steps,
+        low_limit_fraction=args.low_limit_fraction,
+        low_limit_max=args.low_limit_max,
+        augment=args.augment,
+        **({"eval_limit": args.eval_limits[0], "extra_eval_limits": tuple(args.eval_limits[1:])}
+           if args.eval_limits else {}),
     )
+    check_out(args.out, directory=True)
     trainer = Trainer(cfg, args.out, resume=args.resume, threads=args.threads, progress=not args.no_progress,
-                      init_from=args.init_from, warm_from=args.warm_start)
+                      init_from=args.init_from, warm_from=args.warm_start, target=args.target, amp=args.amp)
     try:
         summary = trainer.run()
     finally:

@@ -237,7 +237,7 @@ class AdbLink:
                     stream._on_close()
                     with self._ids_lock:
                         self._streams.pop(arg1, None)
-        except Exception:  # noqa: BLE001 - any transport failure ends the link
+        except Exception:
             pass
         finally:
             self.dead.set()

@@ -25,6 +25,7 @@ import secrets
 import shlex
 import time
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 from host.deploy.inventory import Device
@@ -41,43 +42,14 @@ from host.errors import DeployError
 MARKER = ".nnf-workdir"
 LOG_TAIL_LINES = 20
 
-_PROBE_SCRIPT = r"""
-import json, os, socket, sys
-a = json.loads(sys.argv[1])
-def has(m):
-    try:
-        import importlib.util
-        return importlib.util.find_spec(m) is not None
-    except (ImportError, ValueError, AttributeError):
-        return False
-out = {"python": list(sys.version_info[:3]), "executable": sys.executable, "platform": sys.platform}
-try:
-    out["machine"] = os.uname().machine
-except AttributeError:
-    out["machine"] = "unknown"
-out["missing"] = [m for m in a["required"] if not has(m)]
-out["runtimes"] = dict((k, [m for m in v if has(m)]) for k, v in a["runtimes"].items())
-p = a["workdir"]
-while p and not os.path.exists(p):
-    p = os.path.dirname(p)
-p = p or "/"
-st = os.statvfs(p)
-out["free_bytes"] = st.f_bavail * st.f_frsize
-out["existing_parent"] = p
-out["writable"] = os.access(p, os.W_OK)
-out["cpu_count"] = os.cpu_count()
-out["port_free"] = None
-if a["port"]:
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    try:
-        s.bind(("127.0.0.1", a["port"]))
-        out["port_free"] = True
-    except OSError:
-        out["port_free"] = False
-    finally:
-        s.close()
-print("NNF-PROBE " + json.dumps(out))
-"""
+
+
+def device_script(name: str) -> str:
+    """The source of a script that runs on the device with its own Python (``host/deploy/device_scripts/``).
+
+    Device scripts use only the standard library of the device's Python (>= 3.10) and print one result line.
+    """
+    return (Path(__file__).with_name("device_scripts") / f"{name}.py").read_text()
 
 
 @dataclass
@@ -109,7 +81,7 @@ class ProbeResult:
             pkgs = " ".join(sorted({pip_name(m) for m in self.missing}))
             out.append(f"missing Python modules: {', '.join(self.missing)} (install on the device: "
                        f"{py} -m pip install {pkgs})")
-        wanted = [device.runtime] if device.runtime != "auto" else list(RUNTIME_MODULES)
+        wanted = [device.runtime_family] if device.runtime != "auto" else list(RUNTIME_MODULES)
         if not any(self.runtimes.get(r) for r in wanted):
             alts = " or ".join(pip_name(m) for r in wanted for m in RUNTIME_MODULES[r][:1])
             out.append(f"runtime {device.runtime!r} is not installed (install on the device: {py} -m pip "
@@ -232,7 +204,7 @@ def probe(transport: Transport, workdir: str, requirements: tuple[str, ...]) -> 
     d = transport.device
     args = {"required": list(requirements), "runtimes": {k: list(v) for k, v in RUNTIME_MODULES.items()},
             "workdir": workdir, "port": d.agent_port}
-    cmd = f"{q(d.python)} -c {q(_PROBE_SCRIPT)} {q(json.dumps(args))}"
+    cmd = f"{q(d.python)} -c {q(device_script('probe'))} {q(json.dumps(args))}"
     res = transport.run(cmd, timeout_s=120)
     if res.exit_code == 127 or (res.exit_code != 0 and "not found" in res.stderr and "NNF-PROBE" not in res.stdout):
         return ProbeResult(python_found=False, python=d.python)
@@ -362,7 +334,7 @@ def _install_release(transport: Transport, pkg: AgentPackage, workdir: str) -> i
     tmpdir = f"{workdir}/releases/.{pkg.release_id}.tmp"
     release = json.dumps({"release": pkg.release_id, "version": pkg.version, "sha256": pkg.sha256,
                           "files": len(pkg.files)})
-    verify = "import hashlib,sys; sys.exit(hashlib.sha256(open(sys.argv[1],'rb').read()).hexdigest() != sys.argv[2])"
+    verify = device_script("verify_sha256")
     try:
         transport.put(pkg.data, tarball)
         res = transport.run(

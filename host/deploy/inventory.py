@@ -12,7 +12,7 @@ directory the agent is deployed into. Example::
     key_file = "~/.ssh/id_ed25519"
     known_hosts = "~/.ssh/known_hosts"
     python = "/usr/bin/python3"
-    runtime = "torch"
+    runtime = "torchscript"       # or torch-export, onnx, tflite, auto (any the device has)
     threads = 4
     affinity = [4, 5, 6, 7]
     workdir = "nnf-agent"          # relative paths are relative to the remote home directory
@@ -22,7 +22,7 @@ directory the agent is deployed into. Example::
     serial = "192.168.1.23:5555"   # host:port = adb over TCP; anything else = a USB serial number
     adb_key = "~/.android/adbkey"
     python = "/data/local/tmp/python/bin/python3"
-    runtime = "litert"
+    runtime = "tflite"
     workdir = "/data/local/tmp/nnf-agent"
 
 Unknown keys are errors (with a "did you mean" hint), so a typo never silently falls back to a default.
@@ -37,9 +37,12 @@ from pathlib import Path
 from typing import Any
 
 from host.errors import ConfigError, suggest
+from host.exports.formats import FORMATS, resolve_format
 
 TRANSPORTS: tuple[str, ...] = ("local", "ssh", "adb")
-RUNTIMES: tuple[str, ...] = ("auto", "torch", "litert", "onnx")
+#: ``runtime = ...``: "auto" or a runtime/format name (host/exports/formats.py; older spellings such as
+#: "torch" or "litert" are accepted and stored under their current name).
+RUNTIMES: tuple[str, ...] = ("auto", *FORMATS)
 DEFAULT_INVENTORY = "devices.toml"
 INVENTORY_ENV = "NNF_INVENTORY"
 
@@ -81,6 +84,11 @@ class Device:
         if self.transport == "adb":
             return f"adb:{self.serial}"
         return "local"
+
+    @property
+    def runtime_family(self) -> str:
+        """The runtime package the agent needs ("torch", "onnx", "litert"), or "auto"."""
+        return "auto" if self.runtime == "auto" else FORMATS[self.runtime].runtime_family
 
     @property
     def adb_over_tcp(self) -> bool:
@@ -158,9 +166,12 @@ def device_from_table(name: str, table: dict[str, Any]) -> Device:
         raise ConfigError(f"device {name!r}: transport must be one of {', '.join(TRANSPORTS)}, "
                           f"got {transport!r}.{suggest(transport, TRANSPORTS)}")
     runtime = kw.get("runtime", "auto")
-    if runtime not in RUNTIMES:
-        raise ConfigError(f"device {name!r}: runtime must be one of {', '.join(RUNTIMES)}, "
-                          f"got {runtime!r}.{suggest(runtime, RUNTIMES)}")
+    if runtime != "auto":
+        try:
+            kw["runtime"] = resolve_format(str(runtime))[0].name
+        except ConfigError:
+            raise ConfigError(f"device {name!r}: runtime must be one of {', '.join(RUNTIMES)}, "
+                              f"got {runtime!r}.{suggest(str(runtime), RUNTIMES)}") from None
     if transport == "ssh" and not kw.get("host"):
         raise ConfigError(f"device {name!r}: an ssh device needs host = \"...\"")
     if transport == "adb" and not kw.get("serial"):

@@ -68,6 +68,10 @@ class _ChannelStream:
 class SshTransport(Transport):
     """A connected, authenticated ssh session to one device."""
 
+    @classmethod
+    def open(cls, device: Device, *, accept_new_host_key: bool = False) -> SshTransport:
+        return cls(device, accept_new_host_key=accept_new_host_key)
+
     def __init__(self, device: Device, *, accept_new_host_key: bool = False) -> None:
         super().__init__(device)
         self._lock = threading.Lock()

@@ -1,25 +1,23 @@
-"""What the deployer needs from a device connection, and the ``local`` implementation.
+"""What the deployer needs from a device connection (the base; it knows no implementation).
 
 A :class:`Transport` runs POSIX shell commands on the device (exit code always checked by the caller or by
 :meth:`Transport.check`), copies bytes to and from device paths, and opens a byte stream to a TCP port on the
-device's loopback interface (the tunnel to the agent). Implementations: :class:`LocalTransport` (this
-machine), :class:`host.deploy.ssh.SshTransport` (paramiko: exec channels, SFTP, ``direct-tcpip``) and
-:class:`host.deploy.adb.AdbTransport` (ADB: ``shell``, ``sync``, ``tcp:<port>`` streams).
+device's loopback interface (the tunnel to the agent). Implementations, registered by name in
+:data:`TRANSPORTS` and imported only when :func:`connect` needs one: ``local``
+(:class:`host.deploy.local.LocalTransport`, this machine), ``ssh`` (:class:`host.deploy.ssh.SshTransport`:
+paramiko exec channels, SFTP, ``direct-tcpip``) and ``adb`` (:class:`host.deploy.adb.AdbTransport`: ADB
+``shell``, ``sync``, ``tcp:<port>`` streams).
 """
 
 from __future__ import annotations
 
-import shlex
-import socket
-import subprocess
+import importlib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Protocol
 
 from host.deploy.inventory import Device
 from host.errors import DeployError
-from host.fileio import atomic_write_bytes
 
 
 class Stream(Protocol):
@@ -49,6 +47,11 @@ class Transport(ABC):
 
     def __init__(self, device: Device) -> None:
         self.device = device
+
+    @classmethod
+    def open(cls, device: Device, *, accept_new_host_key: bool = False) -> Transport:
+        """Connect to ``device``. ``accept_new_host_key`` matters only to transports that verify host keys."""
+        return cls(device)
 
     @abstractmethod
     def run(self, command: str, *, timeout_s: float = 120.0) -> CommandResult:
@@ -98,46 +101,30 @@ class Transport(ABC):
         self.close()
 
 
-class LocalTransport(Transport):
-    """The device is this machine: subprocesses, files and loopback sockets."""
+#: Transport implementations by the inventory's ``transport = ...`` name, as "module:Class". This module
+#: imports none of them: :func:`connect` imports the one a device names, so a missing optional dependency
+#: of one transport (paramiko, adb-shell) never breaks the others.
+TRANSPORTS: dict[str, str] = {
+    "local": "host.deploy.local:LocalTransport",
+    "ssh": "host.deploy.ssh:SshTransport",
+    "adb": "host.deploy.adb:AdbTransport",
+}
 
-    def run(self, command: str, *, timeout_s: float = 120.0) -> CommandResult:
-        try:
-            proc = subprocess.run(["/bin/sh", "-c", command], capture_output=True, text=True,
-                                  timeout=timeout_s, check=False)
-        except subprocess.TimeoutExpired:
-            raise DeployError(f"device {self.device.name!r}: command timed out after {timeout_s:.0f} s: "
-                              f"{shlex.split(command)[0] if command else command}") from None
-        return CommandResult(command, proc.returncode, proc.stdout, proc.stderr)
 
-    def put(self, data: bytes, remote_path: str, mode: int = 0o644) -> None:
-        atomic_write_bytes(remote_path, data, mode=mode)
-
-    def get(self, remote_path: str) -> bytes:
-        return Path(remote_path).read_bytes()
-
-    def open_stream(self, port: int) -> Stream:
-        sock = socket.create_connection(("127.0.0.1", port), timeout=self.device.connect_timeout_s)
-        sock.settimeout(None)
-        return sock
-
-    def alive(self) -> bool:
-        return True
-
-    def close(self) -> None:
-        pass
+def transport_class(name: str) -> type[Transport]:
+    """The :class:`Transport` subclass registered as ``name`` (imported on first use)."""
+    try:
+        target = TRANSPORTS[name]
+    except KeyError:
+        raise DeployError(f"unknown transport {name!r}; choose one of {', '.join(TRANSPORTS)}") from None
+    module, _, cls = target.partition(":")
+    return getattr(importlib.import_module(module), cls)
 
 
 def connect(device: Device, *, accept_new_host_key: bool = False) -> Transport:
     """Open a transport to ``device`` (raises :class:`DeployError` with what to do on failure)."""
-    if device.transport == "local":
-        return LocalTransport(device)
-    if device.transport == "ssh":
-        from host.deploy.ssh import SshTransport
-
-        return SshTransport(device, accept_new_host_key=accept_new_host_key)
-    if device.transport == "adb":
-        from host.deploy.adb import AdbTransport
-
-        return AdbTransport(device)
-    raise DeployError(f"device {device.name!r}: unknown transport {device.transport!r}")
+    try:
+        cls = transport_class(device.transport)
+    except DeployError as exc:
+        raise DeployError(f"device {device.name!r}: {exc}") from None
+    return cls.open(device, accept_new_host_key=accept_new_host_key)

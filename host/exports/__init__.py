@@ -9,14 +9,11 @@ it came from in a sidecar JSON (``FILE.json``). See ``docs/exports.md``.
     runner = load_runner("model.tflite")                             # ai_edge_litert Interpreter
 """
 
-from host.exports.export import (
-    ExportResult,
-    default_out,
-    export_artifact,
-    read_sidecar,
-    sidecar_path,
-    source_spec,
-)
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from host.exports.formats import (
     FORMATS,
     ONNX_OPSET,
@@ -25,8 +22,39 @@ from host.exports.formats import (
     format_for_path,
     get_format,
 )
-from host.exports.inputs import InputSampler, InputSet, default_inputs, from_sampler, gaussian_sampler
-from host.exports.runtime import FLOAT_ATOL, ArtifactRunner, VerifyReport, load_runner, verify_export
+
+# The exporters import torch; the format table does not. The rest is imported on first use, so that
+# ``from host.exports.formats import ...`` (the CLI's option parsing) stays cheap.
+_LAZY: dict[str, str] = {
+    **dict.fromkeys(("ExportResult", "default_out", "export_artifact", "read_sidecar", "sidecar_path",
+                     "source_spec"), "host.exports.export"),
+    **dict.fromkeys(("InputSampler", "InputSet", "default_inputs", "from_sampler", "gaussian_sampler"),
+                    "host.exports.inputs"),
+    **dict.fromkeys(("FLOAT_ATOL", "ArtifactRunner", "VerifyReport", "load_runner", "verify_export"),
+                    "host.exports.runtime"),
+}
+
+if TYPE_CHECKING:
+    from host.exports.export import (
+        ExportResult,
+        default_out,
+        export_artifact,
+        read_sidecar,
+        sidecar_path,
+        source_spec,
+    )
+    from host.exports.inputs import InputSampler, InputSet, default_inputs, from_sampler, gaussian_sampler
+    from host.exports.runtime import FLOAT_ATOL, ArtifactRunner, VerifyReport, load_runner, verify_export
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'host.exports' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "FLOAT_ATOL",

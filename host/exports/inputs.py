@@ -92,7 +92,9 @@ def task_inputs_for(model: torch.nn.Module, n: int, seed: int, split: str = "tes
     sampler = get_family(space.family).make_sampler(space, split)
     per_task = max(2, n + (n % 2))  # the balanced sampler wants an even count
     batch = sampler.balanced(torch.tensor([space.tasks.index(task)]), per_task, seed=seed)
+    labels = getattr(batch, "labels", None)  # None for tasks without one class label per input (detection)
     return InputSet(
-        batch.images[:n].float(), batch.labels[:n].long(),
-        f"task space {space.name!r}, task {task.name!r}, {split} split, balanced yes/no, seed {seed}",
+        batch.images[:n].float(), None if labels is None else labels[:n].long(),
+        f"task space {space.name!r}, task {task.name!r}, {split} split, "
+        f"{'balanced yes/no' if labels is not None else 'task scenes'}, seed {seed}",
     )

@@ -1,6 +1,6 @@
 """Device-budget search: the best model for a task that fits a device's latency/memory budget.
 
-Part 1, the searches (DESIGN.md §5, the paper's Algorithm 1).
+Part 1, the searches (docs/design.md §5, the paper's Algorithm 1).
 
 Given a task and a device budget (latency, memory), find the largest activation limit whose generated
 subnet still fits. The assembler is any callable mapping ``(task, limits)`` to *batched hard gates*

@@ -50,7 +50,7 @@ def default_profiles_dir() -> Path:
     env = os.environ.get("NNF_PROFILES_DIR")
     if env:
         return Path(env)
-    return Path(__file__).resolve().parents[1] / "device_profiles"
+    return Path(__file__).resolve().parents[2] / "device_profiles"
 
 
 def safe_device_id(name: str) -> str:

@@ -1,4 +1,4 @@
-"""Per-layer latency and memory predictors fitted on profiling-campaign data (DESIGN.md §6).
+"""Per-layer latency and memory predictors fitted on profiling-campaign data (docs/design.md §6).
 
 A subnet is described by its *active counts* ``c_l`` (active modules of gated layer ``l``); the latency
 model is
@@ -21,9 +21,9 @@ Two feature sets (:class:`LatencySchema`):
     * ``ceil(c_l / simd)·simd`` (channel padding to the SIMD width, ``simd = 16`` floats for AVX-512);
     and fits *relative* error (rows weighted by ``1/latency``), which is what the ±10 % metric scores.
 
-The memory model is ``memory_bytes = bias + a·param_bytes + b·peak_activation_bytes`` (DESIGN.md §6:
+The memory model is ``memory_bytes = bias + a·param_bytes + b·peak_activation_bytes`` (docs/design.md §6:
 static weights + the largest intermediate feature map + a fitted constant; the scales absorb allocator
-and runtime overheads, MEASURED.md found the plain sum low by 1.2–1.7×), also fitted by NNLS.
+and runtime overheads, the plain sum is low by 1.2–1.7×: docs/design.md, "Measured on this machine"), also fitted by NNLS.
 
 Everything here is plain numpy: prediction is vectorised over a batch of candidates so a search can
 score all candidate limits in one call.
@@ -231,7 +231,7 @@ class MemoryModel:
 
     ``active_layers`` (gated layers with at least one module on) carries the runtime's per-op overhead: a
     block whose gated layer is empty loses its ops and their workspaces along with its weights.
-    ``active_layers=False`` fits the plain form of DESIGN.md §6 (bias + parameters + activation), the baseline.
+    ``active_layers=False`` fits the plain form of docs/design.md §6 (bias + parameters + activation), the baseline.
     Profiles written before the term existed load with ``d = 0``.
     """
 

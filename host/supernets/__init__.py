@@ -5,6 +5,7 @@
 
 Full-size shapes (latency work): resnet18, resnet34, resnet50, mobilenetv2, vit_s16.
 Small shapes (tests, CPU training): resnet_numvqa, resnet_tiny, bottleneck_tiny, mobilenetv2_tiny, vit_tiny.
+Detection (gated CenterNet): centernet_attrod (AttrOD), centernet_tiny (tests).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 
 from host.errors import ConfigError, suggest
 from host.supernets.base import Supernet
+from host.supernets.centernet import CenterNet, CenterNetConfig
 from host.supernets.mobilenetv2 import MobileNetV2, MobileNetV2Config
 from host.supernets.resnet import ResNet, ResNetConfig
 from host.supernets.vit import ViT, ViTConfig
@@ -22,6 +24,7 @@ BACKBONES: dict[str, tuple[type[Supernet], type]] = {
     "resnet": (ResNet, ResNetConfig),
     "mobilenetv2": (MobileNetV2, MobileNetV2Config),
     "vit": (ViT, ViTConfig),
+    "centernet": (CenterNet, CenterNetConfig),
 }
 
 _TINY_MBV2 = ((1, 16, 1, 1), (4, 24, 2, 2), (4, 32, 2, 2), (4, 64, 1, 2))
@@ -45,6 +48,13 @@ CONFIGS: dict[str, tuple[str, Any]] = {
         settings=_TINY_MBV2, stem_width=16, stem_stride=1, last_channel=128, num_classes=10, image_size=32)),
     "vit_tiny": ("vit", ViTConfig(patch_size=8, dim=32, depth=2, heads=2, mlp_ratio=2.0, num_classes=10,
                                   image_size=32)),
+    # detection (AttrOD): gated ResNet + FPN-lite neck + CenterNet heads, 64x64 RGB scenes, 4 categories
+    "centernet_attrod": ("centernet", CenterNetConfig(
+        "basic", (1, 1, 2, 2), (16, 32, 64, 128), stem_width=16, image_size=64, num_classes=4,
+        neck_width=48, head_width=48)),
+    "centernet_tiny": ("centernet", CenterNetConfig(
+        "basic", (1, 1, 1, 1), (8, 16, 16, 32), stem_width=8, image_size=32, num_classes=4,
+        neck_width=16, head_width=16)),
 }
 
 

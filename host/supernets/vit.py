@@ -1,4 +1,4 @@
-"""Gated Vision Transformer: every FFN hidden neuron is a module (DESIGN.md Eq. 5).
+"""Gated Vision Transformer: every FFN hidden neuron is a module (docs/design.md §1).
 
 ``h = x W1 + b1;  h' = GELU(h) * g;  F(x) = h' W2 + b2``. GELU(0) = 0, so gating after the activation equals
 the paper's ``σ(h·g)``. A block whose FFN is entirely off still adds ``b2`` to the residual stream.

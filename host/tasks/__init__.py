@@ -13,6 +13,11 @@ existing family needs no code at all. Tasks come in three splits:
 - ``unseen``: listed tasks held out of training, for measuring generalisation;
 - ``extra``: the remaining valid combinations of the grammar (when ``extra_combinations = true``),
   trained on as a supplement; never one of the unseen tasks.
+
+An unseen task must be *truly* unseen: no trained task (seen or extra) may give the same answers on
+every sample. The family labels a sample of inputs with every task (:meth:`Family.label_sample`), and
+a space whose unseen task is equivalent to a trained one is refused when it is loaded; an extra
+combination equivalent to an unseen task is left out of training instead.
 """
 
 from __future__ import annotations
@@ -98,30 +103,19 @@ class TaskSpace:
         )
 
     def compose(self, attributes: Sequence[str]) -> Task:
-        """The task made of ``attributes`` (one per group, any order); its listed split if it has one."""
-        by_group: dict[str, str] = {}
+        """The task made of ``attributes`` (any order); its listed split if it has one.
+
+        By default a task takes exactly one attribute per group; a family may allow more (see
+        :meth:`Family.compose`)."""
         for attr in attributes:
             self.attribute_index(attr)  # raises with suggestions
-            group = next(g for g, attrs in self.groups.items() if attr in attrs)
-            if group in by_group:
-                raise ConfigError(
-                    f"task attributes {list(attributes)} give two values for group {group!r} "
-                    f"({by_group[group]!r} and {attr!r}); give exactly one attribute per group"
-                )
-            by_group[group] = attr
-        missing = [g for g in self.groups if g not in by_group]
-        if missing:
-            raise ConfigError(
-                f"task attributes {list(attributes)} lack a value for group(s) {missing}; "
-                f"choose from: " + "; ".join(f"{g}: {', '.join(self.groups[g])}" for g in missing)
-            )
-        attrs = tuple(by_group[g] for g in self.groups)
+        family = get_family(self.family)
+        attrs = family.compose(self, attributes)
         for t in self.tasks:
             if t.attributes == attrs:
                 return t
-        family = get_family(self.family)
         family.validate_task(self, attrs)
-        return Task(name=self.name_format.format(**by_group), attributes=attrs, split="composed")
+        return Task(name=family.task_name(self, attrs), attributes=attrs, split="composed")
 
     def encode(self, tasks: Iterable[Task | str]) -> torch.Tensor:
         """Multi-hot encodings, shape (N, vocab_size)."""
@@ -158,9 +152,14 @@ class TaskSpace:
 
 
 class Family:
-    """Code that labels the tasks of one kind of space. Subclasses implement the three hooks."""
+    """Code that labels the tasks of one kind of space. Subclasses implement the labelling hooks;
+    the task-grammar hooks (:meth:`expand_block`, :meth:`task_name`, :meth:`compose`,
+    :meth:`combinations`) default to "one attribute per group" and the training hook
+    (:meth:`objective`) to the built-in yes/no objective of :mod:`host.training`."""
 
     name: str = ""
+    #: keys a ``[[tasks]]`` block may hold besides the group names
+    block_keys: tuple[str, ...] = ()
 
     def check_params(self, space_name: str, groups: dict[str, tuple[str, ...]], params: dict) -> None:
         raise NotImplementedError
@@ -169,16 +168,62 @@ class Family:
         """Raise ConfigError if the attribute combination is not a meaningful task."""
         raise NotImplementedError
 
-    def is_redundant(self, space: TaskSpace, attributes: tuple[str, ...]) -> bool:
-        """True when the combination means the same as another combination (skipped as extra)."""
-        return False
+    def label_sample(self, space: TaskSpace, attributes: Sequence[tuple[str, ...]]) -> torch.Tensor:
+        """Ground truth of each task (given by its attributes) on a fixed sample of inputs.
+
+        Returns a (len(attributes), N) tensor; two tasks whose rows are equal are equivalent on every
+        input of the sample. The sample must reach every answer a task can give (exhaustive where the
+        input space is small enough), and it must be a pure function of ``space``.
+        """
+        raise NotImplementedError
 
     def image_shape(self, space: TaskSpace) -> tuple[int, ...]:
         """Shape (C, H, W) of one input sample."""
         raise NotImplementedError
 
-    def make_sampler(self, space: TaskSpace, split: str) -> Any:
+    def make_sampler(self, space: TaskSpace, split: str, *, augment: bool = False) -> Any:
+        """A sampler of labelled inputs from ``split``; ``augment``: jitter the inputs (training)."""
         raise NotImplementedError
+
+    # ---- task grammar -------------------------------------------------------------------------
+    def expand_block(
+        self, space: TaskSpace, values: dict[str, list[str]], block: dict[str, Any], where: str
+    ) -> list[tuple[str, ...]]:
+        """The tasks one ``[[tasks]]`` block declares: by default the cartesian product of its values."""
+        return [tuple(c) for c in itertools.product(*(values[g] for g in space.groups))]
+
+    def task_name(self, space: TaskSpace, attributes: tuple[str, ...]) -> str:
+        """Readable name of a task: by default ``name_format`` filled with one attribute per group."""
+        return space.name_format.format(**dict(zip(space.groups, attributes, strict=True)))
+
+    def compose(self, space: TaskSpace, attributes: Sequence[str]) -> tuple[str, ...]:
+        """Canonical attribute tuple of the task ``attributes`` (known attributes, any order) describe."""
+        by_group: dict[str, str] = {}
+        for attr in attributes:
+            group = next(g for g, attrs in space.groups.items() if attr in attrs)
+            if group in by_group:
+                raise ConfigError(
+                    f"task attributes {list(attributes)} give two values for group {group!r} "
+                    f"({by_group[group]!r} and {attr!r}); give exactly one attribute per group"
+                )
+            by_group[group] = attr
+        missing = [g for g in space.groups if g not in by_group]
+        if missing:
+            raise ConfigError(
+                f"task attributes {list(attributes)} lack a value for group(s) {missing}; "
+                f"choose from: " + "; ".join(f"{g}: {', '.join(space.groups[g])}" for g in missing)
+            )
+        return tuple(by_group[g] for g in space.groups)
+
+    def combinations(self, space: TaskSpace) -> Iterable[tuple[str, ...]]:
+        """Every attribute combination of the grammar (candidates for ``extra_combinations``)."""
+        return itertools.product(*space.groups.values())
+
+    # ---- training -----------------------------------------------------------------------------
+    def objective(self, space: TaskSpace) -> Any:
+        """What training optimises for this family (model, samples, losses, validation), or None for
+        the built-in yes/no-question objective of :mod:`host.training`."""
+        return None
 
 
 _FAMILIES: dict[str, Callable[[], Family]] = {}
@@ -201,6 +246,10 @@ def _register_builtin_families() -> None:
         from host.tasks.digit_grid import DigitGridCount
 
         register_family("digit_grid_count", DigitGridCount)
+    if "attributed_scenes" not in _FAMILIES:
+        from host.tasks.attrod import AttributedScenes
+
+        register_family("attributed_scenes", AttributedScenes)
 
 
 # ---- loading ----------------------------------------------------------------------------------
@@ -261,31 +310,31 @@ def space_from_dict(data: dict, *, source: str = "<dict>") -> TaskSpace:
 
     listed: list[tuple[str, ...]] = []
     for i, block in enumerate(need("tasks")):
-        unknown_keys = [k for k in block if k not in groups]
+        where = f"task space {source}: [[tasks]] #{i + 1}"
+        unknown_keys = [k for k in block if k not in groups and k not in family.block_keys]
         if unknown_keys:
             raise ConfigError(
-                f"task space {source}: [[tasks]] #{i + 1} has key(s) {unknown_keys} that are not groups "
-                f"({', '.join(groups)})"
+                f"{where} has key(s) {unknown_keys} that are not groups "
+                f"({', '.join(groups)}{''.join(', ' + k for k in family.block_keys)})"
             )
-        values = []
+        values: dict[str, list[str]] = {}
         for g in groups:
             vals = block.get(g)
             if not vals:
-                raise ConfigError(f"task space {source}: [[tasks]] #{i + 1} lists no values for group {g!r}")
+                raise ConfigError(f"{where} lists no values for group {g!r}")
             for v in vals:
                 if v not in groups[g]:
                     raise ConfigError(
-                        f"task space {source}: [[tasks]] #{i + 1}: {v!r} is not an attribute of group "
-                        f"{g!r}.{suggest(str(v), groups[g])}"
+                        f"{where}: {v!r} is not an attribute of group {g!r}.{suggest(str(v), groups[g])}"
                     )
-            values.append([str(v) for v in vals])
-        for combo in itertools.product(*values):
+            values[g] = [str(v) for v in vals]
+        for combo in family.expand_block(proto, values, block, where):
             family.validate_task(proto, combo)
             if combo not in listed:
                 listed.append(combo)
 
     def task_name(attrs: tuple[str, ...]) -> str:
-        return name_format.format(**dict(zip(groups, attrs, strict=True)))
+        return family.task_name(proto, attrs)
 
     names = {task_name(a): a for a in listed}
     unseen_names = [str(n) for n in data.get("split", {}).get("unseen", [])]
@@ -296,16 +345,15 @@ def space_from_dict(data: dict, *, source: str = "<dict>") -> TaskSpace:
             )
     tasks = [Task(task_name(a), a, "unseen" if task_name(a) in unseen_names else "seen") for a in listed]
     if data.get("extra_combinations", False):
-        for combo in itertools.product(*groups.values()):
+        for combo in family.combinations(proto):
             if combo in listed:
                 continue
             try:
                 family.validate_task(proto, combo)
             except ConfigError:
                 continue
-            if family.is_redundant(proto, combo):
-                continue
             tasks.append(Task(task_name(combo), combo, "extra"))
+    tasks = _without_leaks(family, proto, tasks, source)
     seen_trained = {a for t in tasks if t.split in ("seen", "extra") for a in t.attributes}
     for t in tasks:
         if t.split == "unseen":
@@ -318,3 +366,39 @@ def space_from_dict(data: dict, *, source: str = "<dict>") -> TaskSpace:
     if not any(t.split == "seen" for t in tasks):
         raise ConfigError(f"task space {source}: no seen (trained) tasks")
     return TaskSpace(name, proto.description, family.name, groups, tuple(tasks), name_format, params)
+
+
+def _without_leaks(family: Family, proto: TaskSpace, tasks: list[Task], source: str) -> list[Task]:
+    """Refuse an unseen task that a listed trained task answers identically on every sampled input;
+    drop extra combinations that do (they would teach the held-out task under another name)."""
+    unseen = [t for t in tasks if t.split == "unseen"]
+    if not unseen:
+        return tasks
+    labels = family.label_sample(proto, [t.attributes for t in tasks])
+    rows = {t.attributes: labels[i] for i, t in enumerate(tasks)}
+    kept: list[Task] = []
+    for t in tasks:
+        twins = [u.name for u in unseen if t.split != "unseen" and torch.equal(rows[t.attributes], rows[u.attributes])]
+        if twins and t.split == "seen":
+            raise ConfigError(
+                f"task space {source}: unseen task {twins[0]!r} is not unseen: it gives the same answer as the "
+                f"trained task {t.name!r} on every input (labelled on {labels.shape[1]} inputs); move it out of "
+                "[split] unseen or hold out a task that no trained task equals"
+            )
+        if not twins:
+            kept.append(t)
+    return kept
+
+
+def equivalent_tasks(space: TaskSpace) -> list[tuple[str, str]]:
+    """Pairs (a, b) of listed tasks that answer identically on every sampled input of the space."""
+    labels = get_family(space.family).label_sample(space, [t.attributes for t in space.tasks])
+    first: dict[bytes, str] = {}
+    pairs: list[tuple[str, str]] = []
+    for t, row in zip(space.tasks, labels, strict=True):
+        key = row.numpy().tobytes()
+        if key in first:
+            pairs.append((first[key], t.name))
+        else:
+            first[key] = t.name
+    return pairs

@@ -14,6 +14,7 @@ and no question can be answered from an unrelated cue such as the average count.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -88,25 +89,64 @@ class DigitGridCount(Family):
                 "it is not a question"
             )
 
-    def is_redundant(self, space: TaskSpace, attributes: tuple[str, ...]) -> bool:
-        q, n, _ = self._parts(space, attributes)
+    def label_sample(self, space: TaskSpace, attributes: Sequence[tuple[str, ...]]) -> torch.Tensor:
+        """Answers on every digit grid (10**cells of them) when that is at most 10**5, else on 10**5
+        seeded random grids plus, per task, grids that reach each count 0..cells of its class."""
         cells = _cells(space)
-        return (q == "at least" and n == cells) or (q == "at most" and n == 0)
+        if 10**cells <= 100_000:
+            grids = torch.cartesian_prod(*[torch.arange(10)] * cells).reshape(-1, cells)
+        else:
+            gen = torch.Generator().manual_seed(0)
+            parts = [torch.randint(10, (100_000, cells), generator=gen)]
+            for cls in space.groups["class"]:
+                digits = [int(d) for d in space.params["classes"][cls]]
+                others = [d for d in range(10) if d not in digits] or digits
+                for k in range(cells + 1):
+                    row = [digits[i % len(digits)] for i in range(k)] + [others[i % len(others)] for i in range(cells - k)]
+                    parts.append(torch.tensor([row]))
+            grids = torch.cat(parts)
+        onehot = torch.nn.functional.one_hot(grids, 10).sum(dim=1)  # (N, 10) digit histogram
+        out = torch.zeros(len(attributes), grids.shape[0], dtype=torch.bool)
+        for i, attrs in enumerate(attributes):
+            q, n, cls = self._parts(space, attrs)
+            members = torch.tensor([int(d) for d in space.params["classes"][cls]])
+            count = onehot[:, members].sum(dim=1)
+            out[i] = torch.tensor([_predicate(q, n, c) for c in range(cells + 1)])[count]
+        return out
 
     def image_shape(self, space: TaskSpace) -> tuple[int, ...]:
         grid = space.params["grid"]
         return (1, int(grid["rows"]) * 28, int(grid["cols"]) * 28)
 
-    def make_sampler(self, space: TaskSpace, split: str) -> DigitGridSampler:
+    def make_sampler(self, space: TaskSpace, split: str, *, augment: bool = False) -> DigitGridSampler:
         """``split``: "train" (MNIST train images 0..54999), "val" (MNIST train 55000..59999, for
-        model selection) or "test" (MNIST's test split)."""
+        model selection) or "test" (MNIST's test split). ``augment``: every digit gets its own small
+        random rotation, scale and shift (training only)."""
         if split == "test":
-            return DigitGridSampler(space, load_mnist("test"))
+            return DigitGridSampler(space, load_mnist("test"), augment=augment)
         if split not in ("train", "val"):
             raise ConfigError(f"unknown data split {split!r}; choose train, val or test")
         full = load_mnist("train")
         sl = slice(0, VAL_START) if split == "train" else slice(VAL_START, len(full))
-        return DigitGridSampler(space, MnistSplit(split, full.images[sl], full.labels[sl]))
+        return DigitGridSampler(space, MnistSplit(split, full.images[sl], full.labels[sl]), augment=augment)
+
+
+#: Per-digit augmentation ranges: rotation (degrees), scale, shift (pixels).
+JITTER_DEGREES, JITTER_SCALE, JITTER_SHIFT_PX = 12.0, 0.1, 2.5
+
+
+def _jitter(tiles: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """A random small affine warp of each (N, 1, 28, 28) tile, values kept in [0, 1]."""
+    n = tiles.shape[0]
+    u = torch.rand(n, 4, generator=generator) * 2 - 1
+    angle = u[:, 0] * JITTER_DEGREES * torch.pi / 180
+    scale = 1 + u[:, 1] * JITTER_SCALE
+    cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
+    shift = u[:, 2:] * (2 * JITTER_SHIFT_PX / 28)  # in grid_sample's [-1, 1] coordinates
+    theta = torch.stack([torch.stack([cos, -sin, shift[:, 0]], 1), torch.stack([sin, cos, shift[:, 1]], 1)], 1)
+    grid = torch.nn.functional.affine_grid(theta, list(tiles.shape), align_corners=False)
+    out = torch.nn.functional.grid_sample(tiles, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    return out.clamp_(0.0, 1.0)
 
 
 def _cells(space: TaskSpace) -> int:
@@ -129,9 +169,10 @@ class Batch:
 class DigitGridSampler:
     """Draws balanced, labelled NumVQA samples for any task of a digit_grid_count space."""
 
-    def __init__(self, space: TaskSpace, mnist: MnistSplit) -> None:
+    def __init__(self, space: TaskSpace, mnist: MnistSplit, *, augment: bool = False) -> None:
         self.space = space
         self.mnist = mnist
+        self.augment = augment
         self.rows = int(space.params["grid"]["rows"])
         self.cols = int(space.params["grid"]["cols"])
         self.cells = self.rows * self.cols
@@ -197,9 +238,11 @@ class DigitGridSampler:
         u = torch.rand(digits.shape, generator=generator)
         pick = (u * self._label_count[digits]).long()
         idx = self._by_label[self._label_start[digits] + pick]
-        tiles = self.mnist.images[idx]  # (B, cells, 28, 28)
+        tiles = self.mnist.images[idx].float().div_(255.0)  # (B, cells, 28, 28)
+        if self.augment:
+            tiles = _jitter(tiles.reshape(-1, 1, 28, 28), generator).reshape(tiles.shape)
         grid = tiles.reshape(b, self.rows, self.cols, 28, 28).permute(0, 1, 3, 2, 4)
-        return grid.reshape(b, 1, self.rows * 28, self.cols * 28).float().div_(255.0)
+        return grid.reshape(b, 1, self.rows * 28, self.cols * 28)
 
     def class_counts(self, digits: torch.Tensor) -> torch.Tensor:
         onehot = torch.nn.functional.one_hot(digits, 10).float()  # (B, cells, 10)

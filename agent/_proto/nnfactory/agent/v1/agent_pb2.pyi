@@ -36,20 +36,24 @@ class GetDeviceInfoRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class RuntimeInfo(_message.Message):
-    __slots__ = ("runtime", "name", "version", "devices", "artifact_suffix", "carries_code")
+    __slots__ = ("runtime", "name", "version", "devices", "artifact_suffix", "carries_code", "disabled", "note")
     RUNTIME_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     DEVICES_FIELD_NUMBER: _ClassVar[int]
     ARTIFACT_SUFFIX_FIELD_NUMBER: _ClassVar[int]
     CARRIES_CODE_FIELD_NUMBER: _ClassVar[int]
+    DISABLED_FIELD_NUMBER: _ClassVar[int]
+    NOTE_FIELD_NUMBER: _ClassVar[int]
     runtime: Runtime
     name: str
     version: str
     devices: _containers.RepeatedScalarFieldContainer[str]
     artifact_suffix: str
     carries_code: bool
-    def __init__(self, runtime: _Optional[_Union[Runtime, str]] = ..., name: _Optional[str] = ..., version: _Optional[str] = ..., devices: _Optional[_Iterable[str]] = ..., artifact_suffix: _Optional[str] = ..., carries_code: _Optional[bool] = ...) -> None: ...
+    disabled: bool
+    note: str
+    def __init__(self, runtime: _Optional[_Union[Runtime, str]] = ..., name: _Optional[str] = ..., version: _Optional[str] = ..., devices: _Optional[_Iterable[str]] = ..., artifact_suffix: _Optional[str] = ..., carries_code: _Optional[bool] = ..., disabled: _Optional[bool] = ..., note: _Optional[str] = ...) -> None: ...
 
 class GpuInfo(_message.Message):
     __slots__ = ("name", "total_memory_bytes", "index", "capability")
@@ -64,7 +68,7 @@ class GpuInfo(_message.Message):
     def __init__(self, name: _Optional[str] = ..., total_memory_bytes: _Optional[int] = ..., index: _Optional[str] = ..., capability: _Optional[str] = ...) -> None: ...
 
 class DeviceInfo(_message.Message):
-    __slots__ = ("agent_version", "protocol", "hostname", "os", "os_release", "machine", "cpu_model", "logical_cores", "allowed_cpus", "total_memory_bytes", "available_memory_bytes", "gpus", "runtimes", "python_version", "max_artifact_bytes", "worker_memory_limit_bytes", "auth_required", "tls", "extra")
+    __slots__ = ("agent_version", "protocol", "hostname", "os", "os_release", "machine", "cpu_model", "logical_cores", "allowed_cpus", "total_memory_bytes", "available_memory_bytes", "gpus", "runtimes", "python_version", "max_artifact_bytes", "worker_memory_limit_bytes", "auth_required", "tls", "extra", "max_input_bytes", "max_threads", "cache_quota_bytes", "allow_pickle_formats", "isolation", "protocol_version")
     class ExtraEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -91,6 +95,12 @@ class DeviceInfo(_message.Message):
     AUTH_REQUIRED_FIELD_NUMBER: _ClassVar[int]
     TLS_FIELD_NUMBER: _ClassVar[int]
     EXTRA_FIELD_NUMBER: _ClassVar[int]
+    MAX_INPUT_BYTES_FIELD_NUMBER: _ClassVar[int]
+    MAX_THREADS_FIELD_NUMBER: _ClassVar[int]
+    CACHE_QUOTA_BYTES_FIELD_NUMBER: _ClassVar[int]
+    ALLOW_PICKLE_FORMATS_FIELD_NUMBER: _ClassVar[int]
+    ISOLATION_FIELD_NUMBER: _ClassVar[int]
+    PROTOCOL_VERSION_FIELD_NUMBER: _ClassVar[int]
     agent_version: str
     protocol: str
     hostname: str
@@ -110,7 +120,13 @@ class DeviceInfo(_message.Message):
     auth_required: bool
     tls: bool
     extra: _containers.ScalarMap[str, str]
-    def __init__(self, agent_version: _Optional[str] = ..., protocol: _Optional[str] = ..., hostname: _Optional[str] = ..., os: _Optional[str] = ..., os_release: _Optional[str] = ..., machine: _Optional[str] = ..., cpu_model: _Optional[str] = ..., logical_cores: _Optional[int] = ..., allowed_cpus: _Optional[_Iterable[int]] = ..., total_memory_bytes: _Optional[int] = ..., available_memory_bytes: _Optional[int] = ..., gpus: _Optional[_Iterable[_Union[GpuInfo, _Mapping]]] = ..., runtimes: _Optional[_Iterable[_Union[RuntimeInfo, _Mapping]]] = ..., python_version: _Optional[str] = ..., max_artifact_bytes: _Optional[int] = ..., worker_memory_limit_bytes: _Optional[int] = ..., auth_required: _Optional[bool] = ..., tls: _Optional[bool] = ..., extra: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    max_input_bytes: int
+    max_threads: int
+    cache_quota_bytes: int
+    allow_pickle_formats: bool
+    isolation: str
+    protocol_version: int
+    def __init__(self, agent_version: _Optional[str] = ..., protocol: _Optional[str] = ..., hostname: _Optional[str] = ..., os: _Optional[str] = ..., os_release: _Optional[str] = ..., machine: _Optional[str] = ..., cpu_model: _Optional[str] = ..., logical_cores: _Optional[int] = ..., allowed_cpus: _Optional[_Iterable[int]] = ..., total_memory_bytes: _Optional[int] = ..., available_memory_bytes: _Optional[int] = ..., gpus: _Optional[_Iterable[_Union[GpuInfo, _Mapping]]] = ..., runtimes: _Optional[_Iterable[_Union[RuntimeInfo, _Mapping]]] = ..., python_version: _Optional[str] = ..., max_artifact_bytes: _Optional[int] = ..., worker_memory_limit_bytes: _Optional[int] = ..., auth_required: _Optional[bool] = ..., tls: _Optional[bool] = ..., extra: _Optional[_Mapping[str, str]] = ..., max_input_bytes: _Optional[int] = ..., max_threads: _Optional[int] = ..., cache_quota_bytes: _Optional[int] = ..., allow_pickle_formats: _Optional[bool] = ..., isolation: _Optional[str] = ..., protocol_version: _Optional[int] = ...) -> None: ...
 
 class HasArtifactRequest(_message.Message):
     __slots__ = ("sha256",)
@@ -275,7 +291,7 @@ class MeasurementContext(_message.Message):
     def __init__(self, threads: _Optional[int] = ..., cpu_affinity: _Optional[_Iterable[int]] = ..., governor: _Optional[_Mapping[str, str]] = ..., cpu_freq_khz: _Optional[_Mapping[str, int]] = ..., temperature_c: _Optional[_Mapping[str, float]] = ..., runtime_versions: _Optional[_Mapping[str, str]] = ..., device: _Optional[str] = ..., device_name: _Optional[str] = ..., worker_pid: _Optional[int] = ..., memory_limit_bytes: _Optional[int] = ..., extra: _Optional[_Mapping[str, str]] = ..., runqueue_wait_fraction: _Optional[float] = ..., involuntary_context_switches: _Optional[int] = ...) -> None: ...
 
 class ProfileResult(_message.Message):
-    __slots__ = ("request_id", "artifact_sha256", "runtime", "samples_ns", "min_latency_us", "median_latency_us", "mean_latency_us", "p90_latency_us", "p99_latency_us", "std_latency_us", "max_latency_us", "warmup_runs", "peak_bytes", "peak_method", "baseline_rss_bytes", "load_peak_bytes", "process_peak_bytes", "context", "inputs", "load_time_ms", "measure_time_s", "queue_wait_us", "started_unix_ns", "finished_unix_ns", "thread_cpu_samples_ns", "median_thread_cpu_us", "extra")
+    __slots__ = ("request_id", "artifact_sha256", "runtime", "samples_ns", "min_latency_us", "median_latency_us", "mean_latency_us", "p90_latency_us", "p99_latency_us", "std_latency_us", "max_latency_us", "warmup_runs", "peak_bytes", "peak_method", "baseline_rss_bytes", "load_peak_bytes", "process_peak_bytes", "context", "inputs", "load_time_ms", "measure_time_s", "queue_wait_us", "started_unix_ns", "finished_unix_ns", "thread_cpu_samples_ns", "median_thread_cpu_us", "warmup_time_s", "extra")
     class ExtraEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -309,6 +325,7 @@ class ProfileResult(_message.Message):
     FINISHED_UNIX_NS_FIELD_NUMBER: _ClassVar[int]
     THREAD_CPU_SAMPLES_NS_FIELD_NUMBER: _ClassVar[int]
     MEDIAN_THREAD_CPU_US_FIELD_NUMBER: _ClassVar[int]
+    WARMUP_TIME_S_FIELD_NUMBER: _ClassVar[int]
     EXTRA_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     artifact_sha256: str
@@ -336,8 +353,9 @@ class ProfileResult(_message.Message):
     finished_unix_ns: int
     thread_cpu_samples_ns: _containers.RepeatedScalarFieldContainer[int]
     median_thread_cpu_us: float
+    warmup_time_s: float
     extra: _containers.ScalarMap[str, str]
-    def __init__(self, request_id: _Optional[str] = ..., artifact_sha256: _Optional[str] = ..., runtime: _Optional[_Union[Runtime, str]] = ..., samples_ns: _Optional[_Iterable[int]] = ..., min_latency_us: _Optional[float] = ..., median_latency_us: _Optional[float] = ..., mean_latency_us: _Optional[float] = ..., p90_latency_us: _Optional[float] = ..., p99_latency_us: _Optional[float] = ..., std_latency_us: _Optional[float] = ..., max_latency_us: _Optional[float] = ..., warmup_runs: _Optional[int] = ..., peak_bytes: _Optional[int] = ..., peak_method: _Optional[_Union[PeakMemoryMethod, str]] = ..., baseline_rss_bytes: _Optional[int] = ..., load_peak_bytes: _Optional[int] = ..., process_peak_bytes: _Optional[int] = ..., context: _Optional[_Union[MeasurementContext, _Mapping]] = ..., inputs: _Optional[_Iterable[_Union[TensorSpec, _Mapping]]] = ..., load_time_ms: _Optional[float] = ..., measure_time_s: _Optional[float] = ..., queue_wait_us: _Optional[float] = ..., started_unix_ns: _Optional[int] = ..., finished_unix_ns: _Optional[int] = ..., thread_cpu_samples_ns: _Optional[_Iterable[int]] = ..., median_thread_cpu_us: _Optional[float] = ..., extra: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    def __init__(self, request_id: _Optional[str] = ..., artifact_sha256: _Optional[str] = ..., runtime: _Optional[_Union[Runtime, str]] = ..., samples_ns: _Optional[_Iterable[int]] = ..., min_latency_us: _Optional[float] = ..., median_latency_us: _Optional[float] = ..., mean_latency_us: _Optional[float] = ..., p90_latency_us: _Optional[float] = ..., p99_latency_us: _Optional[float] = ..., std_latency_us: _Optional[float] = ..., max_latency_us: _Optional[float] = ..., warmup_runs: _Optional[int] = ..., peak_bytes: _Optional[int] = ..., peak_method: _Optional[_Union[PeakMemoryMethod, str]] = ..., baseline_rss_bytes: _Optional[int] = ..., load_peak_bytes: _Optional[int] = ..., process_peak_bytes: _Optional[int] = ..., context: _Optional[_Union[MeasurementContext, _Mapping]] = ..., inputs: _Optional[_Iterable[_Union[TensorSpec, _Mapping]]] = ..., load_time_ms: _Optional[float] = ..., measure_time_s: _Optional[float] = ..., queue_wait_us: _Optional[float] = ..., started_unix_ns: _Optional[int] = ..., finished_unix_ns: _Optional[int] = ..., thread_cpu_samples_ns: _Optional[_Iterable[int]] = ..., median_thread_cpu_us: _Optional[float] = ..., warmup_time_s: _Optional[float] = ..., extra: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class ProfileError(_message.Message):
     __slots__ = ("code", "code_name", "kind", "message")
@@ -378,3 +396,29 @@ class DeleteArtifactsResponse(_message.Message):
     deleted: _containers.RepeatedScalarFieldContainer[str]
     freed_bytes: int
     def __init__(self, deleted: _Optional[_Iterable[str]] = ..., freed_bytes: _Optional[int] = ...) -> None: ...
+
+class CacheStatsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class CacheStatsResponse(_message.Message):
+    __slots__ = ("artifacts", "artifact_bytes", "partials", "partial_bytes", "quota_bytes", "max_artifact_bytes", "evicted", "expired_partials", "partial_expiry_s")
+    ARTIFACTS_FIELD_NUMBER: _ClassVar[int]
+    ARTIFACT_BYTES_FIELD_NUMBER: _ClassVar[int]
+    PARTIALS_FIELD_NUMBER: _ClassVar[int]
+    PARTIAL_BYTES_FIELD_NUMBER: _ClassVar[int]
+    QUOTA_BYTES_FIELD_NUMBER: _ClassVar[int]
+    MAX_ARTIFACT_BYTES_FIELD_NUMBER: _ClassVar[int]
+    EVICTED_FIELD_NUMBER: _ClassVar[int]
+    EXPIRED_PARTIALS_FIELD_NUMBER: _ClassVar[int]
+    PARTIAL_EXPIRY_S_FIELD_NUMBER: _ClassVar[int]
+    artifacts: int
+    artifact_bytes: int
+    partials: int
+    partial_bytes: int
+    quota_bytes: int
+    max_artifact_bytes: int
+    evicted: int
+    expired_partials: int
+    partial_expiry_s: float
+    def __init__(self, artifacts: _Optional[int] = ..., artifact_bytes: _Optional[int] = ..., partials: _Optional[int] = ..., partial_bytes: _Optional[int] = ..., quota_bytes: _Optional[int] = ..., max_artifact_bytes: _Optional[int] = ..., evicted: _Optional[int] = ..., expired_partials: _Optional[int] = ..., partial_expiry_s: _Optional[float] = ...) -> None: ...

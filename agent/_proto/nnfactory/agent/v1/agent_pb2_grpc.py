@@ -64,6 +64,11 @@ class ProfilingAgentStub:
                 request_serializer=nnfactory_dot_agent_dot_v1_dot_agent__pb2.DeleteArtifactsRequest.SerializeToString,
                 response_deserializer=nnfactory_dot_agent_dot_v1_dot_agent__pb2.DeleteArtifactsResponse.FromString,
                 _registered_method=True)
+        self.CacheStats = channel.unary_unary(
+                '/nnfactory.agent.v1.ProfilingAgent/CacheStats',
+                request_serializer=nnfactory_dot_agent_dot_v1_dot_agent__pb2.CacheStatsRequest.SerializeToString,
+                response_deserializer=nnfactory_dot_agent_dot_v1_dot_agent__pb2.CacheStatsResponse.FromString,
+                _registered_method=True)
 
 
 class ProfilingAgentServicer:
@@ -111,6 +116,13 @@ class ProfilingAgentServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CacheStats(self, request, context):
+        """What the artifact cache holds, its quota and what it evicted.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ProfilingAgentServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -143,6 +155,11 @@ def add_ProfilingAgentServicer_to_server(servicer, server):
                     servicer.DeleteArtifacts,
                     request_deserializer=nnfactory_dot_agent_dot_v1_dot_agent__pb2.DeleteArtifactsRequest.FromString,
                     response_serializer=nnfactory_dot_agent_dot_v1_dot_agent__pb2.DeleteArtifactsResponse.SerializeToString,
+            ),
+            'CacheStats': grpc.unary_unary_rpc_method_handler(
+                    servicer.CacheStats,
+                    request_deserializer=nnfactory_dot_agent_dot_v1_dot_agent__pb2.CacheStatsRequest.FromString,
+                    response_serializer=nnfactory_dot_agent_dot_v1_dot_agent__pb2.CacheStatsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -307,6 +324,33 @@ class ProfilingAgent:
             '/nnfactory.agent.v1.ProfilingAgent/DeleteArtifacts',
             nnfactory_dot_agent_dot_v1_dot_agent__pb2.DeleteArtifactsRequest.SerializeToString,
             nnfactory_dot_agent_dot_v1_dot_agent__pb2.DeleteArtifactsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CacheStats(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/nnfactory.agent.v1.ProfilingAgent/CacheStats',
+            nnfactory_dot_agent_dot_v1_dot_agent__pb2.CacheStatsRequest.SerializeToString,
+            nnfactory_dot_agent_dot_v1_dot_agent__pb2.CacheStatsResponse.FromString,
             options,
             channel_credentials,
             insecure,
