@@ -5,11 +5,13 @@
 # sshd. It is a functional stand-in, not a performance one: emulated vector maths is ~300x slower.
 #
 # Usage: scripts/arm64_device.sh COMMAND [--dir DIR] [--port PORT]
-#   build    build the Debian arm64 root once and cache it as a tarball (about 7-10 minutes)
+#   build    build the Debian arm64 root once and cache it as a tarball (7-30 minutes, by machine load); an
+#            interrupted build resumes from its last finished stage (debootstrap, wheels)
 #   up       build if needed, unpack the root into DIR, mount what it needs, start its sshd with throwaway
 #            keys; prints the [devices.arm64] inventory table (also written to DIR/devices.toml)
 #   down     stop every process running in the root, unmount everything mounted under it, delete DIR
 #   status   say whether the device in DIR is up (exit 0) or not (exit 3); lists its mounts
+#   clean-cache  delete the cached tarball and any unfinished build
 #   stop-sshd / start-sshd   stop or start only the device's sshd (a device whose ssh server goes away)
 #
 # Needs root (chroot, mounts) and qemu-user-static + binfmt-support + debootstrap (Debian:
@@ -202,7 +204,7 @@ default_mirror() {
   echo "${uri:-http://deb.debian.org/debian}"
 }
 
-build() {
+build() {  # resumable: each finished stage is marked, a failure unmounts everything but keeps finished stages
   need_root
   ensure_binfmt
   [ -f "$TARBALL" ] && { log "cached root: $TARBALL"; return 0; }
@@ -211,59 +213,62 @@ build() {
   exec 9>"$CACHE/build.lock"
   flock 9
   [ -f "$TARBALL" ] && { log "cached root: $TARBALL (built meanwhile)"; return 0; }
-  local root mirror t0
-  BUILD_WORK=$(realpath "$(mktemp -d "$CACHE/build.XXXXXX")"); root="$BUILD_WORK/root"
-  local work="$BUILD_WORK"
-  # whatever happens, nothing stays mounted under the build root and the half-built root goes
-  trap cleanup_build EXIT
+  local work root mirror t0
+  work="$CACHE/build-$KEY"; mkdir -p "$work"; work=$(realpath "$work"); root="$work/root"
+  BUILD_WORK="$work"
+  trap 'unmount_all "$BUILD_WORK/root" >/dev/null 2>&1 || true' EXIT  # never leave a mount behind
   trap 'exit 130' INT TERM
   mirror="${NNF_ARM64_MIRROR:-$(default_mirror)}"
   t0=$(date +%s)
-  log "building the Debian $SUITE arm64 root from $mirror (first stage)"
-  debootstrap --arch=arm64 --foreign --variant=minbase --include="$INCLUDE" "$SUITE" "$root" "$mirror" \
-    > "$work/debootstrap.log" 2>&1 || { tail -n 20 "$work/debootstrap.log" >&2; die "debootstrap failed"; }
-  log "second stage (runs emulated, the slow part)"
-  mount_root "$root" ""
-  chroot "$root" /debootstrap/debootstrap --second-stage > "$work/second-stage.log" 2>&1 \
-    || { tail -n 20 "$work/second-stage.log" "$root/debootstrap/debootstrap.log" >&2 || true; die "second stage failed"; }
-  log "agent dependencies (aarch64 wheels from PyPI)"
+  if [ ! -f "$work/.bootstrapped" ]; then  # an interrupted debootstrap cannot be resumed: start over
+    remove_root "$root"
+    log "building the Debian $SUITE arm64 root from $mirror (first stage)"
+    debootstrap --arch=arm64 --foreign --variant=minbase --include="$INCLUDE" "$SUITE" "$root" "$mirror" \
+      > "$work/debootstrap.log" 2>&1 || { tail -n 20 "$work/debootstrap.log" >&2; die "debootstrap failed"; }
+    log "second stage (runs emulated, the slow part)"
+    mount_root "$root" ""
+    chroot "$root" /debootstrap/debootstrap --second-stage > "$work/second-stage.log" 2>&1 \
+      || { tail -n 20 "$work/second-stage.log" >&2 || true; die "second stage failed"; }
+    touch "$work/.bootstrapped"
+  fi
   mount_root "$root" ""  # the second stage unmounts /proc and /sys on its way out
-  chroot "$root" /usr/bin/python3 -m venv /opt/nnf-venv
-  cp /etc/ssl/certs/ca-certificates.crt "$root/etc/nnf-build-ca.crt" 2>/dev/null || true
   write_cpuinfo "$root" "$work/cpuinfo"
   mount_root "$root" "$work/cpuinfo"
-  # a clean environment: the host's pip settings (indexes, constraints, find-links) must not leak in
-  env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LANG=C.UTF-8 PIP_DISABLE_PIP_VERSION_CHECK=1 \
-    PIP_CERT="$( [ -f "$root/etc/nnf-build-ca.crt" ] && echo /etc/nnf-build-ca.crt )" \
-    chroot "$root" /opt/nnf-venv/bin/pip install -q --no-cache-dir --only-binary=:all: "${PIP_REQS[@]}" \
-    || die "pip install in the arm64 root failed"
-  rm -f "$root/etc/nnf-build-ca.crt"
-  env -i PATH=/usr/bin:/bin chroot "$root" "$DEVICE_PYTHON" -c \
+  if [ ! -f "$work/.wheels" ]; then
+    log "agent dependencies (aarch64 wheels from PyPI)"
+    rm -rf "$root/opt/nnf-venv"
+    chroot "$root" /usr/bin/python3 -m venv /opt/nnf-venv
+    cp /etc/ssl/certs/ca-certificates.crt "$root/etc/nnf-build-ca.crt" 2>/dev/null || true
+    # a clean environment: the host's pip settings (indexes, constraints, find-links) must not leak in
+    env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LANG=C.UTF-8 PIP_DISABLE_PIP_VERSION_CHECK=1 \
+      PIP_CERT="$( [ -f "$root/etc/nnf-build-ca.crt" ] && echo /etc/nnf-build-ca.crt )" \
+      chroot "$root" /opt/nnf-venv/bin/pip install -q --no-cache-dir --only-binary=:all: "${PIP_REQS[@]}" \
+      || die "pip install in the arm64 root failed (re-run to retry; the bootstrapped root is kept)"
+    rm -f "$root/etc/nnf-build-ca.crt"
+    touch "$work/.wheels"
+  fi
+  env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin chroot "$root" "$DEVICE_PYTHON" -c \
     'import grpc, numpy, onnxruntime, ai_edge_litert.interpreter, platform; assert platform.machine() == "aarch64"' \
     || die "the agent's dependencies do not import in the arm64 root"
-  chroot "$root" /usr/sbin/useradd -m -s /bin/sh "$DEVICE_USER"
-  # host keys are made fresh at each `up`; nothing the host's apt/pip left behind is kept
+  chroot "$root" /usr/bin/id -u "$DEVICE_USER" >/dev/null 2>&1 || chroot "$root" /usr/sbin/useradd -m -s /bin/sh "$DEVICE_USER"
+  # host keys are made fresh at each `up`; caches and docs go
   rm -f "$root"/etc/ssh/ssh_host_* "$root/etc/machine-id"
   rm -rf "$root"/var/lib/apt/lists/* "$root"/var/cache/apt/*.bin "$root"/var/cache/apt/archives/*.deb \
-         "$root"/usr/share/doc/* "$root"/usr/share/man/* "$root/debootstrap"
+         "$root"/usr/share/doc/* "$root"/usr/share/man/* "$root/debootstrap" "$root/root/.cache"
   printf '%s\n' "$KEY" > "$root/etc/nnf-arm64-root"
   unmount_all "$root" || die "cannot unmount the build root's file systems"
   log "packing $TARBALL"
   tar -C "$root" --numeric-owner -cpf "$work/root.$EXT" "${COMP[@]}" . || die "packing the root failed"
   mv "$work/root.$EXT" "$TARBALL"
-  # older builds are no longer useful
+  # older builds and their leftovers are no longer useful
   find "$CACHE" -maxdepth 1 -name "debian-*-arm64-*.tar.*" ! -path "$TARBALL" -delete
   log "built in $(( $(date +%s) - t0 )) s: $TARBALL ($(du -h "$TARBALL" | cut -f1))"
-  cleanup_build
+  remove_root "$root"
+  rm -rf --one-file-system "$work"
   trap - EXIT INT TERM
-}
-BUILD_WORK=""
-cleanup_build() {
-  [ -n "$BUILD_WORK" ] || return 0
-  remove_root "$BUILD_WORK/root" || true
-  rm -rf --one-file-system "$BUILD_WORK"
   BUILD_WORK=""
 }
+BUILD_WORK=""
 
 # -- the running device --------------------------------------------------------------------------------------
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
@@ -426,6 +431,8 @@ status() {
 
 case "$CMD" in
   build) build; release_binfmt ;;
+  clean-cache) need_root; for w in "$CACHE"/build-*; do [ -d "$w" ] && remove_root "$w/root" && rm -rf --one-file-system "$w"; done
+               rm -f "$CACHE"/debian-*-arm64-*.tar.*; log "cache emptied: $CACHE" ;;
   up) up ;;
   down) down ;;
   status) status ;;
