@@ -355,6 +355,8 @@ up() {
   ssh-keygen -q -t ed25519 -N '' -C nnf-arm64-device -f "$root/etc/ssh/ssh_host_ed25519_key"
   ssh-keygen -q -t ed25519 -N '' -C nnf-arm64-host -f "$DIR/client_key"
   uid=$(chroot "$root" /usr/bin/id -u "$DEVICE_USER"); gid=$(chroot "$root" /usr/bin/id -g "$DEVICE_USER")
+  # no password, but not locked: without PAM, sshd refuses key logins to a locked ('!') account
+  sed -i "s/^$DEVICE_USER:![^:]*:/$DEVICE_USER:*:/" "$root/etc/shadow"
   install -d -m 700 -o "$uid" -g "$gid" "$root/home/$DEVICE_USER/.ssh"
   install -m 600 -o "$uid" -g "$gid" "$DIR/client_key.pub" "$root/home/$DEVICE_USER/.ssh/authorized_keys"
   printf '[127.0.0.1]:%s %s\n' "$PORT" "$(cut -d' ' -f1,2 "$root/etc/ssh/ssh_host_ed25519_key.pub")" \

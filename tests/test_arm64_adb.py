@@ -41,7 +41,7 @@ def test_adb_deploy_lands_the_agent_on_the_arm_userland(arm64_device: Arm64Devic
                       authorized_keys=[Path(str(adb_key) + ".pub").read_bytes()]).start()
     inv = write_inventory(tmp_path / "devices.toml", {"phone": {
         "transport": "adb", "serial": emu.serial, "adb_key": str(adb_key), "python": DEVICE_PYTHON,
-        "runtime": "litert", "workdir": "/data/local/tmp/nnf-agent", "start_timeout_s": 300.0}})
+        "runtime": "tflite", "workdir": "/data/local/tmp/nnf-agent", "start_timeout_s": 300.0}})
     args = ["--inventory", str(inv)]
     model = tflite(tmp_path / "conv.tflite")
     try:
@@ -62,7 +62,7 @@ def test_adb_deploy_lands_the_agent_on_the_arm_userland(arm64_device: Arm64Devic
             info = client.device_info()  # type: ignore[attr-defined]
         assert info.machine == "aarch64" and "emulation" in info.extra
 
-        assert main(["devices", "profile", "phone", str(model), "--input", "1x16x16x3", "--repeats", "3",
+        assert main(["devices", "profile", "phone", str(model), "--input-shape", "1x16x16x3", "--repeats", "3",
                      "--warmup-runs", "1", "--min-time-s", "0", *args, "--json"]) == 0
         prof = json.loads(capsys.readouterr().out)
         assert prof["runtime"] == "litert" and prof["samples"] >= 3

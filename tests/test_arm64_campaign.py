@@ -99,7 +99,7 @@ def test_generate_live_searches_on_the_arm64_device(arm64_device: Arm64Device, t
     try:
         out = tmp_path / "model"
         assert main(["generate", "--space", "numvqa", "--task", "exactly two 0", "--device", "arm64", "--live",
-                     "--runtime", "onnxruntime", "--memory-mb", "1000", "--profiles-dir", str(tmp_path / "profiles"),
+                     "--runtime", "onnxruntime", "--warmup", "1", "--repeats", "2", "--memory-mb", "1000", "--profiles-dir", str(tmp_path / "profiles"),
                      "--out", str(out), *args, "--json"]) == 0
         rep = json.loads(capsys.readouterr().out)
         assert rep["device"] == "arm64" and rep["search"]["method"] == "live"

@@ -254,7 +254,10 @@ def agent_command(device: Device, workdir: str, release_id: str) -> str:
     so the token never appears in a command line (``ps``) or on the host's disk.
     """
     run = workdir + "/run"
-    env = {"PYTHONPATH": f"{workdir}/releases/{release_id}", "PYTHONUNBUFFERED": "1", **device.env}
+    # XDG_CACHE_HOME: runtimes' own caches (onnxruntime writes a telemetry device id under
+    # ~/.cache/Microsoft) stay in the workdir, so undeploy leaves nothing in the user's home
+    env = {"PYTHONPATH": f"{workdir}/releases/{release_id}", "PYTHONUNBUFFERED": "1",
+           "XDG_CACHE_HOME": f"{run}/xdg-cache", **device.env}
     if device.threads:
         env.setdefault("OMP_NUM_THREADS", str(device.threads))
     env_s = " ".join(f"{k}={q(v)}" for k, v in env.items())
