@@ -126,6 +126,7 @@ def test_detector_structure_model_is_exact():
     assert model.max_rel_error < 1e-6
 
 
+@pytest.mark.slow  # trains a detector, then generates and evaluates
 def test_training_generation_and_eval(tmp_path: Path, capsys):
     """Pre-training and joint steps on AttrOD scenes, resumed exactly; generation and mAP evaluation."""
     kw = dict(space="attrod", backbone="centernet_tiny", steps=4, pretrain_steps=2, batch_size=4,
