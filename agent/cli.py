@@ -144,6 +144,9 @@ def _serve(args: argparse.Namespace) -> int:
     if not 0 <= args.port <= 65535:
         print(f"nnf-agent serve: error: --port {args.port} is not in 0..65535", file=sys.stderr)
         return 2
+    from agent.memory import tune_allocator
+
+    tune_allocator()  # a long-running server: keep RSS flat under bursts of large messages
     try:
         token, token_source = _resolve_token(args)
         cache_dir = Path(args.cache_dir) if args.cache_dir else default_cache_dir()

@@ -59,7 +59,7 @@ from agent.store import (
     TooLarge,
     UploadBusy,
 )
-from agent.workers import WorkerHandle, WorkerPool, interpret
+from agent.workers import ZYGOTE_START_TIMEOUT_S, WorkerHandle, WorkerPool, interpret
 
 log = logging.getLogger("nnf.agent")
 
@@ -268,7 +268,9 @@ class ProfilingAgentServicer(pb_grpc.ProfilingAgentServicer):
                             if scope.done:
                                 handle.kill("cancelled")
 
-                        ex = self.pool.run(payload, run_left, self.device_lock.fd, on_start)
+                        grpc_left = context.time_remaining()  # bounds a runtime's one-time import
+                        ex = self.pool.run(payload, run_left, self.device_lock.fd, on_start,
+                                           startup_s=min(ZYGOTE_START_TIMEOUT_S, grpc_left or ZYGOTE_START_TIMEOUT_S))
                         finished = time.time_ns()
                         scope.current = None
                 except Corrupted as exc:

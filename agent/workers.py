@@ -130,11 +130,11 @@ def _collect(res_r: int, err_r: int, ctrl: socket.socket | None, deadline: float
     answer = bytearray()
     tail = _Tail()
     open_pipes = 2
-    exited = ctrl is None
+    exited = False  # known from the zygote's message; a fresh process is done when its pipes close
     timed_out = False
     drain_until: float | None = None
     try:
-        while open_pipes or not exited:
+        while open_pipes or (ctrl is not None and not exited):
             now = time.monotonic()
             if not timed_out and now >= deadline:
                 timed_out = True
@@ -425,11 +425,13 @@ class WorkerPool:
                 del self._zygotes[rt]
 
     def run(self, payload: dict[str, Any], timeout_s: float, lock_fd: int | None,
-            on_start: Any = None) -> WorkerExit:
-        """Measure ``payload`` in a child, at most ``timeout_s`` (zygote start-up included).
+            on_start: Any = None, startup_s: float | None = None) -> WorkerExit:
+        """Measure ``payload`` in a child for at most ``timeout_s``.
 
-        ``on_start(handle)`` is called once the child is started (to register ``handle.kill`` as a
-        cancellation callback).
+        The first request for a runtime waits for its zygote to import it (once per agent) for up to
+        ``startup_s`` (default: ``timeout_s``); that one-time import is not charged to the model's
+        ``timeout_s``. ``on_start(handle)`` is called once the child is started (to register
+        ``handle.kill`` as a cancellation callback).
         """
         deadline = time.monotonic() + timeout_s
         if self.isolation == "process" or payload.get("mode") == "probe":
@@ -438,7 +440,10 @@ class WorkerPool:
             return self._track(handle, deadline, on_start)
         z = self._zygote(int(payload["runtime"]))
         with z.mutex:
-            z.wait_ready(deadline - time.monotonic())
+            if z.ready is None:
+                t0 = time.monotonic()
+                z.wait_ready(startup_s if startup_s is not None else timeout_s)
+                deadline += time.monotonic() - t0
             z.last_used = time.monotonic()
             try:
                 handle = z.start(payload, lock_fd)

@@ -419,7 +419,8 @@ class ProfileRequest:
         return m
 
     def call_timeout_s(self, default: float) -> float:
-        return (self.deadline_s + 10.0) if self.deadline_s else default
+        # + room for queueing behind others and a runtime's one-time import on the agent
+        return (self.deadline_s + 60.0) if self.deadline_s else default
 
 
 # ------------------------------------------------------------------------------------------ client
