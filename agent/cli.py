@@ -144,6 +144,9 @@ def _serve(args: argparse.Namespace) -> int:
     if not 0 <= args.port <= 65535:
         print(f"nnf-agent serve: error: --port {args.port} is not in 0..65535", file=sys.stderr)
         return 2
+    from agent.memory import tune_allocator
+
+    tune_allocator()  # a long-running server: keep RSS flat under bursts of large messages
     try:
         token, token_source = _resolve_token(args)
         cache_dir = Path(args.cache_dir) if args.cache_dir else default_cache_dir()
@@ -177,7 +180,7 @@ def _serve(args: argparse.Namespace) -> int:
         tmp.write_text(f"{port}\n")
         os.replace(tmp, args.port_file)
     print(format_listening_line(args.host, port, os.getpid(), token is not None), flush=True)
-    lim = server.nnf_servicer.limits  # type: ignore[attr-defined]
+    lim = server.nnf_servicer.limits
     log.info("serving on %s:%d (auth %s, tls %s, cache %s quota %d MiB, model memory %d MiB, isolation %s)",
              args.host, port, f"on, token {token_source}" if token else "OFF (--no-auth)",
              "on" if config.tls else "off", cache_dir, lim.cache_quota_bytes >> 20, lim.worker_memory_bytes >> 20,
@@ -186,8 +189,12 @@ def _serve(args: argparse.Namespace) -> int:
         pass
     log.info("stopping (signal received)")
     # Bounded whatever happens inside gRPC: a timer ends the process if the orderly stop hangs.
-    killer = threading.Timer(HARD_EXIT_S, lambda: (log.error("stop did not finish in %.1f s; exiting", HARD_EXIT_S),
-                                                  logging.shutdown(), os._exit(0)))
+    def hard_exit() -> None:
+        log.error("stop did not finish in %.1f s; exiting", HARD_EXIT_S)
+        logging.shutdown()
+        os._exit(0)
+
+    killer = threading.Timer(HARD_EXIT_S, hard_exit)
     killer.daemon = True
     killer.start()
     if not shutdown(server, grace_s=config.shutdown_grace_s):

@@ -16,8 +16,9 @@ health service and reflection alike):
   without a timeout, for the request message; a client that opens calls and sends nothing would hold
   every thread. So every method is served as a request *stream*, and each wait for a client message
   (the single message of a unary call, the next chunk of an upload, the next request of a profile
-  stream) is watched by :class:`IdleWatchdog`: a call that sends nothing for ``idle_timeout_s`` is
-  cancelled (the client sees CANCELLED) and its thread freed. Waiting for the *device* is not idle time.
+  stream) is watched by :class:`IdleWatchdog`: a call that sends nothing for ``idle_timeout_s`` (5 s
+  for a unary call's one message) is cancelled (the client sees CANCELLED) and its thread freed.
+  Waiting for the *device* is not idle time.
 * **Concurrency caps per method** (``caps``): long-lived calls (uploads, profile streams, health
   ``Watch``, reflection) may hold at most so many server threads; the next one is answered
   RESOURCE_EXHAUSTED (kind ``busy``) at once, so they can never take every thread and lock out quick
@@ -32,7 +33,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any
+from typing import Any, NoReturn
 
 import grpc
 
@@ -46,6 +47,8 @@ from agent.protocol import (
 )
 
 log = logging.getLogger("nnf.agent")
+
+UNARY_MESSAGE_TIMEOUT_S = 5.0  # a unary call's message comes with the call; waiting longer means a stalling client
 
 
 class IdleWatchdog:
@@ -61,10 +64,10 @@ class IdleWatchdog:
         self._thread: threading.Thread | None = None
         self.cancelled = 0
 
-    def arm(self, context: grpc.ServicerContext, method: str) -> int:
+    def arm(self, context: grpc.ServicerContext, method: str, timeout_s: float | None = None) -> int:
         key = next(self._ids)
         with self._mutex:
-            self._armed[key] = (time.monotonic() + self.idle_timeout_s, context, method)
+            self._armed[key] = (time.monotonic() + (timeout_s or self.idle_timeout_s), context, method)
             if self._thread is None and not self._stopped:
                 self._thread = threading.Thread(target=self._run, name="nnf-idle-watchdog", daemon=True)
                 self._thread.start()
@@ -84,8 +87,7 @@ class IdleWatchdog:
                     del self._armed[k]
             for _, (_, context, method) in expired:
                 self.cancelled += 1
-                log.warning("%s sent nothing for %.0f s: call cancelled", method.rsplit("/", 1)[-1],
-                            self.idle_timeout_s)
+                log.warning("%s: its client sent nothing in time: call cancelled", method.rsplit("/", 1)[-1])
                 context.cancel()
 
     def stop(self) -> None:
@@ -110,17 +112,21 @@ def safe_deserializer(deserialize: Callable[[bytes], Any] | None) -> Callable[[b
     def decode(data: bytes) -> Any:
         try:
             return deserialize(data)
-        except Exception as exc:  # noqa: BLE001 - protobuf raises DecodeError, but any failure means "bad bytes"
+        except Exception as exc:  # protobuf raises DecodeError, but any failure means "bad bytes"
             return Undecodable(f"{type(exc).__name__}: {str(exc)[:120]}")
 
     return decode
 
 
 def abort(context: grpc.ServicerContext, kind: ErrorKind, message: str,
-          code: grpc.StatusCode | None = None) -> None:
-    """End the call with ``code`` (default: the kind's), ``nnf-error-kind: kind`` and a short message."""
+          code: grpc.StatusCode | None = None) -> NoReturn:
+    """End the call with ``code`` (default: the kind's), ``nnf-error-kind: kind`` and a short message.
+
+    Never returns: ``context.abort`` raises, and the handler's remaining code does not run.
+    """
     context.set_trailing_metadata(((ERROR_KIND_KEY, str(kind)),))
     context.abort(code or status_for(kind), clip_message(message))
+    raise RuntimeError("grpc context.abort returned")  # pragma: no cover - it always raises
 
 
 def _undecodable(context: grpc.ServicerContext, method: str, what: Undecodable) -> None:
@@ -129,10 +135,16 @@ def _undecodable(context: grpc.ServicerContext, method: str, what: Undecodable) 
 
 
 def checked_stream(request_iterator: Iterator[Any], context: grpc.ServicerContext, method: str,
-                   watchdog: IdleWatchdog) -> Iterator[Any]:
-    """The client's messages, each waited for under the watchdog; an undecodable one ends the call."""
+                   watchdog: IdleWatchdog, first_timeout_s: float | None = None) -> Iterator[Any]:
+    """The client's messages, each waited for under the watchdog; an undecodable one ends the call.
+
+    ``first_timeout_s``: a shorter wait for the first message (a unary call's client sends it with the
+    call itself; only a stalling client makes the agent wait).
+    """
+    timeout = first_timeout_s
     while True:
-        key = watchdog.arm(context, method)
+        key = watchdog.arm(context, method, timeout)
+        timeout = None
         try:
             msg = next(request_iterator)
         except StopIteration:
@@ -166,6 +178,29 @@ class Guard(grpc.ServerInterceptor):
             return False, "missing bearer token (metadata 'authorization: Bearer <token>')"
         return False, "wrong bearer token"
 
+    def _enter(self, requests: Iterator[Any], context: grpc.ServicerContext, method: str,
+               sem: threading.BoundedSemaphore | None, cap: int, req_stream: bool) -> tuple[Any, bool]:
+        """(the argument for the service's handler, whether a cap slot is held)."""
+        if sem is not None and not sem.acquire(blocking=False):
+            abort(context, ErrorKind.BUSY, f"agent busy: {cap} {method.rsplit('/', 1)[-1]} calls already "
+                                           f"open (the most it serves at once); retry later")
+        stream = checked_stream(requests, context, method, self.watchdog,
+                                None if req_stream else min(UNARY_MESSAGE_TIMEOUT_S, self.watchdog.idle_timeout_s))
+        if req_stream:
+            return stream, sem is not None
+        try:
+            first = next(stream, None)
+        except BaseException:
+            if sem is not None:
+                sem.release()
+            raise
+        if first is None:
+            if sem is not None:
+                sem.release()
+            abort(context, ErrorKind.INVALID, f"{method.rsplit('/', 1)[-1]} takes exactly one request message; "
+                                              f"none was sent")
+        return first, sem is not None
+
     def intercept_service(self, continuation: Callable[[Any], Any], handler_call_details: Any) -> Any:
         handler = continuation(handler_call_details)
         if handler is None:
@@ -180,31 +215,12 @@ class Guard(grpc.ServerInterceptor):
             return grpc.stream_unary_rpc_method_handler(deny, **kw)  # answers without reading any message
         sem = self._caps.get(method)
         cap = self._cap_sizes.get(method, 0)
-        watchdog = self.watchdog
         req_stream, resp_stream = handler.request_streaming, handler.response_streaming
         inner = (handler.stream_stream if req_stream and resp_stream else handler.stream_unary if req_stream
                  else handler.unary_stream if resp_stream else handler.unary_unary)
 
         def enter(requests: Iterator[Any], context: grpc.ServicerContext) -> tuple[Any, bool]:
-            """(the argument for the service's handler, whether a cap slot is held)."""
-            if sem is not None and not sem.acquire(blocking=False):
-                abort(context, ErrorKind.BUSY, f"agent busy: {cap} {method.rsplit('/', 1)[-1]} calls already "
-                                               f"open (the most it serves at once); retry later")
-            stream = checked_stream(requests, context, method, watchdog)
-            if req_stream:
-                return stream, sem is not None
-            try:
-                first = next(stream, None)
-            except BaseException:
-                if sem is not None:
-                    sem.release()
-                raise
-            if first is None:
-                if sem is not None:
-                    sem.release()
-                abort(context, ErrorKind.INVALID, f"{method.rsplit('/', 1)[-1]} takes exactly one request message; "
-                                                  f"none was sent")
-            return first, sem is not None
+            return self._enter(requests, context, method, sem, cap, req_stream)
 
         if resp_stream:
             def behaviour_stream(requests: Any, context: grpc.ServicerContext) -> Iterator[Any]:

@@ -150,3 +150,21 @@ class HwmResetter:
             return True
         except OSError:
             return False
+
+
+def tune_allocator(mmap_threshold_bytes: int = 256 * 1024, arenas: int = 2) -> bool:
+    """Keep a long-running agent's RSS flat under bursts of large messages (glibc only; False elsewhere).
+
+    glibc raises its mmap threshold each time a large block is freed, so after a few megabyte-sized
+    messages such blocks come from the heap instead and stay resident as fragmentation; and every thread
+    of the gRPC pool may get its own arena. A fixed threshold (large blocks always mmapped, returned on
+    free) and few arenas keep what a burst of hostile traffic leaves behind small.
+    """
+    try:
+        libc = ctypes.CDLL(None)
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+    m_mmap_threshold, m_arena_max = -3, -8
+    return bool(mallopt(m_mmap_threshold, int(mmap_threshold_bytes))) and bool(mallopt(m_arena_max, int(arenas)))

@@ -80,18 +80,7 @@ def _finite(name: str, value: float, low: float, high: float) -> float:
     return float(value)
 
 
-def validate(req: pb.ProfileRequest, *, store: ArtifactStore, limits: Limits, default_deadline_s: float,
-             allow_pickle_formats: bool) -> ProfileJob:
-    """The :class:`ProfileJob` for ``req``, or ProfileFailure (INVALID_ARGUMENT, NOT_FOUND, ...)."""
-    try:
-        path = store.path(req.artifact_sha256)
-    except BadHash as exc:
-        raise invalid(f"artifact_sha256: {exc}") from exc
-    if len(req.request_id) > MAX_NAME_CHARS:
-        raise invalid(f"request_id has {len(req.request_id)} characters: at most {MAX_NAME_CHARS}")
-    if not path.is_file():
-        raise ProfileFailure(ErrorKind.NOT_FOUND, f"artifact {req.artifact_sha256} is not on this agent: upload it "
-                                                  f"first (it may also have been evicted from the cache)")
+def _runtime(req: pb.ProfileRequest, path: Path, allow_pickle_formats: bool) -> runtimes.BackendInfo:
     runtime = int(req.runtime)
     if runtime == runtimes.RUNTIME_UNSPECIFIED:
         runtime = runtimes.sniff_runtime(path)
@@ -106,13 +95,11 @@ def validate(req: pb.ProfileRequest, *, store: ArtifactStore, limits: Limits, de
     if not runtimes.is_installed(runtime):
         raise ProfileFailure(ErrorKind.UNAVAILABLE, f"runtime {binfo.name!r} is not installed on this agent "
                                                     f"(installed: {[b.name for b in runtimes.installed_runtimes()]})")
-    device = req.device or "cpu"
-    if len(device) > 32 or device.split(":")[0] not in binfo.devices:
-        raise ProfileFailure(ErrorKind.UNAVAILABLE, f"device {echo(device)}: runtime {binfo.name!r} runs on "
-                                                    f"{list(binfo.devices)}")
-    if not 0 <= req.threads <= limits.max_threads:
-        raise invalid(f"threads={req.threads} out of range [0, {limits.max_threads}] (this agent's cap: the CPUs it "
-                      f"may use; the operator can change it with --max-threads)")
+    return binfo
+
+
+def _counts(req: pb.ProfileRequest) -> tuple[int, int, int, float, float]:
+    """(warmup_runs, repeats, max_repeats, min_time_s, cooldown_ms) with defaults, range-checked."""
     warmup = req.warmup_runs if req.HasField("warmup_runs") else DEFAULT_WARMUP
     repeats = req.repeats if req.HasField("repeats") else DEFAULT_REPEATS
     max_repeats = req.max_repeats or DEFAULT_MAX_REPEATS
@@ -125,11 +112,10 @@ def validate(req: pb.ProfileRequest, *, store: ArtifactStore, limits: Limits, de
     min_time = _finite("min_time_s", req.min_time_s, 0.0, MAX_MIN_TIME_S) if req.HasField("min_time_s") \
         else DEFAULT_MIN_TIME_S
     cooldown = _finite("cooldown_ms", req.cooldown_ms, 0.0, MAX_COOLDOWN_MS)
-    deadline = _finite("deadline_s", req.deadline_s, 0.0, MAX_DEADLINE_S) or default_deadline_s
-    allowed = sysinfo.allowed_cpus()
-    bad_cpus = sorted({c for c in req.cpu_affinity if c not in allowed})
-    if bad_cpus:
-        raise invalid(f"cpu_affinity: {echo(bad_cpus)} not among the CPUs this agent may use {allowed}")
+    return warmup, repeats, max_repeats, min_time, cooldown
+
+
+def _inputs(req: pb.ProfileRequest, limits: Limits) -> tuple[InputRequest, ...]:
     if len(req.inputs) > MAX_INPUTS:
         raise invalid(f"inputs: {len(req.inputs)} given, at most {MAX_INPUTS}")
     inputs = []
@@ -144,15 +130,15 @@ def validate(req: pb.ProfileRequest, *, store: ArtifactStore, limits: Limits, de
             raise invalid(f"inputs[{i}].shape has {len(t.shape)} dimensions: give 1 to {MAX_RANK}")
         if any(not 1 <= d <= MAX_DIM for d in t.shape):
             raise invalid(f"inputs[{i}].shape {echo(list(t.shape))}: every dimension must be in [1, {MAX_DIM}]")
-        n = math.prod(t.shape) * runtimes.DTYPE_BYTES[dtype]
-        total_bytes += n
+        total_bytes += math.prod(t.shape) * runtimes.DTYPE_BYTES[dtype]
         if total_bytes > limits.max_input_bytes:
             raise invalid(f"inputs[{i}].shape {list(t.shape)} ({dtype}): the inputs need {total_bytes} bytes, over this "
                           f"agent's cap of {limits.max_input_bytes} bytes (the operator sets it with --max-input-mb)")
         inputs.append(InputRequest(t.name, tuple(int(d) for d in t.shape), dtype))
-    if runtime == runtimes.RUNTIME_TORCHSCRIPT and not inputs:
-        raise invalid("inputs: a TorchScript artifact does not record its input shapes: pass them in the request "
-                      "(nnf profile-model: --input-shape)")
+    return tuple(inputs)
+
+
+def _options(req: pb.ProfileRequest, binfo: runtimes.BackendInfo) -> dict[str, str]:
     options = dict(req.options)
     unknown = sorted(set(options) - set(binfo.options))
     if unknown:
@@ -161,7 +147,10 @@ def validate(req: pb.ProfileRequest, *, store: ArtifactStore, limits: Limits, de
     long = [k for k, v in options.items() if len(v) > MAX_OPTION_VALUE_CHARS]
     if long:
         raise invalid(f"options[{long[0]!r}]: value longer than {MAX_OPTION_VALUE_CHARS} characters")
-    cuda = device.startswith("cuda")
+    return options
+
+
+def _memory_limit(req: pb.ProfileRequest, limits: Limits) -> int:
     mem = req.memory_limit_bytes
     if mem < 0:
         raise invalid(f"memory_limit_bytes={mem} must be >= 0 (0 = the agent's default)")
@@ -171,10 +160,45 @@ def validate(req: pb.ProfileRequest, *, store: ArtifactStore, limits: Limits, de
     if mem > limits.worker_memory_bytes:
         raise invalid(f"memory_limit_bytes={mem} exceeds this agent's cap of {limits.worker_memory_bytes} bytes "
                       f"(the operator sets it with --worker-memory-mb)")
+    return mem or limits.worker_memory_bytes
+
+
+def validate(req: pb.ProfileRequest, *, store: ArtifactStore, limits: Limits, default_deadline_s: float,
+             allow_pickle_formats: bool) -> ProfileJob:
+    """The :class:`ProfileJob` for ``req``, or ProfileFailure (INVALID_ARGUMENT, NOT_FOUND, ...)."""
+    try:
+        path = store.path(req.artifact_sha256)
+    except BadHash as exc:
+        raise invalid(f"artifact_sha256: {exc}") from exc
+    if len(req.request_id) > MAX_NAME_CHARS:
+        raise invalid(f"request_id has {len(req.request_id)} characters: at most {MAX_NAME_CHARS}")
+    if not path.is_file():
+        raise ProfileFailure(ErrorKind.NOT_FOUND, f"artifact {req.artifact_sha256} is not on this agent: upload it "
+                                                  f"first (it may also have been evicted from the cache)")
+    binfo = _runtime(req, path, allow_pickle_formats)
+    device = req.device or "cpu"
+    if len(device) > 32 or device.split(":")[0] not in binfo.devices:
+        raise ProfileFailure(ErrorKind.UNAVAILABLE, f"device {echo(device)}: runtime {binfo.name!r} runs on "
+                                                    f"{list(binfo.devices)}")
+    if not 0 <= req.threads <= limits.max_threads:
+        raise invalid(f"threads={req.threads} out of range [0, {limits.max_threads}] (this agent's cap: the CPUs it "
+                      f"may use; the operator can change it with --max-threads)")
+    warmup, repeats, max_repeats, min_time, cooldown = _counts(req)
+    deadline = _finite("deadline_s", req.deadline_s, 0.0, MAX_DEADLINE_S) or default_deadline_s
+    allowed = sysinfo.allowed_cpus()
+    bad_cpus = sorted({c for c in req.cpu_affinity if c not in allowed})
+    if bad_cpus:
+        raise invalid(f"cpu_affinity: {echo(bad_cpus)} not among the CPUs this agent may use {allowed}")
+    inputs = _inputs(req, limits)
+    if binfo.runtime == runtimes.RUNTIME_TORCHSCRIPT and not inputs:
+        raise invalid("inputs: a TorchScript artifact does not record its input shapes: pass them in the request "
+                      "(nnf profile-model: --input-shape)")
+    options = _options(req, binfo)
+    memory = _memory_limit(req, limits)
     return ProfileJob(
-        sha256=req.artifact_sha256, path=path, runtime=runtime, device=device, threads=max(1, req.threads),
-        inputs=tuple(inputs), warmup_runs=warmup, repeats=repeats, min_time_s=min_time, max_repeats=max_repeats,
+        sha256=req.artifact_sha256, path=path, runtime=binfo.runtime, device=device, threads=max(1, req.threads),
+        inputs=inputs, warmup_runs=warmup, repeats=repeats, min_time_s=min_time, max_repeats=max_repeats,
         cooldown_ms=cooldown, cpu_affinity=tuple(req.cpu_affinity),
-        memory_limit_bytes=0 if cuda else (mem or limits.worker_memory_bytes), seed=req.seed, options=options,
+        memory_limit_bytes=0 if device.startswith("cuda") else memory, seed=req.seed, options=options,
         deadline_s=deadline, request_id=req.request_id,
     )

@@ -244,10 +244,10 @@ def _merge_specs(requested: list[InputSpec], recorded: list[InputSpec] | None, w
                 if len(spec.shape) != len(rec.shape) or (static_dims and any(
                         d >= 0 and d != want for d, want in zip(rec.shape, spec.shape, strict=True))):
                     raise InputError(f"inputs[{i}].shape {list(spec.shape)} does not fit the {what}'s input {rec.name!r} "
-                                     f"{list(rec.shape)} (-1: any size); its inputs are {describe_inputs(recorded)}")
+                                     f"{list(rec.shape)} (-1: any size); its inputs are {describe_inputs(recorded or [])}")
                 if rec.dtype in DTYPES and spec.dtype != rec.dtype:
                     raise InputError(f"inputs[{i}].dtype {spec.dtype} does not fit the {what}'s input {rec.name!r} "
-                                     f"({rec.dtype}); its inputs are {describe_inputs(recorded)}")
+                                     f"({rec.dtype}); its inputs are {describe_inputs(recorded or [])}")
             merged.append(spec)
         return merged
     if recorded is None:
@@ -325,7 +325,11 @@ def _load_torch(runtime: int, path: str, device: str, threads: int, specs: list[
     lm = LoadedModel(run=run, inputs=specs, device=str(dev), device_name=dev_name, versions=_torch_versions(torch),
                      cuda=cuda, extra={"inference_mode": str(use_inference_mode).lower()})
     if cuda:
-        lm.reset_cuda_peak = lambda: (torch.cuda.synchronize(dev), torch.cuda.reset_peak_memory_stats(dev))
+        def reset_cuda_peak() -> None:
+            torch.cuda.synchronize(dev)
+            torch.cuda.reset_peak_memory_stats(dev)
+
+        lm.reset_cuda_peak = reset_cuda_peak
         lm.cuda_peak_bytes = lambda: int(torch.cuda.max_memory_allocated(dev))
     return lm
 
@@ -447,7 +451,7 @@ def import_runtime(runtime: int) -> None:
     elif runtime == RUNTIME_TORCH_EXPORT:
         # torch.export.load pulls in its deserialiser (and sympy, FX) on first use: ~75 MiB that belong
         # to the runtime, not to the model, so they go into the baseline.
-        import torch._export.serde.serialize  # noqa: F401
+        import torch._export.serde.serialize
         import torch.export  # noqa: F401
     else:
         importlib.import_module(info.module)

@@ -24,7 +24,7 @@ import threading
 import time
 from collections.abc import Iterator
 from concurrent import futures
-from typing import Any
+from typing import Any, cast
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -59,7 +59,7 @@ from agent.store import (
     TooLarge,
     UploadBusy,
 )
-from agent.workers import WorkerHandle, WorkerPool, interpret
+from agent.workers import ZYGOTE_START_TIMEOUT_S, WorkerHandle, WorkerPool, interpret
 
 log = logging.getLogger("nnf.agent")
 
@@ -268,7 +268,9 @@ class ProfilingAgentServicer(pb_grpc.ProfilingAgentServicer):
                             if scope.done:
                                 handle.kill("cancelled")
 
-                        ex = self.pool.run(payload, run_left, self.device_lock.fd, on_start)
+                        grpc_left = context.time_remaining()  # bounds a runtime's one-time import
+                        ex = self.pool.run(payload, run_left, self.device_lock.fd, on_start,
+                                           startup_s=min(ZYGOTE_START_TIMEOUT_S, grpc_left or ZYGOTE_START_TIMEOUT_S))
                         finished = time.time_ns()
                         scope.current = None
                 except Corrupted as exc:
@@ -293,7 +295,7 @@ class ProfilingAgentServicer(pb_grpc.ProfilingAgentServicer):
         inputs = res.pop("inputs")
         method = _PEAK_METHODS.get(res.pop("peak_method"), pb.PEAK_MEMORY_METHOD_UNSPECIFIED)
         return pb.ProfileResult(
-            request_id=req.request_id, artifact_sha256=req.artifact_sha256, runtime=job.runtime,
+            request_id=req.request_id, artifact_sha256=req.artifact_sha256, runtime=cast(Any, job.runtime),
             peak_method=method, queue_wait_us=queue_wait * 1e6, started_unix_ns=started, finished_unix_ns=finished,
             context=pb.MeasurementContext(**ctx), inputs=[pb.TensorSpec(**i) for i in inputs], **res,
         )
@@ -387,9 +389,9 @@ def create_server(config: AgentConfig) -> tuple[grpc.Server, int]:
     server.start()
     health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
     health_servicer.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
-    server.nnf_servicer = servicer  # type: ignore[attr-defined]
-    server.nnf_health = health_servicer  # type: ignore[attr-defined]
-    server.nnf_watchdog = watchdog  # type: ignore[attr-defined]
+    server.nnf_servicer = servicer
+    server.nnf_health = health_servicer
+    server.nnf_watchdog = watchdog
     return server, port
 
 

@@ -20,6 +20,7 @@ import platform
 import resource
 import socket
 from pathlib import Path
+from typing import Any
 
 
 def _read(path: str | Path) -> str | None:
@@ -61,16 +62,6 @@ def malloc_trim() -> bool:
     fn.restype = ctypes.c_int
     fn(0)
     return True
-
-
-def reset_hwm() -> bool:
-    """Reset VmHWM to the current RSS; True when the kernel accepted it."""
-    try:
-        with open("/proc/self/clear_refs", "w") as fh:
-            fh.write("5")
-        return True
-    except OSError:
-        return False
 
 
 # MIDR implementer -> vendor, (implementer, part) -> core: what ARM Linux's /proc/cpuinfo gives as numbers
@@ -205,7 +196,7 @@ def platform_notes() -> dict[str, str]:
     return notes
 
 
-def host_facts() -> dict[str, object]:
+def host_facts() -> dict[str, Any]:
     uname = platform.uname()
     return {
         "hostname": socket.gethostname(),

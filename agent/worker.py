@@ -373,7 +373,7 @@ def run_request(req: dict[str, Any], *, isolation: str = "process", populated: s
                 "message": f"the model failed on its first run with inputs [{given}]: {str(exc)[:1500]}"}
     except runtimes.UnavailableError as exc:
         return {"ok": False, "kind": "unavailable", "message": str(exc)}
-    except BaseException as exc:  # noqa: BLE001 - the worker must answer whatever the model did
+    except BaseException as exc:  # the worker must answer whatever the model did
         kind = "oom" if _is_oom(exc) else "runtime"
         return {"ok": False, "kind": kind, "message": f"{type(exc).__name__}: {exc}"[:4000]}
 

@@ -100,6 +100,22 @@ class _Tail:
         return self.data.decode(errors="replace").strip()
 
 
+def _ctrl_message(ctrl: socket.socket, handle: WorkerHandle, on_ctrl: Any) -> tuple[bool, bool]:
+    """Read one zygote message: (zygote gone, child exited)."""
+    try:
+        data = ctrl.recv(1 << 20)
+    except OSError:
+        data = b""
+    if not data:
+        handle.note = handle.note or "the runtime's zygote process died"
+        return True, True
+    try:
+        msg = json.loads(data)
+    except ValueError:
+        return False, False
+    return False, bool(on_ctrl(msg))
+
+
 def _collect(res_r: int, err_r: int, ctrl: socket.socket | None, deadline: float, handle: WorkerHandle,
              on_ctrl: Any) -> tuple[bytes, _Tail, bool]:
     """Read the answer and stderr pipes (and the zygote's messages) until the child is done or the deadline.
@@ -114,11 +130,11 @@ def _collect(res_r: int, err_r: int, ctrl: socket.socket | None, deadline: float
     answer = bytearray()
     tail = _Tail()
     open_pipes = 2
-    exited = ctrl is None
+    exited = False  # known from the zygote's message; a fresh process is done when its pipes close
     timed_out = False
     drain_until: float | None = None
     try:
-        while open_pipes or not exited:
+        while open_pipes or (ctrl is not None and not exited):
             now = time.monotonic()
             if not timed_out and now >= deadline:
                 timed_out = True
@@ -131,21 +147,11 @@ def _collect(res_r: int, err_r: int, ctrl: socket.socket | None, deadline: float
             wait = (drain_until if drain_until is not None else deadline) - now
             for key, _ in sel.select(max(0.0, min(wait, 3600.0))):
                 if key.data == "ctrl":
-                    try:
-                        data = ctrl.recv(1 << 20)  # type: ignore[union-attr]
-                    except OSError:
-                        data = b""
-                    if not data:
+                    assert ctrl is not None  # only registered when there is one
+                    gone, done = _ctrl_message(ctrl, handle, on_ctrl)
+                    if gone:
                         sel.unregister(ctrl)
-                        exited = True
-                        handle.note = handle.note or "the runtime's zygote process died"
-                        continue
-                    try:
-                        msg = json.loads(data)
-                    except ValueError:
-                        continue
-                    if on_ctrl(msg):
-                        exited = True
+                    exited = exited or gone or done
                     continue
                 fd = res_r if key.data == "res" else err_r
                 try:
@@ -263,8 +269,8 @@ class Zygote:
             data = b""
         finally:
             self.sock.settimeout(None)
-        msg = json.loads(data) if data else {"op": "error", "message": f"the {self.name} zygote exited "
-                                                                        f"(code {self.proc.poll()})"}
+        msg: dict[str, Any] = json.loads(data) if data else {
+            "op": "error", "message": f"the {self.name} zygote exited (code {self.proc.poll()})"}
         if msg.get("op") != "ready":
             self.close()
             raise ProfileFailure(ErrorKind.UNAVAILABLE, str(msg.get("message", msg))[:2000])
@@ -419,11 +425,13 @@ class WorkerPool:
                 del self._zygotes[rt]
 
     def run(self, payload: dict[str, Any], timeout_s: float, lock_fd: int | None,
-            on_start: Any = None) -> WorkerExit:
-        """Measure ``payload`` in a child, at most ``timeout_s`` (zygote start-up included).
+            on_start: Any = None, startup_s: float | None = None) -> WorkerExit:
+        """Measure ``payload`` in a child for at most ``timeout_s``.
 
-        ``on_start(handle)`` is called once the child is started (to register ``handle.kill`` as a
-        cancellation callback).
+        The first request for a runtime waits for its zygote to import it (once per agent) for up to
+        ``startup_s`` (default: ``timeout_s``); that one-time import is not charged to the model's
+        ``timeout_s``. ``on_start(handle)`` is called once the child is started (to register
+        ``handle.kill`` as a cancellation callback).
         """
         deadline = time.monotonic() + timeout_s
         if self.isolation == "process" or payload.get("mode") == "probe":
@@ -432,7 +440,10 @@ class WorkerPool:
             return self._track(handle, deadline, on_start)
         z = self._zygote(int(payload["runtime"]))
         with z.mutex:
-            z.wait_ready(deadline - time.monotonic())
+            if z.ready is None:
+                t0 = time.monotonic()
+                z.wait_ready(startup_s if startup_s is not None else timeout_s)
+                deadline += time.monotonic() - t0
             z.last_used = time.monotonic()
             try:
                 handle = z.start(payload, lock_fd)

@@ -70,40 +70,29 @@ def _child(sock: socket.socket, wake: tuple[int, int], zygote_pid: int, msg: dic
         answer = worker.run_request(msg["payload"], isolation="fork", populated=populated)
         worker.write_answer(result_fd, answer)
         sys.stderr.flush()
-    except BaseException as exc:  # noqa: BLE001 - the child must leave with _exit whatever happened
+    except BaseException as exc:  # the child must leave with _exit whatever happened
         with contextlib.suppress(OSError):
             os.write(2, f"zygote child failed: {type(exc).__name__}: {exc}\n".encode())
         code = 70
     os._exit(code)
 
 
-def serve(sock: socket.socket, runtime: int, parent_pid: int) -> int:
-    zygote_pid = os.getpid()
-    try:
-        runtimes.import_runtime(runtime)
-    except BaseException as exc:  # noqa: BLE001 - report any import failure to the agent
-        _send(sock, {"op": "error", "message": f"importing runtime {runtimes.runtime_name(runtime)!r} failed: "
-                                               f"{type(exc).__name__}: {exc}"[:2000]})
-        return 3
-    gc.collect()
-    gc.freeze()  # children's gc.collect() leaves everything imported alone: no copy-on-write storm
-    sysinfo.malloc_trim()
-    ranges = memory.resident_file_ranges()
-    wake_r, wake_w = os.pipe()
-    os.set_blocking(wake_w, False)
-    os.set_blocking(wake_r, False)
-    signal.signal(signal.SIGCHLD, lambda *_: None)
-    signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
-    signal.signal(signal.SIGTERM, lambda *_: None)  # the agent ends us by closing the socket
-    _send(sock, {"op": "ready", "pid": zygote_pid, "rss_bytes": sysinfo.proc_status_bytes("VmRSS") or 0,
-                 "resident_runtime_bytes": sum(n for _, n in ranges)})
-    sel = selectors.DefaultSelector()
-    sel.register(sock, selectors.EVENT_READ, "ctrl")
-    sel.register(wake_r, selectors.EVENT_READ, "wake")
-    child: tuple[int, int] | None = None  # (request id, pid)
+class _Loop:
+    """The zygote's single-threaded event loop: requests from the agent, SIGCHLD from its child."""
 
-    def reap() -> None:
-        nonlocal child
+    def __init__(self, sock: socket.socket, ranges: list[memory.Range]) -> None:
+        self.sock = sock
+        self.ranges = ranges
+        self.pid = os.getpid()
+        self.child: tuple[int, int] | None = None  # (request id, pid)
+        self.wake_r, self.wake_w = os.pipe()
+        os.set_blocking(self.wake_w, False)
+        os.set_blocking(self.wake_r, False)
+        signal.signal(signal.SIGCHLD, lambda *_: None)
+        signal.set_wakeup_fd(self.wake_w, warn_on_full_buffer=False)
+        signal.signal(signal.SIGTERM, lambda *_: None)  # the agent ends us by closing the socket
+
+    def reap(self) -> None:
         while True:
             try:
                 pid, status = os.waitpid(-1, os.WNOHANG)
@@ -111,58 +100,89 @@ def serve(sock: socket.socket, runtime: int, parent_pid: int) -> int:
                 return
             if pid == 0:
                 return
-            if child is not None and child[1] == pid:
-                _send(sock, {"op": "exited", "id": child[0], "pid": pid, "status": status})
-                child = None
+            if self.child is not None and self.child[1] == pid:
+                _send(self.sock, {"op": "exited", "id": self.child[0], "pid": pid, "status": status})
+                self.child = None
 
-    while True:
-        for key, _ in sel.select():
-            if key.data == "wake":
-                try:
-                    while os.read(wake_r, 512):
-                        pass
-                except BlockingIOError:
-                    pass
-                reap()
-                continue
-            try:
-                data, fds, _flags, _addr = socket.recv_fds(sock, MAX_MESSAGE_BYTES, MAX_FDS)
-            except OSError:
-                data, fds = b"", []
-            if not data:  # the agent closed the socket or died: take the child along
-                if child is not None:
-                    os.kill(child[1], signal.SIGKILL)
-                return 0
-            try:
-                msg = json.loads(data)
-            except ValueError:
-                for fd in fds:
-                    os.close(fd)
-                continue
-            if msg.get("op") == "run":
-                if child is not None or len(fds) < 2:
-                    for fd in fds:
-                        os.close(fd)
-                    _send(sock, {"op": "refused", "id": msg.get("id"),
-                                 "message": "a child is still running" if child else "missing descriptors"})
-                    continue
-                pid = os.fork()
-                if pid == 0:
-                    _child(sock, (wake_r, wake_w), zygote_pid, msg, fds, ranges)
-                for fd in fds:
-                    os.close(fd)
-                child = (int(msg["id"]), pid)
-                _send(sock, {"op": "started", "id": child[0], "pid": pid})
-                reap()  # a child that died at once
-            elif msg.get("op") == "kill":
-                if child is not None and child[0] == msg.get("id"):
-                    with contextlib.suppress(ProcessLookupError):
-                        os.kill(child[1], signal.SIGKILL)
-            elif msg.get("op") == "ping":
-                _send(sock, {"op": "pong", "time": time.time()})
-            else:
-                for fd in fds:
-                    os.close(fd)
+    def drain_wake(self) -> None:
+        with contextlib.suppress(BlockingIOError):
+            while os.read(self.wake_r, 512):
+                pass
+        self.reap()
+
+    def run(self, msg: dict[str, Any], fds: list[int]) -> None:
+        if self.child is not None or len(fds) < 2:
+            for fd in fds:
+                os.close(fd)
+            _send(self.sock, {"op": "refused", "id": msg.get("id"),
+                              "message": "a child is still running" if self.child else "missing descriptors"})
+            return
+        pid = os.fork()
+        if pid == 0:
+            _child(self.sock, (self.wake_r, self.wake_w), self.pid, msg, fds, self.ranges)
+        for fd in fds:
+            os.close(fd)
+        self.child = (int(msg["id"]), pid)
+        _send(self.sock, {"op": "started", "id": self.child[0], "pid": pid})
+        self.reap()  # a child that died at once
+
+    def kill(self, rid: object) -> None:
+        if self.child is not None and self.child[0] == rid:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.child[1], signal.SIGKILL)
+
+    def on_message(self) -> bool:
+        """Handle one message from the agent; False when the agent is gone (socket closed)."""
+        try:
+            data, fds, _flags, _addr = socket.recv_fds(self.sock, MAX_MESSAGE_BYTES, MAX_FDS)
+        except OSError:
+            data, fds = b"", []
+        if not data:  # the agent closed the socket or died: take the child along
+            self.kill(self.child[0] if self.child else None)
+            return False
+        try:
+            msg = json.loads(data)
+        except ValueError:
+            msg = {}
+        op = msg.get("op")
+        if op == "run":
+            self.run(msg, fds)
+            return True
+        for fd in fds:
+            os.close(fd)
+        if op == "kill":
+            self.kill(msg.get("id"))
+        elif op == "ping":
+            _send(self.sock, {"op": "pong", "time": time.time()})
+        return True
+
+    def serve(self) -> int:
+        sel = selectors.DefaultSelector()
+        sel.register(self.sock, selectors.EVENT_READ, "ctrl")
+        sel.register(self.wake_r, selectors.EVENT_READ, "wake")
+        while True:
+            for key, _ in sel.select():
+                if key.data == "wake":
+                    self.drain_wake()
+                elif not self.on_message():
+                    return 0
+
+
+def serve(sock: socket.socket, runtime: int, parent_pid: int) -> int:
+    try:
+        runtimes.import_runtime(runtime)
+    except BaseException as exc:  # report any import failure to the agent
+        _send(sock, {"op": "error", "message": f"importing runtime {runtimes.runtime_name(runtime)!r} failed: "
+                                               f"{type(exc).__name__}: {exc}"[:2000]})
+        return 3
+    gc.collect()
+    gc.freeze()  # children's gc.collect() leaves everything imported alone: no copy-on-write storm
+    sysinfo.malloc_trim()
+    ranges = memory.resident_file_ranges()
+    loop = _Loop(sock, ranges)
+    _send(sock, {"op": "ready", "pid": os.getpid(), "rss_bytes": sysinfo.proc_status_bytes("VmRSS") or 0,
+                 "resident_runtime_bytes": sum(n for _, n in ranges)})
+    return loop.serve()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,20 +1,33 @@
-"""Agent overhead benchmark: agent-reported latency vs. the same model timed in-process, and repeatability.
+"""Agent overhead benchmark: what the agent adds to a run, and to a profiling round trip.
 
-    python benchmarks/agent_overhead.py [--json] [--model resnet18] [--reps 5] [--cpu N]
+    python benchmarks/agent_overhead.py [--json] [--model resnet18] [--reps 5] [--cpu N] [--subnets 20]
 
-A ResNet-18-shaped model (``host.supernets.build_supernet('resnet18')`` with all gates on, extracted to a
-static model) is exported as TorchScript (.pt) and ONNX (.onnx). A real agent is started as a subprocess
-(``python -m agent serve --port 0``) and reached over gRPC on loopback. For each runtime, ``--reps``
-rounds alternate: (a) a plain in-process loop in this process (same runtime, 1 thread, pinned to the same
-CPU, same warm-up/repeat/min-time settings, ``perf_counter_ns`` around each run) and (b) an agent profile
-(fresh worker process per request). Interleaving makes slow drift hit both alike.
+**Latency** (``runtimes``): a ResNet-18-shaped model (``build_supernet('resnet18')`` with all gates on,
+extracted to a static model) is exported as TorchScript (.pt) and ONNX (.onnx). A real agent is started as
+a subprocess (``agent.launch``) and reached over gRPC on loopback. For each runtime, ``--reps`` rounds
+alternate: (a) a plain in-process loop in this process (same runtime, 1 thread, pinned to the same CPU,
+same warm-up/repeat/min-time settings, ``perf_counter_ns`` around each run) and (b) an agent profile (a
+child forked from the runtime's zygote). Interleaving makes slow drift hit both alike. Reported per
+runtime: the median of the agent's per-profile medians, the same for in-process, overhead_ratio = agent /
+in-process, repeat_spread = (max - min) / median of the agent's medians. upload_mb_per_s: the ONNX
+artifact uploaded to the agent (deleted first), median of 3.
 
-Reported per runtime: the median of the agent's per-profile medians, the same for in-process,
-overhead_ratio = agent / in-process, repeat_spread = (max - min) / median of the agent's medians.
-upload_mb_per_s: the ONNX artifact uploaded to the agent (deleted first), median of 3.
+**Round trip** (``round_trip``): ``--subnets`` random subnets of ``resnet_numvqa`` (the campaign's own
+sampler and builder, TorchScript) are profiled with the campaign's settings (5 warm-ups, >= 30 runs and
+>= 0.5 s) on two agents side by side: the default one (a zygote per runtime forks a child per request)
+and one started with ``--isolation process`` (a fresh Python process per request, the earlier method).
+Each subnet is measured on both, in alternating order; each agent answered one profile first (the zygote
+imports torch then). overhead = the client's wall time of the Profile call minus the worker's own load +
+warm-up + timed runs (``load_time_ms``, ``warmup_time_s``, ``measure_time_s``): process start, import,
+validation, re-hash, fork, result transfer. peak_ratio = the fork agent's ``peak_bytes`` / the fresh
+process's, per subnet.
+
 With --json the last line is one JSON object:
-{"runtimes": {"<runtime>": {"agent_median_us", "inprocess_median_us", "overhead_ratio", "repeat_spread"}},
- "upload_mb_per_s": float}
+{"runtimes": {"<runtime>": {"agent_median_us", "inprocess_median_us", "overhead_ratio", "repeat_spread", ...}},
+ "upload_mb_per_s": float,
+ "round_trip": {"model", "subnets", "overhead_s_median", "overhead_s_fresh_process", "round_trip_s_median",
+                "round_trip_s_fresh_process", "peak_ratio_vs_fresh_process", "peak_ratio_min", "peak_ratio_max",
+                "latency_ratio_vs_fresh_process"}}
 """
 
 from __future__ import annotations
@@ -24,7 +37,6 @@ import gc
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -35,6 +47,7 @@ import _util
 import torch
 
 from agent import sysinfo
+from agent.launch import LocalAgent, start_local_agent
 from host.client import AgentClient, ProfileRequest, TensorSpec
 from host.extraction import extract
 from host.supernets import build_supernet
@@ -113,17 +126,77 @@ def time_inprocess(run, warmup: int, repeats: int, min_time_s: float) -> tuple[f
     return statistics.median(samples) / 1e3, statistics.median(cpu) / 1e3
 
 
-def start_agent(cache: Path, nice: int | None) -> tuple[subprocess.Popen, str]:
-    extra = ["--worker-nice", str(nice) if nice is not None else "inherit"]
-    proc = subprocess.Popen([sys.executable, "-m", "agent", "serve", "--port", "0", "--cache-dir", str(cache),
-                             "--log-level", "WARNING", *extra], cwd=_util.ROOT, stdout=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONPATH": str(_util.ROOT)})
-    line = proc.stdout.readline()
-    if not line.startswith("NNF_AGENT_LISTENING"):
-        proc.kill()
-        raise RuntimeError(f"agent did not start: {line!r}")
-    port = dict(kv.split("=") for kv in line.split()[1:])["port"]
-    return proc, f"127.0.0.1:{port}"
+def start_agent(tmp: Path, name: str, nice: int | None, *extra: str) -> LocalAgent:
+    args = ["--worker-nice", str(nice) if nice is not None else "inherit", "--log-level", "WARNING", *extra]
+    return start_local_agent(cache_dir=tmp / name / "cache", state_dir=tmp / name / "state", extra_args=args,
+                             log_path=tmp / f"{name}.log")
+
+
+def round_trip(tmp: Path, nice: int | None, n: int, seed: int, cpu: int) -> dict:
+    """The same ``n`` resnet_numvqa subnets profiled on a fork agent and a fresh-process agent, side by side."""
+    from host.profiling.build import ExtractingBuilder
+    from host.profiling.plan import CampaignPlan, MeasureSettings, sample_gates
+
+    torch.manual_seed(seed)
+    net = build_supernet("resnet_numvqa").eval()
+    layout = net.gate_layout()
+    settings = MeasureSettings()  # the campaign's defaults: 5 warm-ups, >= 30 runs, >= 0.5 s
+    plan = CampaignPlan(backbone="resnet_numvqa", layout_fingerprint=layout.fingerprint(), runtime="torchscript",
+                        input_shape=tuple(net.input_shape), samples=n, seed=seed, measure=settings)
+    builder = ExtractingBuilder(net, "torchscript")
+    blobs = [builder(sample_gates(plan, layout, i)).data for i in range(n)]
+    shape = (1, *net.input_shape)
+    agents = {"fork": start_agent(tmp, "fork", nice), "process": start_agent(tmp, "process", nice,
+                                                                              "--isolation", "process")}
+    rows: dict[str, list[dict]] = {"fork": [], "process": []}
+    try:
+        clients = {k: AgentClient(a.address, token=a.token) for k, a in agents.items()}
+        shas = {k: [c.upload(b).sha256 for b in blobs] for k, c in clients.items()}
+
+        def profile(kind: str, sha: str) -> dict:
+            req = ProfileRequest(sha, runtime="torchscript", inputs=[TensorSpec(shape)], threads=1, cpu_affinity=[cpu],
+                                 warmup_runs=settings.warmup_runs, repeats=settings.repeats,
+                                 min_time_s=settings.min_time_s, deadline_s=settings.deadline_s)
+            t0 = time.perf_counter()
+            r = clients[kind].profile(req)
+            wall = time.perf_counter() - t0
+            inner = r.load_time_ms / 1e3 + r.warmup_time_s + r.measure_time_s
+            return {"wall_s": wall, "overhead_s": wall - inner, "peak_bytes": r.peak_bytes,
+                    "median_us": r.median_latency_us, "isolation": r.context.extra.get("isolation", "")}
+
+        for kind in agents:  # the first request of the fork agent starts its zygote (imports torch): not counted
+            profile(kind, shas[kind][0])
+        for i in range(n):
+            order = ("fork", "process") if i % 2 == 0 else ("process", "fork")
+            for kind in order:
+                rows[kind].append(profile(kind, shas[kind][i]))
+            f, p = rows["fork"][-1], rows["process"][-1]
+            print(f"subnet {i:2d}: fork round trip {f['wall_s']:.3f} s (overhead {f['overhead_s']:.3f}), "
+                  f"fresh process {p['wall_s']:.3f} s (overhead {p['overhead_s']:.3f}); peak "
+                  f"{f['peak_bytes'] / 2**20:.2f} / {p['peak_bytes'] / 2**20:.2f} MiB; median "
+                  f"{f['median_us'] / 1e3:.3f} / {p['median_us'] / 1e3:.3f} ms", file=sys.stderr)
+        for c in clients.values():
+            c.close()
+    finally:
+        for a in agents.values():
+            a.stop()
+    assert all(r["isolation"] == k for k in rows for r in rows[k]), "an agent measured with the wrong isolation"
+    peak_ratios = [f["peak_bytes"] / p["peak_bytes"] for f, p in zip(rows["fork"], rows["process"], strict=True)]
+    lat_ratios = [f["median_us"] / p["median_us"] for f, p in zip(rows["fork"], rows["process"], strict=True)]
+    med = statistics.median
+    return {
+        "model": "resnet_numvqa", "runtime": "torchscript", "subnets": n, "cpu": cpu,
+        "settings": {"warmup": settings.warmup_runs, "repeats": settings.repeats, "min_time_s": settings.min_time_s},
+        "overhead_s_median": round(med(r["overhead_s"] for r in rows["fork"]), 4),
+        "overhead_s_fresh_process": round(med(r["overhead_s"] for r in rows["process"]), 4),
+        "round_trip_s_median": round(med(r["wall_s"] for r in rows["fork"]), 4),
+        "round_trip_s_fresh_process": round(med(r["wall_s"] for r in rows["process"]), 4),
+        "peak_ratio_vs_fresh_process": round(med(peak_ratios), 4),
+        "peak_ratio_min": round(min(peak_ratios), 4), "peak_ratio_max": round(max(peak_ratios), 4),
+        "latency_ratio_vs_fresh_process": round(med(lat_ratios), 4),
+        "peak_mib_fork": [round(r["peak_bytes"] / 2**20, 2) for r in rows["fork"]],
+        "peak_mib_fresh_process": [round(r["peak_bytes"] / 2**20, 2) for r in rows["process"]],
+    }
 
 
 def main() -> int:
@@ -140,24 +213,47 @@ def main() -> int:
                          "in-process loop alike (default -20, the agent's default; needs root/CAP_SYS_NICE)")
     ap.add_argument("--no-nice", dest="nice", action="store_const", const=None,
                     help="leave priorities alone on both sides")
+    ap.add_argument("--subnets", type=int, default=20, help="resnet_numvqa subnets of the round-trip part (0: skip)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--no-latency", action="store_true", help="skip the latency part (only the round trip)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
 
     cpu = args.cpu if args.cpu is not None else sorted(os.sched_getaffinity(0))[-1]
     torch.set_num_threads(1)
-    runtimes = [r for r in args.runtimes.split(",") if r]
     tmp = Path(tempfile.mkdtemp(prefix="nnf-agent-bench-"))
+    result: dict = {"cpu": cpu, "nice": args.nice}
+    try:
+        if not args.no_latency:
+            result.update(latency(args, tmp, cpu))
+        if args.subnets > 0:
+            rt = round_trip(tmp, args.nice, args.subnets, args.seed, cpu)
+            result["round_trip"] = rt
+            print(f"round trip on {rt['subnets']} resnet_numvqa subnets (TorchScript): overhead median "
+                  f"{rt['overhead_s_median']:.3f} s forked vs {rt['overhead_s_fresh_process']:.3f} s fresh process "
+                  f"(round trip {rt['round_trip_s_median']:.3f} vs {rt['round_trip_s_fresh_process']:.3f} s); "
+                  f"peak ratio {rt['peak_ratio_vs_fresh_process']:.3f} (min {rt['peak_ratio_min']:.3f}, max "
+                  f"{rt['peak_ratio_max']:.3f}); latency ratio {rt['latency_ratio_vs_fresh_process']:.3f}")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    _util.emit(result, args.json)
+    return 0
+
+
+def latency(args: argparse.Namespace, tmp: Path, cpu: int) -> dict:
+    """Agent-reported latency vs. the same model timed in this process, interleaved."""
+    runtimes = [r for r in args.runtimes.split(",") if r]
     model, shape = build_model(args.model)
     paths = export(model, shape, tmp)
     del model
-    proc, addr = start_agent(tmp / "cache", args.nice)
+    agent = start_agent(tmp, "latency", args.nice)
     agent_medians: dict[str, list[float]] = {r: [] for r in runtimes}
     inproc_medians: dict[str, list[float]] = {r: [] for r in runtimes}
     agent_cpu: dict[str, list[float]] = {r: [] for r in runtimes}
     inproc_cpu: dict[str, list[float]] = {r: [] for r in runtimes}
     waits: dict[str, list[float]] = {r: [] for r in runtimes}
     try:
-        with AgentClient(addr) as client:
+        with AgentClient(agent.address, token=agent.token) as client:
             onnx_path = paths["onnxruntime"]
             onnx_size = onnx_path.stat().st_size
             rates = []
@@ -196,13 +292,12 @@ def main() -> int:
                           f"({len(res.samples_ns)} runs, runqueue wait {res.context.runqueue_wait_fraction:.0%}, "
                           f"peak {res.peak_bytes / 2**20:.1f} MiB)", file=sys.stderr)
     finally:
-        proc.terminate()
-        proc.wait(30)
-        shutil.rmtree(tmp, ignore_errors=True)
+        agent.stop()
 
     result: dict = {"runtimes": {}, "upload_mb_per_s": round(statistics.median(rates), 2),
-                    "model": args.model, "cpu": cpu, "reps": args.reps, "nice": args.nice,
+                    "model": args.model, "reps": args.reps,
                     "settings": {"warmup": args.warmup, "repeats": args.repeats, "min_time_s": args.min_time_s}}
+
     def spread(v: list[float]) -> float:
         return round((max(v) - min(v)) / statistics.median(v), 4)
 
@@ -224,8 +319,7 @@ def main() -> int:
               f"{row['inprocess_repeat_spread']:14.3f} | {row['cpu_overhead_ratio']:12.3f} "
               f"{row['cpu_repeat_spread']:10.3f} {statistics.median(waits[r]):9.0%}")
     print(f"upload: {result['upload_mb_per_s']:.1f} MiB/s ({onnx_size / 2**20:.1f} MiB ONNX artifact)")
-    _util.emit(result, args.json)
-    return 0
+    return result
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ path; its figures say nothing about the methods).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -78,10 +79,14 @@ def build_settings(args: argparse.Namespace):
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="dev-amd-epyc-2c", help="device profile name (default: %(default)s)")
-    p.add_argument("--space", default="numvqa")
+    p.add_argument("--space", default="numvqa,attrod",
+                   help="comma-separated task spaces; one without a shipped checkpoint or device profile is skipped "
+                        "and said so (default: %(default)s)")
     p.add_argument("--checkpoint", default=None, help="generator checkpoint (default: the one shipped for --space)")
     p.add_argument("--profiles-dir", default=None)
-    p.add_argument("--tasks", default=None, help=f"comma-separated tasks (default: {DEFAULT_TASKS})")
+    p.add_argument("--tasks", default=None,
+                   help=f"comma-separated tasks of a single --space (default NumVQA: {DEFAULT_TASKS}; other spaces: "
+                        "three seen tasks and one unseen)")
     p.add_argument("--budgets-ms", default=None, help="comma-separated latency budgets in ms")
     p.add_argument("--budget-fractions", default=None,
                    help=f"budgets as fractions of the full supernet's predicted latency (default {DEFAULT_FRACTIONS})")
@@ -109,40 +114,46 @@ def main() -> int:
 
     import torch
 
-    from host.baselines.compare import Comparison, budgets_from_profile, scenarios_for
+    from host.baselines.compare import merge_results
     from host.baselines.device import local_agent
-    from host.generate import ModelFactory
+    from host.errors import ConfigError
 
     torch.set_num_threads(max(1, args.threads))
     t_start = time.perf_counter()
-    factory = ModelFactory.load(space=args.space, checkpoint=Path(args.checkpoint) if args.checkpoint else None)
+    spaces = [x.strip() for x in args.space.split(",") if x.strip()]
+    if (args.tasks or args.checkpoint) and len(spaces) > 1:
+        raise ConfigError("--tasks and --checkpoint need a single --space")
+    if args.quick:
+        spaces = spaces[:1]
     settings = build_settings(args)
     work = Path(args.work) / ("quick" if args.quick else "full")
-    cmp = Comparison(factory, settings, work, profiles_root=Path(args.profiles_dir) if args.profiles_dir else None)
-    tasks = [t.strip() for t in (args.tasks or DEFAULT_TASKS).split(",") if t.strip()]
-    if args.budgets_ms:
-        budgets = [float(b) for b in args.budgets_ms.split(",")]
-    else:
-        fractions = [float(f) for f in (args.budget_fractions or DEFAULT_FRACTIONS).split(",")]
-        budgets = budgets_from_profile(cmp.predictor, cmp.layout, fractions)
-    if args.quick:
-        tasks, budgets = tasks[:1], budgets[-1:]
-    scenarios = scenarios_for(tasks, budgets)
-    cmp.check_scenarios(scenarios)
-    print(f"{len(scenarios)} scenarios: {len(tasks)} tasks x budgets {budgets} ms on {args.device}", file=sys.stderr)
+    plans, skipped = [], {}
+    for space in spaces:
+        plan = plan_space(args, space, settings, work)
+        if isinstance(plan, str):
+            skipped[space] = plan
+            print(f"{space}: skipped: {plan}", file=sys.stderr)
+        else:
+            plans.append(plan)
+    if not plans:
+        raise ConfigError("no task space can be compared: " + "; ".join(f"{k}: {v}" for k, v in skipped.items()))
 
     if args.phase in ("all", "train"):
-        cmp.train(scenarios)
+        for cmp, scenarios in plans:
+            cmp.train(scenarios)
         if args.phase == "train":
-            print(f"trained; now measure: python benchmarks/baselines.py --phase measure ... ({time.perf_counter() - t_start:.0f} s)",
-                  file=sys.stderr)
+            print(f"trained ({time.perf_counter() - t_start:.0f} s); now measure on a quiet machine: "
+                  "python benchmarks/baselines.py --phase measure [same options]", file=sys.stderr)
             return 0
-    token = os.environ.get("NNF_AGENT_TOKEN")
-    if args.agent:
-        result = cmp.measure(scenarios, args.agent, token=token, train_missing=args.phase == "all")
-    else:
-        with local_agent() as addr:
-            result = cmp.measure(scenarios, addr, train_missing=args.phase == "all")
+    parts = []
+    with contextlib.ExitStack() as stack:
+        if args.agent:
+            addr, token = args.agent, os.environ.get("NNF_AGENT_TOKEN")
+        else:
+            addr, token = stack.enter_context(local_agent())
+        for cmp, scenarios in plans:
+            parts.append(cmp.measure(scenarios, addr, token=token, train_missing=args.phase == "all"))
+    result = merge_results(parts, skipped)
     result["quick"] = bool(args.quick)
     result["benchmark_seconds"] = round(time.perf_counter() - t_start, 1)
     name = "baselines.quick" if args.quick else "baselines"
@@ -152,8 +163,42 @@ def main() -> int:
     if args.json:
         keys = ("scenarios", "mean", "customize_seconds", "one_time_seconds", "targets", "quick", "metric",
                 "mean_over_complete_scenarios")
-        print(json.dumps({k: result[k] for k in keys}, sort_keys=True))
+        print(json.dumps({k: result.get(k) for k in keys}, sort_keys=True))
     return 0
+
+
+def plan_space(args: argparse.Namespace, space: str, settings, work: Path):
+    """(Comparison, scenarios) for one task space, or why it cannot be compared (no checkpoint, no profile)."""
+    from host.baselines.compare import Comparison, budgets_from_profile, scenarios_for
+    from host.errors import ConfigError, SpecError
+    from host.generate import ModelFactory
+
+    try:
+        factory = ModelFactory.load(space=space, checkpoint=Path(args.checkpoint) if args.checkpoint else None)
+    except SpecError as exc:
+        return f"no generator checkpoint ({exc})"
+    try:
+        cmp = Comparison(factory, settings, work, profiles_root=Path(args.profiles_dir) if args.profiles_dir else None)
+    except (ConfigError, SpecError) as exc:
+        return f"no usable device profile or data adapter ({exc})"
+    if args.tasks:
+        tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
+    elif space == "numvqa":
+        tasks = DEFAULT_TASKS.split(",")
+    else:  # three trained tasks and one held-out task of the space
+        tasks = factory.space.names("seen")[:3] + factory.space.names("unseen")[:1]
+    if args.budgets_ms:
+        budgets = [float(b) for b in args.budgets_ms.split(",")]
+    else:
+        fractions = [float(f) for f in (args.budget_fractions or DEFAULT_FRACTIONS).split(",")]
+        budgets = budgets_from_profile(cmp.predictor, cmp.layout, fractions)
+    if args.quick:
+        tasks, budgets = tasks[:1], budgets[-1:]
+    scenarios = scenarios_for(tasks, budgets)
+    cmp.check_scenarios(scenarios)
+    print(f"{space}: {len(scenarios)} scenarios: {len(tasks)} tasks x budgets {budgets} ms on {args.device}",
+          file=sys.stderr)
+    return cmp, scenarios
 
 
 def print_table(result: dict) -> None:

@@ -23,7 +23,7 @@ import os
 import re
 import sys
 from collections.abc import Sequence
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from host import __version__
 from host.errors import NNFactoryError
@@ -45,7 +45,7 @@ COMMAND_MODULES: tuple[str, ...] = (
 )
 
 #: Loggers of third-party libraries that talk on import or conversion (quiet unless -v).
-NOISY_LOGGERS: tuple[str, ...] = ("tensorflow", "absl", "jax", "jax._src", "torchao", "litert_torch",
+NOISY_LOGGERS: tuple[str, ...] = ("torch", "tensorflow", "absl", "jax", "jax._src", "torchao", "litert_torch",
                                   "ai_edge_litert", "onnxscript", "onnx_ir", "torch.onnx", "torch._export",
                                   "torch.export", "torch._dynamo", "torch._inductor", "paramiko", "adb_shell")
 
@@ -148,10 +148,35 @@ def quiet_third_party(verbose: bool) -> None:
         return
     # C++ logs of TensorFlow / XLA / glog read these at import; respect values the user already set.
     for var, value in (("TF_CPP_MIN_LOG_LEVEL", "3"), ("GLOG_minloglevel", "2"), ("ABSL_MIN_LOG_LEVEL", "3"),
-                       ("TF_ENABLE_ONEDNN_OPTS", "0")):
+                       ("TF_ENABLE_ONEDNN_OPTS", "0"), ("LITERT_TORCH_SHOW_PROGRESS", "n")):
         os.environ.setdefault(var, value)
     for name in NOISY_LOGGERS:
         logging.getLogger(name).setLevel(logging.ERROR)
+
+
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is at the time of each record (it may be replaced, e.g. by tests)."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: Any) -> None:
+        pass
+
+
+def show_progress_logs() -> None:
+    """NN-Factory's own INFO logs (``host.*`` loggers: progress of long steps) go to stderr, one line each."""
+    logger = logging.getLogger("host")
+    if not any(isinstance(h, _StderrHandler) for h in logger.handlers):
+        handler = _StderrHandler()
+        handler.setFormatter(logging.Formatter("nnf: %(message)s"))
+        logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -164,9 +189,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         parser = build_parser()
         args = parser.parse_args(_ARGV)
+    except SystemExit as exc:  # usage errors return their exit code (2) like every other error; --help exits
+        if exc.code in (0, None):
+            raise
+        return int(exc.code) if isinstance(exc.code, int) else 2
     finally:
         _ARGV = None
     quiet_third_party(bool(getattr(args, "verbose", False)))
+    show_progress_logs()
     want_json = bool(getattr(args, "json", False))
     command = " ".join(x for x in (args.command, *(getattr(args, k, None) for k in _SUBCOMMAND_DESTS)) if x)
     try:

@@ -58,6 +58,7 @@ from agent.protocol import (
 )
 from agent.runtimes import NAME_TO_RUNTIME, runtime_from_suffix, runtime_name
 from host.errors import AgentError, ConfigError
+from host.fileio import sha256_file
 
 DEFAULT_CHUNK_BYTES = 1024 * 1024
 T = TypeVar("T")
@@ -199,14 +200,6 @@ def local_token(address: str) -> str | None:
         return read_token_file(path)
     except ConfigProblem:
         return None
-
-
-def sha256_file(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with Path(path).open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 # ------------------------------------------------------------------------------------------ results
@@ -426,7 +419,8 @@ class ProfileRequest:
         return m
 
     def call_timeout_s(self, default: float) -> float:
-        return (self.deadline_s + 10.0) if self.deadline_s else default
+        # + room for queueing behind others and a runtime's one-time import on the agent
+        return (self.deadline_s + 60.0) if self.deadline_s else default
 
 
 # ------------------------------------------------------------------------------------------ client

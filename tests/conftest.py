@@ -1,11 +1,22 @@
-"""Shared pytest fixtures: deterministic seeds and a single torch thread (the machine has 2 cores)."""
+"""Shared pytest fixtures: deterministic seeds, a single torch thread (the machine has 2 cores), and the
+expensive fixtures several test modules share, built once per session."""
 
 from __future__ import annotations
+
+import os
 
 import pytest
 import torch
 
 from tests.support.arm64 import arm64_device  # noqa: F401 - session fixture: the emulated aarch64 device
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` selects
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """A TFLite conversion takes tens of seconds on a 2-core CPU: tests marked `tflite` run in the slow tier."""
+    for item in items:
+        if item.get_closest_marker("tflite") is not None and item.get_closest_marker("slow") is None:
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(autouse=True)
@@ -15,3 +26,68 @@ def _seed_and_threads():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _user_dirs(tmp_path_factory: pytest.TempPathFactory):
+    """Hermetic user directories: what NN-Factory keeps in XDG config/data dirs (inventory, campaigns,
+    fitted profiles; host/paths.py) goes to a temporary directory, never into the developer's home."""
+    base = tmp_path_factory.mktemp("xdg")
+    keys = ("XDG_CONFIG_HOME", "XDG_DATA_HOME", "NNF_PROFILES_DIR", "NNF_CAMPAIGNS_DIR", "NNF_INVENTORY")
+    saved = {k: os.environ.get(k) for k in keys}
+    for k in keys[2:]:
+        os.environ.pop(k, None)
+    os.environ["XDG_CONFIG_HOME"] = str(base / "config")
+    os.environ["XDG_DATA_HOME"] = str(base / "data")
+    yield base
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
+# ---- expensive fixtures, built once per test session (keep the fast tier fast) ---------------------------
+
+
+@pytest.fixture(scope="session")
+def tiny_numvqa_run(tmp_path_factory: pytest.TempPathFactory):
+    """A 4-step NumVQA training run (accuracy near chance): a real run directory and checkpoint for the
+    generation, export and device-budget tests. Read it, never write into it."""
+    from host.training import TrainConfig, Trainer
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        out = tmp_path_factory.mktemp("tiny_numvqa") / "run"
+        cfg = TrainConfig(steps=4, pretrain_steps=2, batch_size=8, checkpoint_every=2, eval_every=100,
+                          eval_per_task=2, warmup_steps=1)
+        Trainer(cfg, out, progress=False).run()
+    finally:
+        torch.set_num_threads(threads)
+    return out
+
+
+@pytest.fixture(scope="session")
+def numvqa_run(tiny_numvqa_run, tmp_path_factory: pytest.TempPathFactory):
+    """(run dir, profiles dir, gate layout): the tiny run plus a synthetic device profile 'synthetic-dev'
+    with a known linear latency law, for `nnf generate --device` tests."""
+    import numpy as np
+
+    from host.generate import ModelFactory
+    from host.profiling.device_profile import write_profile_entry
+    from host.profiling.predictor import LatencyModel, LatencySchema, MemoryModel, StructureModel
+
+    tmp = tmp_path_factory.mktemp("gen_dev")
+    net = ModelFactory.load(space="numvqa", checkpoint=tiny_numvqa_run).models.supernet
+    layout = net.gate_layout()
+    schema = LatencySchema.named("linear")
+    coef = np.array([800.0] + [4.0] * layout.num_layers)
+    entry = {"backbone": net.backbone, "config": layout.config, "layout_fingerprint": layout.fingerprint(),
+             "runtime": "torchscript", "latency": LatencyModel(layout, schema, coef=coef).to_json(),
+             "memory": MemoryModel(coef=np.array([3e6, 1.0, 1.0, 0.0])).to_json(),
+             "structure": StructureModel.calibrate(net).to_json(), "latency_statistic": "p10",
+             "measure": {"threads": 1, "warmup_runs": 1, "repeats": 3, "min_time_s": 0.0, "deadline_s": 60.0}}
+    write_profile_entry("synthetic-dev", {"cpu_model": "synthetic law (test)"}, entry, tmp / "profiles")
+    return tiny_numvqa_run, tmp / "profiles", layout
+

@@ -36,8 +36,8 @@ from host.client import (
     ProfileRequest,
     TensorSpec,
 )
-from tests import agent_artifacts as A
-from tests.agent_servers import agent_server as running_agent
+from tests.support import agent_artifacts as A
+from tests.support.agent_servers import agent_server as running_agent
 
 ROOT = Path(__file__).resolve().parents[1]
 QUICK = {"warmup_runs": 2, "repeats": 5, "min_time_s": 0.0}
@@ -185,7 +185,7 @@ def test_corrupt_artifact_and_bad_requests(client: AgentClient, tmp_path: Path, 
 
 
 # ------------------------------------------------------------------------------- profiling
-def _check_result(r, repeats: int) -> None:  # noqa: ANN001
+def _check_result(r, repeats: int) -> None:
     s = sorted(r.samples_ns)
     assert len(s) >= repeats
     assert r.min_latency_us == pytest.approx(s[0] / 1e3)
@@ -268,7 +268,7 @@ def test_concurrent_clients_are_queued(agent_server: str, mm_onnx: Path) -> None
             with AgentClient(agent_server) as c:
                 results.append(c.profile(ProfileRequest(sha, request_id=str(i), warmup_runs=1, repeats=5,
                                                         min_time_s=0.3)))
-        except Exception as exc:  # noqa: BLE001 - collected and asserted below
+        except Exception as exc:
             errors.append(exc)
 
     threads = [threading.Thread(target=work, args=(i,)) for i in range(3)]
@@ -293,7 +293,7 @@ def test_two_agents_on_one_device_never_overlap(tmp_path: Path, mm_onnx: Path) -
             with AgentClient(addr) as c:
                 sha = c.upload(mm_onnx).sha256
                 results.append(c.profile(ProfileRequest(sha, warmup_runs=1, repeats=5, min_time_s=0.3)))
-        except Exception as exc:  # noqa: BLE001 - collected and asserted below
+        except Exception as exc:
             errors.append(exc)
 
     with running_agent(tmp_path / "c0", device_lock_path=lock, worker_nice=5) as (a0, _), \
@@ -332,7 +332,7 @@ def test_queue_deadline_and_busy(tmp_path: Path, mm_onnx: Path) -> None:
             def queued() -> None:
                 try:
                     c.profile(ProfileRequest(sha, deadline_s=1.0, **QUICK))
-                except Exception as exc:  # noqa: BLE001 - asserted below
+                except Exception as exc:
                     waiter_err.append(exc)
 
             q = threading.Thread(target=queued)
@@ -356,7 +356,7 @@ def test_concurrent_uploads_of_one_artifact(agent_server: str, tmp_path: Path) -
         try:
             with AgentClient(agent_server, chunk_bytes=64 * 1024, backoff_s=0.05) as c:
                 results.append(c.upload(p))
-        except Exception as exc:  # noqa: BLE001 - asserted below
+        except Exception as exc:
             errors.append(exc)
 
     threads = [threading.Thread(target=up) for _ in range(3)]
@@ -430,8 +430,8 @@ def test_non_loopback_bind_needs_token(tmp_path: Path) -> None:
     assert proc.returncode == 2 and "without a token" in proc.stderr
 
 
-def test_tls(tmp_path: Path) -> None:
-    pytest.importorskip("cryptography")
+def write_self_signed(tmp_path: Path) -> tuple[Path, Path]:
+    """A self-signed certificate for ``localhost`` and its key, as PEM files in ``tmp_path``."""
     import datetime
 
     from cryptography import x509
@@ -448,11 +448,17 @@ def test_tls(tmp_path: Path) -> None:
             .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
             .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
             .sign(key, hashes.SHA256()))
-    cert_pem = cert.public_bytes(serialization.Encoding.PEM)
-    (tmp_path / "cert.pem").write_bytes(cert_pem)
+    (tmp_path / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     (tmp_path / "key.pem").write_bytes(key.private_bytes(serialization.Encoding.PEM,
                                                          serialization.PrivateFormat.PKCS8,
                                                          serialization.NoEncryption()))
+    return tmp_path / "cert.pem", tmp_path / "key.pem"
+
+
+def test_tls(tmp_path: Path) -> None:
+    pytest.importorskip("cryptography")
+    cert, _ = write_self_signed(tmp_path)
+    cert_pem = cert.read_bytes()
     with running_agent(tmp_path / "c", address="localhost:0", token="t", tls_cert=tmp_path / "cert.pem",
                        tls_key=tmp_path / "key.pem") as (addr, _):
         port = addr.rsplit(":", 1)[1]

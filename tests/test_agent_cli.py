@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from host.cli import main
-from tests import agent_artifacts as A
+from tests.support import agent_artifacts as A
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -33,7 +33,7 @@ def test_start_profile_stop(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     assert started["auth"] and started["pid"] > 0 and started["address"].startswith("127.0.0.1:")
     try:
         args = ["profile-model", str(model), "--agent", started["address"], "--token-file", str(tmp_path / "token"),
-                "--repeats", "5", "--warmup", "1", "--min-time-s", "0", "--json"]
+                "--repeats", "5", "--warmup-runs", "1", "--min-time-s", "0", "--json"]
         assert main(args) == 0
         out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
         assert out["runtime"] == "onnxruntime" and out["median_latency_us"] > 0 and out["samples_count"] >= 5

@@ -195,12 +195,13 @@ def test_unified_training_save_load_and_prune_tune(supernet, space, adapter, tmp
 
 @pytest.fixture()
 def agent_addr(tmp_path):
-    from tests.agent_servers import agent_server
+    from tests.support.agent_servers import agent_server
 
     with agent_server(tmp_path / "agent-cache") as (addr, _):
         yield addr
 
 
+@pytest.mark.slow  # trains both baselines end to end
 def test_comparison_end_to_end(tmp_path, agent_addr):
     from host.baselines.compare import Comparison, ComparisonSettings, budgets_from_profile, scenarios_for
     from host.baselines.device import load_device
@@ -251,3 +252,31 @@ def test_benchmark_rejects_unknown_task(tmp_path):
                      predictor=LinearPredictor(factory.models.supernet.gate_layout()))
     with pytest.raises(ConfigError, match="unknown task"):
         cmp.check_scenarios([Scenario("exactly seven 3", ScenarioBudget(2.0))])
+
+
+def test_attrod_detector_baselines_fold_exactly_and_score_map():
+    """The same baselines on the AttrOD detector (CenterNet): task embedding at the neck's BatchNorm."""
+    pytest.importorskip("pycocotools")
+    from host.tasks import get_family
+
+    space = load_space("attrod")
+    adapter = adapter_for(space)
+    assert adapter.metric == "map50"
+    supernet = get_family(space.family).objective(space).build_supernet("centernet_attrod").eval()
+    layout = supernet.gate_layout()
+    pred = LinearPredictor(layout)
+    full = [layer.modules for layer in layout.layers]
+    budget = ScenarioBudget(latency_ms=total_latency_ms(full) * 0.6)
+    task = space.task(space.names("seen")[0])
+    tiny = TrainSettings(steps=1, batch_size=4, warmup_steps=1)
+    unified, _ = train_unified(supernet, space, adapter, UnifiedConfig(train=tiny))
+    pruned, kept, _info = prune_to_budget(unified, pred, budget, PruneTuneConfig(scan_step=0.25, tolerance=0.1))
+    compact = fold_task(pruned, kept, space.encode([task])[0], supernet, {"task": task.name})
+    test = adapter.test_set(task, 6, seed=3)
+    with torch.no_grad():
+        ref = pruned(test.inputs, space.encode([task]).expand(len(test.inputs), -1))
+        assert torch.allclose(compact(test.inputs), ref, atol=1e-5)
+    assert total_latency_ms(counts_of(compact)) <= budget.latency_ms
+    assert 0.0 <= adapter.score(compact, test) <= 1.0
+    model = retrain(supernet, adapter, task, budget, pred, RetrainConfig(train=tiny), init_net=supernet)
+    assert model.train.steps == 1 and counts_of(model.compact) == model.counts

@@ -21,9 +21,7 @@ from host.profiling.plan import CampaignPlan, MeasureSettings, sample_gates, sch
 from host.profiling.predictor import LatencyModel, LatencySchema, MemoryModel, accuracy
 from host.profiling.runner import CampaignRunner, DeviceTarget
 from host.profiling.store import CampaignStore
-
-sys.path.insert(0, str(Path(__file__).parent))
-from campaign_fakes import LAYOUT, TRUE_COEF, FakeBuilder, FakeDevice
+from tests.support.campaign_fakes import LAYOUT, TRUE_COEF, FakeBuilder, FakeDevice
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -170,12 +168,10 @@ def test_crashed_subnet_is_recorded_and_skipped(tmp_path: Path) -> None:
 
 KILL_SCRIPT = textwrap.dedent(
     """
-    import sys
-    sys.path[:0] = [{root!r}, {tests!r}]
     from host.profiling.plan import CampaignPlan, MeasureSettings
     from host.profiling.runner import CampaignRunner, DeviceTarget
     from host.profiling.store import CampaignStore
-    from campaign_fakes import LAYOUT, FakeBuilder, FakeDevice
+    from tests.support.campaign_fakes import LAYOUT, FakeBuilder, FakeDevice
     log = open({log!r}, "a", buffering=1)
     plan = CampaignPlan(backbone="fake_campaign", layout_fingerprint=LAYOUT.fingerprint(), runtime="torchscript",
                         input_shape=(1, 8, 8), samples=60, seed=5, reference_every=10, measure=MeasureSettings())
@@ -185,10 +181,12 @@ KILL_SCRIPT = textwrap.dedent(
 )
 
 
+@pytest.mark.slow  # kill -9 and resume
 def test_store_survives_kill_9_and_resumes_exactly(tmp_path: Path) -> None:
     db, log = tmp_path / "k.sqlite", tmp_path / "measured.log"
-    script = KILL_SCRIPT.format(root=str(ROOT), tests=str(ROOT / "tests"), log=str(log), db=str(db), delay=0.02)
-    proc = subprocess.Popen([sys.executable, "-c", script], env={**os.environ, "PYTHONHASHSEED": "0"})
+    script = KILL_SCRIPT.format(log=str(log), db=str(db), delay=0.02)
+    # run from the repository root: `python -c` puts the working directory first, so `tests.support` imports
+    proc = subprocess.Popen([sys.executable, "-c", script], env={**os.environ, "PYTHONHASHSEED": "0"}, cwd=ROOT)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if log.exists() and len(log.read_text().splitlines()) >= 15:
@@ -298,15 +296,21 @@ def test_real_agent_killed_mid_campaign_then_resume_and_fit(tmp_path: Path) -> N
     assert profile["device"]["cpu_model"] and "resnet_tiny/torchscript" in profile["profiles"]
 
 
-def test_unreachable_agent_is_a_clear_error(tmp_path: Path) -> None:
+def test_unreachable_agent_is_a_clear_error(tmp_path: Path, monkeypatch, capsys) -> None:
     import socket
+
+    from host.cli import main
+    from host.client import AgentClient
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]  # closed again below: nothing listens there
-    res = subprocess.run(_profile_cmd(f"127.0.0.1:{port}", tmp_path), cwd=str(ROOT), capture_output=True, text=True,
-                         timeout=120)
-    assert res.returncode == 2 and "127.0.0.1" in res.stderr and "Traceback" not in res.stderr, res.stderr
+    # the error, not the client's retry schedule (tests/test_agent.py times that): no back-off here
+    monkeypatch.setattr(AgentClient.__init__, "__kwdefaults__",
+                        {**AgentClient.__init__.__kwdefaults__, "retries": 0, "connect_window_s": 0.0})
+    rc = main(_profile_cmd(f"127.0.0.1:{port}", tmp_path)[3:])
+    err = capsys.readouterr().err
+    assert rc == 2 and "127.0.0.1" in err and "Traceback" not in err, err
 
 
 def test_latency_statistics_of_raw_runs() -> None:

@@ -25,12 +25,9 @@ def _all_parsers(p: argparse.ArgumentParser, path: tuple[str, ...] = ("nnf",)):
                 yield from _all_parsers(sp, (*path, name))
 
 
-PENDING = {("nnf", "agent"), ("nnf", "profile-model")}  # being reworked with the agent's wire contract
-
-
 def test_every_option_has_help() -> None:
     missing = [(" ".join(path), a.option_strings or a.dest) for path, p in _all_parsers(build_parser())
-               if path[:2] not in PENDING for a in p._actions if not isinstance(a, argparse._SubParsersAction)
+               for a in p._actions if not isinstance(a, argparse._SubParsersAction)
                and (a.help is None or (a.help != argparse.SUPPRESS and not a.help.strip()))]
     assert not missing, missing
 
@@ -73,6 +70,15 @@ def test_old_option_spellings_still_work_with_a_note(capsys) -> None:
                          "--runtime", "litert", "--target", "cuda:1"])
     assert (prof.warmup_runs, prof.runtime, prof.target) == (3, "tflite", "cuda:1")
     assert p.parse_args(["profile", "--device", "d", "--backbone", "b"]).warmup_runs == 5
+    pm = p.parse_args(["profile-model", "m.pt", "--agent", "127.0.0.1:1", "--device", "cuda", "--warmup", "2"])
+    assert (pm.target, pm.warmup_runs, pm.runtime) == ("cuda", 2, None)
+    assert "--device is deprecated" in capsys.readouterr().err
+    for argv in (["agent", "info", "--agent", "localhost"],
+                 ["generate", "--task", "t", "--out", "o", "--device", "d", "--live", "--agent", "localhost"],
+                 ["profile", "--device", "d", "--backbone", "b", "--agent", "localhost"]):
+        with pytest.raises(SystemExit):
+            p.parse_args(argv)
+        assert "give the agent's port too" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("bad", ["localhost", "127.0.0.1:", "host:99999", "::1:50051", ":50051"])
@@ -116,10 +122,7 @@ def test_json_errors_are_one_object_on_stdout(argv, kind, needle, tmp_path, caps
     from host.cli import main
 
     argv = [a.replace("{tmp}", str(tmp_path)) for a in argv] + ["--json"]
-    try:
-        rc = main(argv)
-    except SystemExit as exc:  # usage errors exit from argparse
-        rc = exc.code
+    rc = main(argv)  # usage errors too return 2 (they do not raise SystemExit out of main)
     out, err = capsys.readouterr()
     assert rc == 2
     lines = out.strip().splitlines()
@@ -157,3 +160,25 @@ def test_missing_extra_is_checked_before_writing(tmp_path, monkeypatch, capsys) 
     assert rc == 2 and obj["type"] == "MissingExtraError"
     assert "torch==" in obj["hint"] and "[tflite]'" in obj["hint"]
     assert list(tmp_path.iterdir()) == []
+
+
+def test_third_party_noise_is_off_unless_verbose(monkeypatch) -> None:
+    import logging
+    import os
+
+    from host.cli import NOISY_LOGGERS, quiet_third_party
+
+    for var in ("TF_CPP_MIN_LOG_LEVEL", "LITERT_TORCH_SHOW_PROGRESS"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("GLOG_minloglevel", "0")  # a value the user set is kept
+    levels = {n: logging.getLogger(n).level for n in NOISY_LOGGERS}
+    try:
+        quiet_third_party(verbose=True)
+        assert "TF_CPP_MIN_LOG_LEVEL" not in os.environ
+        quiet_third_party(verbose=False)
+        env = os.environ
+        assert (env["TF_CPP_MIN_LOG_LEVEL"], env["LITERT_TORCH_SHOW_PROGRESS"], env["GLOG_minloglevel"]) == ("3", "n", "0")
+        assert all(logging.getLogger(n).level == logging.ERROR for n in NOISY_LOGGERS)
+    finally:
+        for n, lvl in levels.items():
+            logging.getLogger(n).setLevel(lvl)

@@ -194,3 +194,18 @@ def test_device_scripts_run_with_a_plain_python(tmp_path: Path) -> None:
     out = subprocess.run([sys.executable, "-I", "-c", device_script("probe"), args % tmp_path], timeout=60,
                          capture_output=True, text=True).stdout
     assert out.startswith("NNF-PROBE ") and '"missing": ["nonexistent_mod"]' in out
+
+
+def test_default_inventory_path(tmp_path: Path, monkeypatch) -> None:
+    from host.deploy.inventory import default_inventory_path
+
+    monkeypatch.delenv("NNF_INVENTORY", raising=False)
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "cfg"))
+    monkeypatch.chdir(tmp_path)
+    assert default_inventory_path() == tmp_path / "cfg" / "nn-factory" / "devices.toml"
+    with pytest.raises(ConfigError, match="devices.toml not found"):
+        load_inventory()
+    (tmp_path / "devices.toml").write_text("[devices.here]\n")
+    assert default_inventory_path() == Path("devices.toml") and "here" in load_inventory().devices
+    monkeypatch.setenv("NNF_INVENTORY", str(tmp_path / "other.toml"))
+    assert default_inventory_path() == tmp_path / "other.toml"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -18,9 +17,7 @@ from host.profiling.plan import CampaignPlan, MeasureSettings
 from host.profiling.runner import CampaignRunner, DeviceTarget
 from host.profiling.store import CampaignStore
 from host.supernets import build_supernet
-
-sys.path.insert(0, str(Path(__file__).parent))
-from campaign_fakes import FakeDevice
+from tests.support.campaign_fakes import FakeDevice
 
 
 class LawDevice(FakeDevice):
@@ -120,9 +117,28 @@ def test_shipped_profiles_load(tmp_path: Path) -> None:
                 assert abs(got - spec.param_bytes()) <= 1e-6 * spec.param_bytes(), (f.name, entry["config"])
 
 
-def test_default_profiles_dir_is_the_repositorys(monkeypatch) -> None:
-    from host.profiling.device_profile import default_profiles_dir
+def test_profiles_are_written_to_the_user_dir_and_read_from_it_then_the_shipped_ones(monkeypatch, tmp_path) -> None:
+    from host.profiling.device_profile import (
+        default_profiles_dir,
+        list_devices,
+        profile_dirs,
+        profile_path,
+        read_profile,
+        write_profile_entry,
+    )
 
     monkeypatch.delenv("NNF_PROFILES_DIR", raising=False)
-    assert default_profiles_dir() == Path(__file__).resolve().parents[1] / "device_profiles"
-    assert (default_profiles_dir() / "dev-amd-epyc-2c.json").is_file()
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    shipped = Path(__file__).resolve().parents[1] / "device_profiles"
+    assert default_profiles_dir() == tmp_path / "data" / "nn-factory" / "device_profiles"  # never the source tree
+    assert profile_dirs() == [default_profiles_dir(), shipped]
+    assert profile_path("dev-amd-epyc-2c") == shipped / "dev-amd-epyc-2c.json"
+    shipped_entries = set(read_profile("dev-amd-epyc-2c")["profiles"])
+    # refitting a shipped device writes the user's copy, keeping the shipped entries it does not replace
+    entry = {**next(iter(read_profile("dev-amd-epyc-2c")["profiles"].values())), "config": "x_cfg"}
+    out = write_profile_entry("dev-amd-epyc-2c", {"cpu_model": "test"}, entry)
+    assert out == default_profiles_dir() / "dev-amd-epyc-2c.json" and profile_path("dev-amd-epyc-2c") == out
+    assert set(read_profile("dev-amd-epyc-2c")["profiles"]) == shipped_entries | {f"x_cfg/{entry['runtime']}"}
+    assert "dev-amd-epyc-2c" in list_devices()
+    monkeypatch.setenv("NNF_PROFILES_DIR", str(tmp_path / "mine"))
+    assert default_profiles_dir() == tmp_path / "mine"

@@ -18,8 +18,8 @@ from host.exports import FORMATS, export_artifact, read_sidecar, sidecar_path
 from host.extraction import extract
 from host.gates import random_gates
 from host.supernets import build_supernet
-from tests.agent_servers import agent_server
-from tests.helpers import randomize_norms
+from tests.support.agent_servers import agent_server
+from tests.support.helpers import randomize_norms
 
 QUICK = {"warmup_runs": 2, "repeats": 5, "min_time_s": 0.0}
 AGENT_RUNTIME = {"torchscript": "torchscript", "torch-export": "torch_export", "onnx": "onnxruntime",
@@ -86,3 +86,16 @@ def test_read_sidecar_detects_a_changed_artifact(compact, tmp_path: Path) -> Non
     side.unlink()
     with pytest.raises(ArtifactError, match="was not written by `nnf export`"):
         read_sidecar(out)
+
+
+def test_profile_model_takes_input_shapes_from_the_sidecar(agent: AgentClient, compact, tmp_path: Path,
+                                                          capsys) -> None:
+    """A TorchScript file records no input shape; `nnf profile-model` reads it from FILE.json."""
+    from host.cli import main
+
+    out = tmp_path / "model.pt"
+    export_artifact(compact, "torchscript", out, verify_samples=2)
+    rc = main(["profile-model", str(out), "--agent", agent.address, "--repeats", "3", "--warmup-runs", "1",
+               "--min-time-s", "0", "--json"])
+    res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert rc == 0 and res["runtime"] == "torchscript" and res["inputs"][0]["shape"] == [1, 3, 32, 32]

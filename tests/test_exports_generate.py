@@ -10,22 +10,14 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 
 from host.cli import main
 from host.exports import read_sidecar
-from host.training import TrainConfig, Trainer
-from tests.test_search import numvqa_run  # noqa: F401 - fixture (trained run + synthetic device profile)
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
-    torch.set_num_threads(1)
-    out = tmp_path_factory.mktemp("gen") / "run"
-    cfg = TrainConfig(steps=4, pretrain_steps=2, batch_size=8, checkpoint_every=2, eval_every=100,
-                      eval_per_task=2, warmup_steps=1)
-    Trainer(cfg, out, progress=False).run()
-    return out
+def run_dir(tiny_numvqa_run):
+    return tiny_numvqa_run  # tests/conftest.py: built once per session
 
 
 def test_generate_format_onnx_int8_reports_task_accuracy(run_dir: Path, tmp_path: Path, capsys) -> None:
@@ -76,7 +68,7 @@ def test_generate_format_tflite_for_a_phone(run_dir: Path, tmp_path: Path, capsy
     assert exported["verification"]["accuracy_drop"] is not None
 
 
-def test_generate_for_a_device_budget_with_format(numvqa_run, tmp_path: Path, capsys) -> None:  # noqa: F811
+def test_generate_for_a_device_budget_with_format(numvqa_run, tmp_path: Path, capsys) -> None:
     """The device-budget path (`--device --latency-ms`) exports the model it picked, too."""
     run, profiles, _ = numvqa_run
     base = ["generate", "--space", "numvqa", "--task", "exactly one 0", "--checkpoint", str(run),

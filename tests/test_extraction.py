@@ -11,7 +11,7 @@ from host.errors import ArtifactError, ConfigError, GateError, SpecError
 from host.extraction import extract
 from host.gates import random_gates
 from host.supernets import build_supernet
-from tests.helpers import randomize_norms
+from tests.support.helpers import randomize_norms
 
 BACKBONES = ["resnet_tiny", "bottleneck_tiny", "mobilenetv2_tiny", "vit_tiny", "resnet_numvqa"]
 RATIOS = [0.05, 0.25, 0.5, 0.9]

@@ -69,6 +69,26 @@ def fixture_results(results: Path) -> None:
     }, "python benchmarks/predictor_accuracy.py --json")
 
 
+def test_a_comparison_of_two_spaces_keeps_their_metrics_apart(tmp_path):
+    from host.baselines.compare import aggregate, merge_results
+
+    results = tmp_path / "results"
+    fixture_results(results)
+    doc = json.loads((results / "baselines.json").read_text())
+    numvqa = doc["result"]
+    attrod_rows = [{**r, "space": "attrod", "task": "crimson 3"} for r in numvqa["scenarios"][:2]]
+    attrod = {**numvqa, "space": "attrod", "metric": "map50", "scenarios": attrod_rows, **aggregate(attrod_rows)}
+    merged = merge_results([numvqa, attrod], {"other": "no generator checkpoint"})
+    assert set(merged["by_space"]) == {"numvqa", "attrod"} and len(merged["scenarios"]) == 6
+    _save(results, "baselines", merged, "python benchmarks/baselines.py --json")
+    out = tmp_path / "r"
+    report = build_report(out, results_dir=results, checkpoints=[])
+    page = (out / "index.html").read_text()
+    assert "<h3>attrod</h3>" in page and "<th>map50</th>" in page and "<th>accuracy</th>" in page
+    assert "was not compared: no generator checkpoint" in page
+    assert {"fig10_quality_vs_budget_numvqa.png", "fig10_quality_vs_budget_attrod.png"} <= set(report.figures)
+
+
 def test_missing_inputs_are_shown_with_their_commands(tmp_path):
     out = tmp_path / "report"
     report = build_report(out, results_dir=tmp_path / "no-results")
@@ -95,8 +115,8 @@ def test_report_from_result_files_and_cli(tmp_path, capsys):
     assert summary["failed"] == []
     assert [Path(m["path"]).name for m in summary["missing"]] == ["attrod_accuracy.json"]
     figs = set(summary["figures"])
-    assert {"fig10_quality_vs_budget.png", "fig13_predictor_accuracy.png", "fig14_unseen_tasks.png",
-            "predicted_vs_measured.png"} <= figs
+    assert {"fig10_quality_vs_budget_numvqa.png", "fig13_predictor_accuracy.png", "fig14_unseen_tasks.png",
+            "predicted_vs_measured_numvqa.png"} <= figs
     page = (out / "index.html").read_text()
     assert "Prune&amp;Tune cannot meet latency &lt;= 2 ms" in page  # a method that missed is said so
     assert "4000×" in page and "made by `python benchmarks/baselines.py --json`" in page

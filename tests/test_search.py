@@ -229,31 +229,7 @@ def test_generate_for_device_bad_inputs(device_profiles) -> None:
 # ---- nnf generate --device on a (briefly) trained NumVQA checkpoint, with a real agent for --live ----
 
 
-@pytest.fixture(scope="module")
-def numvqa_run(tmp_path_factory):
-    from host.profiling.device_profile import write_profile_entry
-    from host.profiling.predictor import MemoryModel, StructureModel
-    from host.training import TrainConfig, Trainer
-
-    torch.set_num_threads(1)
-    tmp = tmp_path_factory.mktemp("gen_dev")
-    run = tmp / "run"
-    cfg = TrainConfig(steps=2, pretrain_steps=1, batch_size=8, checkpoint_every=2, eval_every=100,
-                      eval_per_task=2, warmup_steps=1)
-    Trainer(cfg, run, progress=False).run()
-    from host.generate import ModelFactory
-
-    net = ModelFactory.load(space="numvqa", checkpoint=run).models.supernet
-    layout = net.gate_layout()
-    schema = LatencySchema.named("linear")
-    coef = np.array([800.0] + [4.0] * layout.num_layers)
-    entry = {"backbone": net.backbone, "config": layout.config, "layout_fingerprint": layout.fingerprint(),
-             "runtime": "torchscript", "latency": LatencyModel(layout, schema, coef=coef).to_json(),
-             "memory": MemoryModel(coef=np.array([3e6, 1.0, 1.0, 0.0])).to_json(),
-             "structure": StructureModel.calibrate(net).to_json(), "latency_statistic": "p10",
-             "measure": {"threads": 1, "warmup_runs": 1, "repeats": 3, "min_time_s": 0.0, "deadline_s": 60.0}}
-    write_profile_entry("synthetic-dev", {"cpu_model": "synthetic law (test)"}, entry, tmp / "profiles")
-    return run, tmp / "profiles", layout
+# numvqa_run: tests/conftest.py (session-scoped, shared with the export tests)
 
 
 def _gen(run, profiles, out, *extra):

@@ -32,6 +32,7 @@ def _env() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
 
 
+@pytest.mark.slow  # three training runs
 def test_resume_is_exact(tmp_path):
     full = Trainer(TrainConfig(**TINY), tmp_path / "full", progress=False)
     summary = full.run()
@@ -51,6 +52,7 @@ def test_resume_is_exact(tmp_path):
     assert ck.meta["train_state"]["phase"] == "joint"
 
 
+@pytest.mark.slow  # a training subprocess, killed and resumed
 def test_kill_9_loses_at_most_steps_since_checkpoint(tmp_path):
     run = tmp_path / "run"
     args = [sys.executable, "-m", "host", "train", "--out", str(run), "--steps", "400", "--pretrain-steps", "200",
@@ -83,6 +85,7 @@ def test_kill_9_loses_at_most_steps_since_checkpoint(tmp_path):
     assert t.state["step"] == step + 2
 
 
+@pytest.mark.slow  # two torchrun processes
 def test_ddp_two_cpu_processes(tmp_path):
     run = tmp_path / "ddp"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",

@@ -15,9 +15,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from torch import nn
-
 from host.errors import SpecError
+from host.supernets import Supernet
 
 INIT_CHOICES = ("generator", "pretrained", "scratch")
 
@@ -41,7 +40,7 @@ def pretrain_backbone(space: str, backbone: str, out_dir: Path, *, steps: int, b
     return resolve_checkpoint_dir(out_dir)
 
 
-def load_backbone(path: Path, space: Any, *, phase: str | None = "pretrain") -> tuple[nn.Module, dict[str, Any]]:
+def load_backbone(path: Path, space: Any, *, phase: str | None = "pretrain") -> tuple[Supernet, dict[str, Any]]:
     """The supernet of a checkpoint and facts about it (steps, seconds, last metrics).
 
     ``phase="pretrain"`` insists on a pre-training checkpoint; ``None`` takes any checkpoint of the space.

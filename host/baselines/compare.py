@@ -6,7 +6,7 @@ same metric:
 
 * **NN-Factory**: the generator (loaded once, like the device profile) searches the largest activation limit
   whose predicted latency/memory fit and extracts the model — no data, no training
-  (``host.budget.generate_for_device``); its seconds are request → extracted model;
+  (``host.profiling.budget.generate_for_device``); its seconds are request → extracted model;
 * **Retrain**: ``host.baselines.retrain``; its seconds are sizing + training;
 * **Prune&Tune**: ``host.baselines.prune_tune``; its seconds are pruning + fine-tuning, the unified model
   being a one-time cost (reported apart, as NN-Factory's supernet training is).
@@ -56,6 +56,7 @@ from host.baselines.prune_tune import (
 )
 from host.baselines.retrain import RetrainConfig, retrain, size_uniform
 from host.errors import ConfigError, SearchError
+from host.supernets import Supernet
 
 METHODS = ("nnfactory", "retrain", "prune_tune")
 BASELINES = ("retrain", "prune_tune")
@@ -141,7 +142,7 @@ class Comparison:
         self.work_dir = Path(work_dir) / self.space.name
         self.log = log
         self._tests: dict[str, Any] = {}
-        self._init: tuple[torch.nn.Module | None, dict[str, Any]] | None = None
+        self._init: tuple[Supernet | None, dict[str, Any]] | None = None
         self._unified: tuple[UnifiedModel, dict] | None = None
         self.checkpoint_sha = factory.meta.get("files", {}).get("model.safetensors") or str(factory.checkpoint)
         entry = self.predictor.entry
@@ -169,7 +170,7 @@ class Comparison:
 
     # ---- one-time preparation -----------------------------------------------------------------------
 
-    def init_net(self) -> tuple[torch.nn.Module | None, dict[str, Any]]:
+    def init_net(self) -> tuple[Supernet | None, dict[str, Any]]:
         """The network both baselines start from, and facts about it (what, its sha, its training cost)."""
         if self._init is not None:
             return self._init
@@ -408,34 +409,11 @@ class Comparison:
     # ---- the result ------------------------------------------------------------------------------------
 
     def result(self, rows: list[dict[str, Any]], device_info: dict | None = None) -> dict[str, Any]:
-        means: dict[str, float | None] = {}
-        seconds: dict[str, float | None] = {}
-        for m in METHODS:
-            accs = [r[m]["accuracy"] for r in rows if r[m].get("accuracy") is not None]
-            secs = [r[m]["seconds"] for r in rows if r[m].get("seconds") is not None]
-            means[m] = round(statistics.fmean(accs), 6) if accs else None
-            seconds[m] = round(statistics.fmean(secs), 4) if secs else None
-        complete = [r for r in rows if all(r[m].get("accuracy") is not None for m in METHODS)]
-        paired = {m: round(statistics.fmean(r[m]["accuracy"] for r in complete), 6) if complete else None
-                  for m in METHODS}
-        speedup = (seconds["retrain"] / seconds["nnfactory"]) if seconds["retrain"] and seconds["nnfactory"] else None
-        nnf_ok = [r["nnfactory"].get("meets_budget", False) for r in rows]
-        targets = {
-            "nnfactory_within_2_points_of_retrain": (paired["nnfactory"] is not None and paired["retrain"] is not None
-                                                     and paired["nnfactory"] >= paired["retrain"] - 0.02),
-            "nnfactory_above_prune_tune": (paired["nnfactory"] is not None and paired["prune_tune"] is not None
-                                           and paired["nnfactory"] > paired["prune_tune"]),
-            "nnfactory_meets_every_budget": bool(rows) and all(nnf_ok),
-            "speedup_vs_retrain": round(speedup, 1) if speedup else None,
-            "speedup_at_least_1000": bool(speedup and speedup >= 1000),
-        }
         margins = getattr(self.predictor, "margins", None)
         return {
             "format": RESULT_FORMAT, "version": RESULT_VERSION,
             "scenarios": rows,
-            "mean": means,
-            "mean_over_complete_scenarios": {"scenarios": len(complete), **paired},
-            "customize_seconds": seconds,
+            **aggregate(rows),
             "one_time_seconds": self.one_time_costs(),
             "metric": self.adapter.metric,
             "device": {"name": self.settings.device, "latency_statistic": latency_statistic(self.predictor),
@@ -446,7 +424,6 @@ class Comparison:
                            "step": self.factory.meta.get("train_state", {}).get("step")},
             "baseline_init": self.init_net()[1],
             "settings": self.settings.to_json(),
-            "targets": targets,
         }
 
     def one_time_costs(self) -> dict[str, Any]:
@@ -466,6 +443,54 @@ class Comparison:
         out["device_campaign"] = campaign.get("seconds")
         out["device_campaign_samples"] = campaign.get("samples_measured")
         return out
+
+
+def aggregate(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Means, customization seconds and the targets over scenario rows (one task space's metric)."""
+    means: dict[str, float | None] = {}
+    seconds: dict[str, float | None] = {}
+    for m in METHODS:
+        accs = [r[m]["accuracy"] for r in rows if r[m].get("accuracy") is not None]
+        secs = [r[m]["seconds"] for r in rows if r[m].get("seconds") is not None]
+        means[m] = round(statistics.fmean(accs), 6) if accs else None
+        seconds[m] = round(statistics.fmean(secs), 4) if secs else None
+    complete = [r for r in rows if all(r[m].get("accuracy") is not None for m in METHODS)]
+    paired = {m: round(statistics.fmean(r[m]["accuracy"] for r in complete), 6) if complete else None
+              for m in METHODS}
+    speedup = (seconds["retrain"] / seconds["nnfactory"]) if seconds["retrain"] and seconds["nnfactory"] else None
+    targets = {
+        "nnfactory_within_2_points_of_retrain": (paired["nnfactory"] is not None and paired["retrain"] is not None
+                                                 and paired["nnfactory"] >= paired["retrain"] - 0.02),
+        "nnfactory_above_prune_tune": (paired["nnfactory"] is not None and paired["prune_tune"] is not None
+                                       and paired["nnfactory"] > paired["prune_tune"]),
+        "nnfactory_meets_every_budget": bool(rows) and all(r["nnfactory"].get("meets_budget", False) for r in rows),
+        "speedup_vs_retrain": round(speedup, 1) if speedup else None,
+        "speedup_at_least_1000": bool(speedup and speedup >= 1000),
+    }
+    return {"mean": means, "mean_over_complete_scenarios": {"scenarios": len(complete), **paired},
+            "customize_seconds": seconds, "targets": targets}
+
+
+def merge_results(parts: list[dict[str, Any]], skipped: dict[str, str] | None = None) -> dict[str, Any]:
+    """One result from per-space results: all scenario rows, the per-space figures under ``by_space``.
+
+    The top-level means mix metrics only if several spaces ran (each row says its space; ``by_space`` keeps
+    them apart); the top-level targets hold when they hold in every space.
+    """
+    if len(parts) == 1 and not skipped:
+        return parts[0]
+    rows = [r for p in parts for r in p["scenarios"]]
+    out: dict[str, Any] = {"format": RESULT_FORMAT, "version": RESULT_VERSION, "scenarios": rows, **aggregate(rows)}
+    out["by_space"] = {p["space"]: {k: v for k, v in p.items() if k != "scenarios"} for p in parts}
+    if parts:
+        out["targets"] = {k: (all(p["targets"][k] for p in parts) if isinstance(parts[0]["targets"][k], bool)
+                              else out["targets"][k]) for k in parts[0]["targets"]}
+        for key in ("device", "metric", "space", "checkpoint", "baseline_init", "settings", "one_time_seconds"):
+            if key in parts[0]:
+                out[key] = parts[0][key]
+    out["spaces"] = [p["space"] for p in parts]
+    out["skipped_spaces"] = dict(skipped or {})
+    return out
 
 
 def _failed(message: str) -> dict[str, Any]:

@@ -17,10 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import os
-import signal
-import subprocess
-import sys
 import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -37,7 +33,7 @@ MB = 1e6
 
 def load_device(device: str, layout: Any, profiles_root: Path | None = None) -> Any:
     """The device's predictor for ``layout`` (a ``DevicePredictor``); ConfigError when it has none."""
-    from host.device_profile import load_predictor, safe_device_id
+    from host.profiling.device_profile import load_predictor, safe_device_id
 
     return load_predictor(safe_device_id(device), layout, root=profiles_root)
 
@@ -65,7 +61,7 @@ def predict_counts(predictor: Any, counts: np.ndarray | Sequence[Sequence[int]],
 
 def measure_settings(predictor: Any) -> Any:
     """The agent request settings the profile was measured with (so measured and predicted compare)."""
-    from host.campaign import MeasureSettings
+    from host.profiling.plan import MeasureSettings
 
     known = MeasureSettings.__dataclass_fields__
     stored = predictor.entry.get("measure")
@@ -76,7 +72,7 @@ def measure_settings(predictor: Any) -> Any:
 
 def model_bytes(model: torch.nn.Module, input_shape: Sequence[int], runtime: str) -> bytes:
     """Serialise a compact model for an agent runtime (TorchScript in memory; others via host.exports)."""
-    from host.campaign import RUNTIME_FORMATS, RUNTIME_SUFFIX, torchscript_bytes
+    from host.profiling.build import RUNTIME_FORMATS, RUNTIME_SUFFIX, torchscript_bytes
 
     if runtime == "torchscript":
         return torchscript_bytes(model.eval(), input_shape)
@@ -91,12 +87,11 @@ def model_bytes(model: torch.nn.Module, input_shape: Sequence[int], runtime: str
 
 
 def generate_for_budget(factory: Any, task: str, device: str, budget: Any, predictor: Any) -> tuple[Any, dict]:
-    """NN-Factory's model for a budget: the predictor search + extraction (``host.budget``), nothing saved.
+    """NN-Factory's model for a budget: the predictor search + extraction (``host.profiling.budget``), nothing saved.
 
     ``budget``: a ``host.baselines.models.ScenarioBudget``. Returns (compact model, the search's report).
     """
-    from host.budget import generate_for_device
-    from host.search import Budget
+    from host.profiling.budget import Budget, generate_for_device
 
     return generate_for_device(factory, task, device, Budget(latency_ms=budget.latency_ms, memory_mb=budget.memory_mb),
                                predictor=predictor)
@@ -124,7 +119,7 @@ class AgentMeter:
 
     def __init__(self, address: str, predictor: Any, *, token: str | None = None,
                  cache_dir: Path | None = None) -> None:
-        from host.campaign import AgentMeasurer
+        from host.profiling.measurers import AgentMeasurer
 
         self.address = address
         self.runtime = str(predictor.runtime)
@@ -145,7 +140,7 @@ class AgentMeter:
         return self._measurer.device_info()
 
     def measure(self, model: torch.nn.Module, input_shape: Sequence[int]) -> Measured:
-        from host.campaign import MeasurementFailed, measurement_latency
+        from host.profiling.measurers import MeasurementFailed, measurement_latency
 
         data = model_bytes(model, input_shape, self.runtime)
         sha = hashlib.sha256(data).hexdigest()
@@ -162,40 +157,22 @@ class AgentMeter:
 
 
 @contextlib.contextmanager
-def local_agent(cache_dir: Path | None = None, *, timeout_s: float = 60.0) -> Iterator[str]:
-    """Start ``nnf-agent serve`` on 127.0.0.1 (any free port) for the ``with`` block; yields ``HOST:PORT``.
+def local_agent(cache_dir: Path | None = None) -> Iterator[tuple[str, str | None]]:
+    """An agent on this machine (``agent.launch``, any free loopback port) for the ``with`` block.
 
-    The agent measures with its defaults (a fresh worker per request at nice −20, the device-wide lock).
+    Yields ``(HOST:PORT, token)``. The agent measures with its defaults (a child forked per request at
+    nice -20, the device-wide lock) and is stopped when the block ends.
     """
-    with contextlib.ExitStack() as stack:
-        if cache_dir is None:
-            cache_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="nnf-agent-cache-")))
-        env = {k: v for k, v in os.environ.items() if k != "NNF_AGENT_TOKEN"}
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "agent", "serve", "--port", "0", "--cache-dir", str(cache_dir)],
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env,
-            cwd=str(Path(__file__).resolve().parents[2]),
-        )
-        try:
-            assert proc.stdout is not None
-            line = proc.stdout.readline()
-            if not line.startswith("NNF_AGENT_LISTENING"):
-                raise AgentError(f"the local agent did not start (printed {line.strip()!r}, exit {proc.poll()}); "
-                                 "run `nnf-agent serve --port 0` by hand to see why")
-            fields = dict(kv.split("=", 1) for kv in line.split()[1:])
-            addr = f"127.0.0.1:{fields['port']}"
-            from host.client import AgentClient
+    from agent.launch import LaunchError
+    from agent.launch import local_agent as launch
+    from host.client import AgentClient
 
-            with AgentClient(addr, timeout_s=timeout_s) as client:
-                client.wait_ready(timeout_s)
-            yield addr
-        finally:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(timeout=20)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
-            if proc.stdout is not None:
-                proc.stdout.close()
+    with tempfile.TemporaryDirectory(prefix="nnf-baselines-agent-") as tmp, contextlib.ExitStack() as stack:
+        try:  # a private loopback agent with its own token (generated in its state directory)
+            agent = stack.enter_context(launch(cache_dir=cache_dir or Path(tmp) / "cache",
+                                               state_dir=Path(tmp) / "state"))
+        except LaunchError as exc:
+            raise AgentError(f"the local agent did not start: {exc}") from None
+        with AgentClient(agent.address, token=agent.token, timeout_s=60.0) as client:
+            client.wait_ready(60.0)
+        yield agent.address, agent.token

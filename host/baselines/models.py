@@ -16,14 +16,19 @@ from torch import nn
 
 from host.baselines.train import TrainLog
 from host.errors import ConfigError
+from host.supernets import Supernet
 
 # gated layer name -> name of the module whose output channels/neurons are the layer's modules
 _ROOTS = {
     "resnet": lambda name: name,  # stages.i.j.conv1 / conv2 are the convs themselves
     "mobilenetv2": lambda name: name.rsplit(".", 1)[0] + ".expand.conv",  # blocks.k.hidden -> expansion conv
+    # stages.i.j.convN are the convs; heatmap.hidden / box.hidden -> the head's 3x3 conv
+    "centernet": lambda name: name[: -len(".hidden")] + ".conv" if name.endswith(".hidden") else name,
 }
-# backbone -> name of the head's first linear layer (where a task embedding can be added and folded away)
-_HEADS = {"resnet": ("fc.fc1", "fc"), "mobilenetv2": ("classifier",)}
+# backbone -> where a unified model adds its task embedding: an ungated nn.Linear or nn.BatchNorm2d (first
+# name that exists) whose output feeds every gated layer after it or the head; the embedding is folded into
+# its bias exactly once the task is fixed
+_CONDITION_AT = {"resnet": ("fc.fc1", "fc"), "mobilenetv2": ("classifier",), "centernet": ("neck.smooth.1",)}
 
 
 @dataclass(frozen=True)
@@ -77,25 +82,28 @@ class BaselineModel:
         return save_compact(self.compact, out_dir, meta={"baseline": self.summary()})
 
 
-def gated_module(net: nn.Module, layer_name: str) -> nn.Module:
+def gated_module(net: Supernet, layer_name: str) -> nn.Conv2d | nn.Linear:
     """The conv/linear module whose output channels are the modules of a gated layer."""
     backbone = getattr(net, "backbone", "")
     if backbone not in _ROOTS:
         raise ConfigError(f"the baselines support backbones {', '.join(_ROOTS)}, not {backbone!r}")
-    return net.get_submodule(_ROOTS[backbone](layer_name))
+    mod = net.get_submodule(_ROOTS[backbone](layer_name))
+    if not isinstance(mod, (nn.Conv2d, nn.Linear)):
+        raise ConfigError(f"gated layer {layer_name!r} of {backbone} maps to a {type(mod).__name__}, not a conv/linear")
+    return mod
 
 
-def head_linear_name(net: nn.Module) -> str:
-    """Name of the head's first nn.Linear (its input: the pooled features, never pruned)."""
+def condition_point(net: Supernet) -> str:
+    """Name of the ungated nn.Linear / nn.BatchNorm2d where a unified model adds its task embedding."""
     backbone = getattr(net, "backbone", "")
-    for name in _HEADS.get(backbone, ()):
+    for name in _CONDITION_AT.get(backbone, ()):
         try:
             mod = net.get_submodule(name)
         except AttributeError:
             continue
-        if isinstance(mod, nn.Linear):
+        if isinstance(mod, (nn.Linear, nn.BatchNorm2d)) and getattr(mod, "bias", None) is not None:
             return name
-    raise ConfigError(f"backbone {backbone!r}: no linear classifier head found for task conditioning")
+    raise ConfigError(f"backbone {backbone!r}: no place for a task embedding known (see _CONDITION_AT)")
 
 
 def gates_from_counts(layout: Any, counts: list[int]) -> list[torch.Tensor]:
@@ -108,7 +116,7 @@ def gates_from_counts(layout: Any, counts: list[int]) -> list[torch.Tensor]:
     return out
 
 
-def compact_with_fresh_weights(supernet: nn.Module, gates: list[torch.Tensor], *, meta: dict, seed: int) -> Any:
+def compact_with_fresh_weights(supernet: Supernet, gates: list[torch.Tensor], *, meta: dict, seed: int) -> Any:
     """The compact model of ``gates`` with freshly initialised weights (training from scratch)."""
     from host.extraction import extract
     from host.supernets import build_network

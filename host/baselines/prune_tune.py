@@ -2,7 +2,8 @@
 
 **Unified model** (:class:`UnifiedModel`, trained once): the supernet's full architecture, every module
 on, answering *any* task of the space: the task's multi-hot attribute encoding (the same one the
-assembler reads) is projected and added to the pre-activation of the head's first linear layer. It is
+assembler reads) is projected and added to the output of one ungated layer (the classifier head's first
+linear layer; a detector's neck BatchNorm), before its activation. It is
 trained on the tasks NN-Factory trains on (seen + extra combinations, never the unseen ones), from a
 pre-trained network of the same architecture (``host.baselines.backbone``) or from scratch.
 
@@ -14,8 +15,9 @@ pre-trained network of the same architecture (``host.baselines.backbone``) or fr
    supernet's architecture space (stem, block outputs and head are left whole), so the device profile
    predicts the pruned model like any other; the pruning ratio is the smallest one (bisection) whose
    predicted latency/memory meet the budget.
-2. *fold* — the task is fixed now: its projected encoding is folded into the head's bias
-   (``W x + b + P e`` = ``W x + (b + P e)``, exact), leaving an ordinary compact model.
+2. *fold* — the task is fixed now: its projected encoding is folded into that layer's bias
+   (``W x + b + P e`` = ``W x + (b + P e)``; for a BatchNorm its shift ``beta``; exact in training and
+   evaluation alike), leaving an ordinary compact model.
 3. *fine-tune* — on the scenario's task data, with a step/time cap.
 """
 
@@ -34,9 +36,10 @@ from torch import nn
 
 from host.baselines.data import TaskAdapter, training_task_ids
 from host.baselines.device import predict_counts
-from host.baselines.models import BaselineModel, ScenarioBudget, gated_module, head_linear_name
+from host.baselines.models import BaselineModel, ScenarioBudget, condition_point, gated_module
 from host.baselines.train import TrainLog, TrainSettings, run_training
 from host.errors import ArtifactError, ConfigError, MissingExtraError, SearchError, SpecError
+from host.supernets import Supernet
 from host.tasks import Task, TaskSpace
 
 UNIFIED_FORMAT = "nnfactory.unified-model"
@@ -75,18 +78,48 @@ class ConditionedLinear(nn.Linear):
         return super().forward(x) + self.proj(self.task)  # (B, out)
 
 
-class UnifiedModel(nn.Module):
-    """The supernet's architecture (all modules on) answering any task: ``forward(x, task_encoding)``."""
+class ConditionedBatchNorm2d(nn.BatchNorm2d):
+    """``BN(x) + P e`` per channel: a BatchNorm whose shift gets a projection of the task encoding ``e``."""
 
-    def __init__(self, trunk: nn.Module, vocab_size: int) -> None:
+    def __init__(self, base: nn.BatchNorm2d, vocab_size: int) -> None:
+        super().__init__(base.num_features, eps=base.eps, momentum=base.momentum, affine=True)
+        self.load_state_dict(base.state_dict())
+        self.proj = nn.Linear(vocab_size, base.num_features, bias=False)
+        nn.init.normal_(self.proj.weight, std=0.1)
+        self.task: torch.Tensor | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.task is None:
+            raise RuntimeError("UnifiedModel: no task encoding set for this forward")
+        return super().forward(x) + self.proj(self.task)[:, :, None, None]  # (B, C, H, W)
+
+
+def _conditioned(base: nn.Module, vocab_size: int) -> ConditionedLinear | ConditionedBatchNorm2d:
+    if isinstance(base, nn.Linear):
+        return ConditionedLinear(base, vocab_size)
+    if isinstance(base, nn.BatchNorm2d) and base.affine:
+        return ConditionedBatchNorm2d(base, vocab_size)
+    raise ConfigError(f"cannot add a task embedding to a {type(base).__name__}")
+
+
+class UnifiedModel(nn.Module):
+    """The supernet's architecture (all modules on) answering any task: ``forward(x, task_encoding)``.
+
+    ``head``: the conditioned layer (:class:`ConditionedLinear` / :class:`ConditionedBatchNorm2d`), at
+    ``head_name`` inside ``trunk``; its parameter names are the plain layer's plus ``proj.weight``.
+    """
+
+    def __init__(self, trunk: Supernet, vocab_size: int) -> None:
         super().__init__()
         self.trunk = trunk
-        self.head_name = head_linear_name(trunk)
+        self.head_name = condition_point(trunk)
         parent_name, _, leaf = self.head_name.rpartition(".")
         parent = trunk.get_submodule(parent_name) if parent_name else trunk
-        base = getattr(parent, leaf)
-        self.head = ConditionedLinear(base, vocab_size)
-        setattr(parent, leaf, self.head)
+        self.head: ConditionedLinear | ConditionedBatchNorm2d = _conditioned(getattr(parent, leaf), vocab_size)
+        if parent_name and isinstance(parent, nn.Sequential):
+            parent[int(leaf)] = self.head
+        else:
+            setattr(parent, leaf, self.head)
         self.vocab_size = vocab_size
 
     def forward(self, x: torch.Tensor, task: torch.Tensor) -> torch.Tensor:
@@ -122,7 +155,7 @@ class PruneTuneConfig:
                 "tolerance": self.tolerance, "scan_step": self.scan_step, "importance": "GroupMagnitudeImportance(p=2)", "global_pruning": True}
 
 
-def build_unified(supernet: nn.Module, space: TaskSpace, *, init_net: nn.Module | None = None, seed: int = 0
+def build_unified(supernet: Supernet, space: TaskSpace, *, init_net: Supernet | None = None, seed: int = 0
                   ) -> UnifiedModel:
     """A unified model of the supernet's architecture, with ``init_net``'s weights (None: fresh ones)."""
     from host.supernets import build_network
@@ -136,8 +169,8 @@ def build_unified(supernet: nn.Module, space: TaskSpace, *, init_net: nn.Module 
     return UnifiedModel(trunk, space.vocab_size)
 
 
-def train_unified(supernet: nn.Module, space: TaskSpace, adapter: TaskAdapter, cfg: UnifiedConfig | None = None,
-                  *, init_net: nn.Module | None = None) -> tuple[UnifiedModel, TrainLog]:
+def train_unified(supernet: Supernet, space: TaskSpace, adapter: TaskAdapter, cfg: UnifiedConfig | None = None,
+                  *, init_net: Supernet | None = None) -> tuple[UnifiedModel, TrainLog]:
     """Train the unified model on all training tasks (seen + extra), mixed and shuffled."""
     cfg = cfg or UnifiedConfig()
     model = build_unified(supernet, space, init_net=init_net, seed=cfg.train.seed)
@@ -146,13 +179,9 @@ def train_unified(supernet: nn.Module, space: TaskSpace, adapter: TaskAdapter, c
     b = cfg.train.batch_size
 
     def step(gen: torch.Generator) -> tuple[torch.Tensor, int, int]:
-        tids = seen[torch.randint(len(seen), (b,), generator=gen)]
-        if len(extra):
-            use = torch.rand(b, generator=gen) < cfg.extra_fraction
-            tids = torch.where(use, extra[torch.randint(len(extra), (b,), generator=gen)], tids)
-        x, y = adapter.train_batch(tids, gen)
+        x, y, tids = adapter.train_mixed(seen, extra, cfg.extra_fraction, b, gen)
         out = model(x, enc[tids])
-        return adapter.loss(out, y), int((out.argmax(1) == y).sum()), b
+        return adapter.loss(out, y), adapter.correct(out, y), b
 
     log = run_training(step, list(model.parameters()), [model], cfg.train, stream="unified")
     model.eval()
@@ -179,7 +208,7 @@ def save_unified(model: UnifiedModel, log: TrainLog, cfg: UnifiedConfig, space: 
     return out_dir
 
 
-def load_unified(path: Path, supernet: nn.Module, space: TaskSpace) -> tuple[UnifiedModel, dict]:
+def load_unified(path: Path, supernet: Supernet, space: TaskSpace) -> tuple[UnifiedModel, dict]:
     """Load a unified model saved by :func:`save_unified` (checked against the space and the supernet)."""
     from safetensors.torch import load_file
 
@@ -283,7 +312,7 @@ def prune_to_budget(unified: UnifiedModel, predictor: Any, budget: ScenarioBudge
 
 
 def fold_task(pruned: UnifiedModel, kept: dict[str, torch.Tensor], task_encoding: torch.Tensor,
-              supernet: nn.Module, meta: dict) -> Any:
+              supernet: Supernet, meta: dict) -> Any:
     """The compact model of a pruned unified model with the task fixed (exactly the same outputs)."""
     from host.extraction import extract
 
@@ -305,25 +334,25 @@ def fold_task(pruned: UnifiedModel, kept: dict[str, torch.Tensor], task_encoding
 
 def fine_tune(compact: Any, adapter: TaskAdapter, task: Task, settings: TrainSettings) -> TrainLog:
     """Fine-tune a compact model on one task's training data (in place)."""
-    tid = torch.tensor([adapter.task_id(task)])  # type: ignore[attr-defined]
+    tid = torch.tensor([adapter.task_id(task)])
     b = settings.batch_size
 
     def step(gen: torch.Generator) -> tuple[torch.Tensor, int, int]:
-        x, y = adapter.train_batch(tid.expand(b), gen)
+        x, y, _ = adapter.train_batch(tid, b, gen)
         out = compact(x)
-        return adapter.loss(out, y), int((out.argmax(1) == y).sum()), b
+        return adapter.loss(out, y), adapter.correct(out, y), b
 
     log = run_training(step, list(compact.parameters()), [compact], settings, stream=f"finetune:{task.name}")
     compact.eval()
     return log
 
 
-def prune_tune(unified: UnifiedModel, supernet: nn.Module, adapter: TaskAdapter, task: Task, budget: ScenarioBudget,
+def prune_tune(unified: UnifiedModel, supernet: Supernet, adapter: TaskAdapter, task: Task, budget: ScenarioBudget,
                predictor: Any, cfg: PruneTuneConfig | None = None) -> BaselineModel:
     """Prune the unified model to the scenario's budget, fold the task in, fine-tune on the task's data."""
     cfg = cfg or PruneTuneConfig()
     t0, c0 = time.perf_counter(), time.process_time()
-    space = adapter.space  # type: ignore[attr-defined]
+    space = adapter.space
     pruned, kept, info = prune_to_budget(unified, predictor, budget, cfg)
     compact = fold_task(pruned, kept, space.encode([task])[0], supernet, pruned_meta(task, budget, info))
     info["seconds_prune"] = round(time.perf_counter() - t0, 3)

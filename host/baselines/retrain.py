@@ -32,6 +32,7 @@ from host.baselines.models import BaselineModel, ScenarioBudget, compact_with_fr
 from host.baselines.train import TrainSettings, run_training
 from host.errors import ConfigError, SearchError
 from host.gates import GateLayout
+from host.supernets import Supernet
 from host.tasks import Task
 
 
@@ -86,7 +87,7 @@ def size_uniform(layout: GateLayout, predictor: Any, budget: ScenarioBudget, gri
     return UniformWidth(float(fractions[i]), [int(c) for c in counts[i]], float(lat[i]), float(mem[i]))
 
 
-def l1_kept_gates(supernet: torch.nn.Module, counts: list[int]) -> list[torch.Tensor]:
+def l1_kept_gates(supernet: Supernet, counts: list[int]) -> list[torch.Tensor]:
     """Hard gates keeping, in each gated layer, the ``count`` filters with the largest L1 norm."""
     from host.baselines.models import gated_module
 
@@ -100,8 +101,8 @@ def l1_kept_gates(supernet: torch.nn.Module, counts: list[int]) -> list[torch.Te
     return gates
 
 
-def retrain(supernet: torch.nn.Module, adapter: TaskAdapter, task: Task, budget: ScenarioBudget, predictor: Any,
-            cfg: RetrainConfig | None = None, *, init_net: torch.nn.Module | None = None,
+def retrain(supernet: Supernet, adapter: TaskAdapter, task: Task, budget: ScenarioBudget, predictor: Any,
+            cfg: RetrainConfig | None = None, *, init_net: Supernet | None = None,
             size: UniformWidth | None = None) -> BaselineModel:
     """Size, initialise and train the Retrain model of one scenario (see the module docstring).
 
@@ -124,13 +125,13 @@ def retrain(supernet: torch.nn.Module, adapter: TaskAdapter, task: Task, budget:
     else:
         compact = compact_with_fresh_weights(supernet, gates_from_counts(layout, size.counts), meta=meta,
                                              seed=cfg.train.seed)
-    tid = torch.tensor([adapter.task_id(task)])  # type: ignore[attr-defined]
+    tid = torch.tensor([adapter.task_id(task)])
     b = cfg.train.batch_size
 
     def step(gen: torch.Generator) -> tuple[torch.Tensor, int, int]:
-        x, y = adapter.train_batch(tid.expand(b), gen)
+        x, y, _ = adapter.train_batch(tid, b, gen)
         out = compact(x)
-        return adapter.loss(out, y), int((out.argmax(1) == y).sum()), b
+        return adapter.loss(out, y), adapter.correct(out, y), b
 
     log = run_training(step, list(compact.parameters()), [compact], cfg.train, stream=f"retrain:{task.name}")
     compact.eval()

@@ -12,7 +12,8 @@
         SIGTERM, then waits; the agent exits within ~5 s);
     nnf profile-model ARTIFACT --agent HOST:PORT [--runtime R] [--input-shape 1,3,224,224] [--json]
         uploads ARTIFACT (nothing is sent when the agent already has it) and profiles it; the runtime
-        follows from the suffix (.pt torchscript, .pt2 torch_export, .onnx onnxruntime, .tflite litert).
+        follows from the suffix (.pt torchscript, .pt2 torch-export, .onnx onnx, .tflite tflite) and the
+        input shapes from the artifact's sidecar when ``nnf export`` wrote it.
 
 Every command that talks to an agent takes the same connection options (:func:`add_connection_args`):
 ``--agent HOST:PORT``, ``--token-file F`` (or ``$NNF_AGENT_TOKEN``; ``--token`` works but shows in ``ps``;
@@ -32,13 +33,24 @@ from pathlib import Path
 from typing import Any
 
 from host.cli import print_json
+from host.commands.options import (
+    RUNTIME_NAMES,
+    add_input_shape_arg,
+    add_runtime_arg,
+    add_target_arg,
+    add_warmup_runs_arg,
+    agent_address,
+    agent_runtime,
+    parse_shape,
+    sidecar_inputs,
+)
 from host.errors import AgentError, ConfigError
 
 
 # ------------------------------------------------------------------------------------------ connection options
 def add_connection_args(p: argparse.ArgumentParser, *, agent_required: bool = True) -> None:
     """``--agent HOST:PORT``, ``--token``, ``--token-file``, ``--tls-root-cert``: how to reach an agent."""
-    p.add_argument("--agent", required=agent_required, metavar="HOST:PORT",
+    p.add_argument("--agent", required=agent_required, metavar="HOST:PORT", type=agent_address,
                    help="address of the agent (the port is required; `nnf agent start --local` prints it)")
     p.add_argument("--token", default=None, help="bearer token (prefer --token-file or $NNF_AGENT_TOKEN)")
     p.add_argument("--token-file", default=None,
@@ -90,13 +102,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--no-auth", action="store_true", help="no token (loopback only; logged by the agent)")
     s.add_argument("--cache-dir", default=None, help="artifact cache (default ~/.cache/nnf-agent)")
     s.add_argument("--cache-quota-mb", type=float, default=None, help="cache quota (default: from the free disk)")
-    s.add_argument("--max-artifact-mb", type=float, default=None)
+    s.add_argument("--max-artifact-mb", type=float, default=None,
+                   help="largest artifact the agent accepts, in MB (default: the agent's)")
     s.add_argument("--worker-memory-mb", type=float, default=None,
                    help="memory a model may add on top of its runtime (default: a quarter of this machine's)")
     s.add_argument("--allow-pickle-formats", action="store_true",
                    help="accept torch.export (.pt2) archives (unpickled at load: trusted clients only)")
     s.add_argument("--tls-cert", default=None, help="serve TLS with this PEM certificate (with --tls-key)")
-    s.add_argument("--tls-key", default=None)
+    s.add_argument("--tls-key", default=None, help="the PEM private key of --tls-cert")
     s.add_argument("--device-lock", default=None,
                    help="flock file shared by all agents on this machine (default: the agent's; 'none': off)")
     s.add_argument("--log", default=None, help="agent log file (default: STATE_DIR/agent.log)")
@@ -122,7 +135,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     t = asub.add_parser("stop", help="stop a local agent (nnf agent start, nnf-agent serve, python -m agent serve)",
                         description="Send SIGTERM to a local agent process and wait for it to exit.")
-    t.add_argument("--pid", type=int, required=True)
+    t.add_argument("--pid", type=int, required=True, help="process id of the agent (`nnf agent start` prints it)")
     t.add_argument("--json", action="store_true", help="print one JSON object")
     t.set_defaults(func=run_stop)
 
@@ -132,19 +145,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("artifact", metavar="ARTIFACT", help="model file: .pt (TorchScript), .pt2 (torch.export), "
                                                         ".onnx, .tflite")
     add_connection_args(p)
-    p.add_argument("--runtime", default=None, choices=["torchscript", "torch_export", "onnxruntime", "litert"],
-                   help="runtime (default: from the file suffix)")
-    p.add_argument("--device", default="cpu", help="cpu (default) or cuda[:N]")
-    p.add_argument("--input-shape", action="append", default=[], metavar="D0,D1,...",
-                   help="input shape, once per input (needed for TorchScript; others record their shapes)")
-    p.add_argument("--input-dtype", default="float32")
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--warmup", type=int, default=None, help="warm-up runs (agent default 10)")
-    p.add_argument("--repeats", type=int, default=None, help="minimum timed runs (agent default 30)")
-    p.add_argument("--min-time-s", type=float, default=None, help="minimum timed duration (agent default 1 s)")
-    p.add_argument("--cooldown-ms", type=float, default=0.0)
+    add_runtime_arg(p, help="runtime (default: from the file suffix)")
+    add_target_arg(p, old_device_alias=True)
+    add_input_shape_arg(p, help="input shape incl. batch, e.g. 1,3,224,224, once per input (default: from the "
+                                "artifact's sidecar FILE.json; ONNX/TFLite files also record their own shapes)")
+    p.add_argument("--input-dtype", default="float32", help="dtype of the --input-shape inputs (default float32)")
+    p.add_argument("--threads", type=int, default=1, help="threads the model runs with (default 1)")
+    add_warmup_runs_arg(p)
+    p.add_argument("--repeats", type=int, default=None, help="minimum timed runs (default: the agent's, 30)")
+    p.add_argument("--min-time-s", type=float, default=None, help="minimum timed duration (default: the agent's, 1 s)")
+    p.add_argument("--cooldown-ms", type=float, default=0.0, help="pause between timed runs (default 0)")
     p.add_argument("--cpu", type=int, action="append", default=[], help="pin the worker to this CPU (repeatable)")
-    p.add_argument("--deadline-s", type=float, default=300.0)
+    p.add_argument("--deadline-s", type=float, default=300.0,
+                   help="give up on the measurement after this many seconds (default 300)")
     p.add_argument("--samples", action="store_true", help="include every raw sample in --json output")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=run_profile)
@@ -292,16 +305,6 @@ def run_stop(args: argparse.Namespace) -> int:
 
 
 # ------------------------------------------------------------------------------------------ profile-model
-def _parse_shape(text: str) -> tuple[int, ...]:
-    try:
-        shape = tuple(int(d) for d in text.replace("x", ",").split(",") if d.strip())
-    except ValueError:
-        raise ConfigError(f"--input-shape {text!r}: use comma-separated integers like 1,3,224,224") from None
-    if not shape or any(d <= 0 for d in shape):
-        raise ConfigError(f"--input-shape {text!r}: dimensions must be positive integers")
-    return shape
-
-
 def run_profile(args: argparse.Namespace) -> int:
     from agent.runtimes import runtime_from_suffix, runtime_name
     from host.client import ProfileRequest, TensorSpec
@@ -312,18 +315,19 @@ def run_profile(args: argparse.Namespace) -> int:
                           f"(.pt, .pt2, .onnx, .tflite); export a compact model first")
     if not path.is_file():
         raise ConfigError(f"artifact {path} does not exist")
-    runtime = args.runtime
+    runtime = agent_runtime(args.runtime)
     if runtime is None:
         rt = runtime_from_suffix(path)
         if rt == 0:
             raise ConfigError(f"cannot tell the runtime from the suffix {path.suffix!r}: pass --runtime "
-                              f"(torchscript, torch_export, onnxruntime, litert)")
+                              f"({', '.join(RUNTIME_NAMES)})")
         runtime = runtime_name(rt)
-    inputs = [TensorSpec(_parse_shape(s), args.input_dtype) for s in args.input_shape]
+    inputs = [TensorSpec(parse_shape(s), args.input_dtype) for s in args.input_shape] or [
+        TensorSpec(tuple(i["shape"]), str(i.get("dtype", "float32"))) for i in sidecar_inputs(path)]
     with client_from_args(args) as client:
         up = client.upload(path)
-        req = ProfileRequest(artifact_sha256=up.sha256, runtime=runtime, device=args.device, inputs=inputs,
-                             threads=args.threads, warmup_runs=args.warmup, repeats=args.repeats,
+        req = ProfileRequest(artifact_sha256=up.sha256, runtime=runtime, device=args.target, inputs=inputs,
+                             threads=args.threads, warmup_runs=args.warmup_runs, repeats=args.repeats,
                              min_time_s=args.min_time_s, cooldown_ms=args.cooldown_ms, deadline_s=args.deadline_s,
                              cpu_affinity=args.cpu)
         res = client.profile(req)

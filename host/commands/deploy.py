@@ -20,7 +20,7 @@ from host.cli import print_json
 from host.commands.devices import add_host_key_arg, add_inventory_arg
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(subparsers: argparse._SubParsersAction) -> None:
     specs = (
         ("deploy", "deploy the agent to a device over ssh/adb (or locally) and start it"),
         ("undeploy", "stop the agent on a device and remove what deploy copied"),

@@ -27,7 +27,8 @@ from host.commands.options import (
 
 def add_inventory_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--inventory", default=None,
-                   help="device inventory TOML (default: $NNF_INVENTORY, else ./devices.toml)")
+                   help="device inventory TOML (default: $NNF_INVENTORY, ./devices.toml, "
+                        "~/.config/nn-factory/devices.toml)")
 
 
 def add_host_key_arg(p: argparse.ArgumentParser) -> None:
@@ -36,7 +37,7 @@ def add_host_key_arg(p: argparse.ArgumentParser) -> None:
                         "(a changed key is still refused)")
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("devices", help="list, show and check the devices of the inventory",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="devices_command", metavar="ACTION")
@@ -136,9 +137,9 @@ def _profile(device: Any, args: argparse.Namespace) -> int:
             session.client() as client:
         if args.runtime:
             req = ProfileRequest(artifact_sha256="", runtime=agent_runtime(args.runtime), **kw)
-            res = client.upload_and_profile(args.artifact, req)  # type: ignore[attr-defined]
+            res = client.upload_and_profile(args.artifact, req)
         else:
-            res = client.upload_and_profile(args.artifact, **kw)  # type: ignore[attr-defined]
+            res = client.upload_and_profile(args.artifact, **kw)
     out = {"device": device.name, "artifact": str(args.artifact), "sha256": res.artifact_sha256,
            "runtime": res.runtime, "median_latency_us": res.median_latency_us, "p90_latency_us": res.p90_latency_us,
            "min_latency_us": res.min_latency_us, "samples": len(res.samples_ns), "peak_bytes": res.peak_bytes,

@@ -2,8 +2,9 @@
 
     nnf fit --device local-cpu [--backbone resnet_numvqa] [--test 100] [--drift-correct]
 
-Writes ``device_profiles/<device>.json`` (see ``host.profiling.device_profile``) with held-out accuracy figures for
-the paper's linear latency model and the improved one, and for the memory model.
+Writes ``<profiles dir>/<device>.json`` (default ``~/.local/share/nn-factory/device_profiles``; see
+docs/cli.md) with held-out accuracy figures for the paper's linear latency model and the improved one, and
+for the memory model. ``nnf generate --device`` finds it there (then among the profiles shipped with NN-Factory).
 """
 
 from __future__ import annotations
@@ -16,14 +17,14 @@ from host.errors import ConfigError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("fit", help="fit a device's predictors from its profiling campaign -> device_profiles/<device>.json",
+    p = sub.add_parser("fit", help="fit a device's predictors from its profiling campaign into its device profile",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", required=True, help="device name used with `nnf profile`")
     p.add_argument("--backbone", default=None, help="supernet config (needed when the device has several campaigns)")
     add_runtime_arg(p, help="runtime of the campaign (needed when the device has several campaigns)")
     p.add_argument("--store", default=None, help="campaign store path (default: found under --campaigns-dir)")
-    p.add_argument("--campaigns-dir", default=None, help="default $NNF_CAMPAIGNS_DIR or ./nnf-campaigns")
-    p.add_argument("--profiles-dir", default=None, help="default $NNF_PROFILES_DIR or the repository's device_profiles/")
+    p.add_argument("--campaigns-dir", default=None, help="where campaign stores live (default $NNF_CAMPAIGNS_DIR, else ~/.local/share/nn-factory/campaigns)")
+    p.add_argument("--profiles-dir", default=None, help="where to write the profile (default $NNF_PROFILES_DIR, else ~/.local/share/nn-factory/device_profiles)")
     p.add_argument("--test", type=int, default=100, help="held-out subnets for the accuracy figures (default 100)")
     p.add_argument("--test-store", default=None,
                    help="a separate campaign (same --seed, e.g. --passes 3) whose subnets are the held-out set")

@@ -23,16 +23,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--checkpoint", type=Path, default=None,
                    help="checkpoint or training-run directory (default: the checkpoint shipped for --space)")
     from host.commands.export import add_format_arguments  # --format/--int8/--calibration
+    from host.commands.options import agent_address
 
     add_format_arguments(p)
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     # device budgets (host.profiling.budget): search the largest limit whose model fits the device
-    p.add_argument("--device", default=None, help="device whose profile (device_profiles/<device>.json) sets the limit")
+    p.add_argument("--device", default=None, help="device whose fitted profile (`nnf fit`, or shipped) sets the limit")
     p.add_argument("--latency-ms", type=float, default=None, help="latency budget on --device (milliseconds)")
     p.add_argument("--memory-mb", type=float, default=None, help="memory budget on --device (MB = 10^6 bytes)")
     p.add_argument("--live", action="store_true",
                    help="measure candidates on the device's agent (--agent) instead of predicting them")
-    p.add_argument("--agent", default=None, metavar="HOST:PORT",
+    p.add_argument("--agent", default=None, metavar="HOST:PORT", type=agent_address,
                    help="the device's agent: with --live candidates are measured there; otherwise the chosen model "
                         "is measured there too (predicted vs. measured in the report)")
     p.add_argument("--token", default=None, help="agent bearer token (default: $NNF_AGENT_TOKEN)")

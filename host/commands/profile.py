@@ -4,7 +4,7 @@
     nnf profile --device a --agent HOST1:PORT --device b --agent HOST2:PORT --backbone resnet18
 
 Each device gets its own durable store (``<campaigns-dir>/<device>/<backbone>-<runtime>.sqlite``); running the
-same command again resumes where it stopped. See ``host.profiling`` for the measuring protocol.
+same command again resumes where it stopped. The measuring protocol: docs/campaigns.md.
 """
 
 from __future__ import annotations
@@ -26,7 +26,11 @@ LOOPBACK = ("127.0.0.1", "localhost", "[::1]", "::1")
 
 
 def default_campaigns_dir() -> Path:
-    return Path(os.environ.get("NNF_CAMPAIGNS_DIR", "nnf-campaigns"))
+    """``$NNF_CAMPAIGNS_DIR``, else ``$XDG_DATA_HOME/nn-factory/campaigns`` (see ``host.paths``)."""
+    from host.paths import user_data_dir
+
+    env = os.environ.get("NNF_CAMPAIGNS_DIR")
+    return Path(env) if env else user_data_dir() / "campaigns"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -41,7 +45,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_agent_arg(p, action="append",
                   help="address of the device's agent (one per --device, same order); without it each device is "
                         "looked up in the device inventory and reached through its deployed agent")
-    p.add_argument("--inventory", default=None, help="device inventory TOML (default $NNF_INVENTORY or ./devices.toml)")
+    p.add_argument("--inventory", default=None,
+                   help="device inventory TOML (default: $NNF_INVENTORY, ./devices.toml, ~/.config/nn-factory/devices.toml)")
     p.add_argument("--token", default=None, help="agent bearer token (default: $NNF_AGENT_TOKEN)")
     p.add_argument("--backbone", required=True, help="supernet config name, e.g. resnet_numvqa, resnet18")
     p.add_argument("--samples", type=int, default=2000, help="random subnets to measure (default 2000)")
@@ -71,7 +76,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--compression", default="none", choices=["none", "gzip", "deflate"],
                    help="compress uploads on the wire (pays off with --weights constant)")
     p.add_argument("--store", default=None, help="campaign store path (one device only)")
-    p.add_argument("--campaigns-dir", default=None, help="where stores live (default $NNF_CAMPAIGNS_DIR or ./nnf-campaigns)")
+    p.add_argument("--campaigns-dir", default=None, help="where stores live (default $NNF_CAMPAIGNS_DIR, else ~/.local/share/nn-factory/campaigns)")
     p.add_argument("--remote", action="store_true",
                    help="the agents do not share this machine even if reached over loopback (e.g. an ssh tunnel): "
                         "host work may then overlap their measurements")
@@ -126,7 +131,6 @@ def run(args: argparse.Namespace) -> int:
                                 min_time_s=args.min_time_s, deadline_s=args.deadline_s,
                                 clock=args.clock),
     )
-    builder = ExtractingBuilder(net, args.runtime, constant_weights=args.weights == "constant")
     root = Path(args.campaigns_dir) if args.campaigns_dir else default_campaigns_dir()
     token = args.token if args.token is not None else os.environ.get("NNF_AGENT_TOKEN")
     targets: list[DeviceTarget] = []
@@ -146,6 +150,8 @@ def run(args: argparse.Namespace) -> int:
             measurer = AgentMeasurer(addr, token=tok, device=args.target,
                                      compression=None if args.compression == "none" else args.compression)
             targets.append(DeviceTarget(name, measurer, store, local=local))
+            measurer.device_info()  # an unreachable agent fails now, before the builder's calibration
+        builder = ExtractingBuilder(net, args.runtime, constant_weights=args.weights == "constant")
         runner = CampaignRunner(plan, layout, builder, progress=not args.no_progress and not args.json)
         summaries = runner.run(targets, stop_after=args.stop_after)
     finally:

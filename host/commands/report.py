@@ -20,7 +20,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, type=Path, help="output directory (created; an earlier report is replaced)")
     p.add_argument("--results", type=Path, default=None,
                    help="benchmark result files (default: benchmarks/results of this checkout)")
-    p.add_argument("--profiles-dir", type=Path, default=None, help="device profiles (default: device_profiles/)")
+    p.add_argument("--profiles-dir", type=Path, default=None, help="device profiles (default: yours from `nnf fit`, then the shipped ones)")
     p.add_argument("--checkpoint", type=Path, action="append", default=None,
                    help="generator checkpoint to report on (repeatable; default: every shipped one)")
     p.add_argument("--json", action="store_true", help="print a summary as one JSON object")

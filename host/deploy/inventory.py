@@ -221,8 +221,14 @@ def parse_inventory(text: str, path: Path | None = None) -> Inventory:
 
 
 def default_inventory_path() -> Path:
-    """``$NNF_INVENTORY`` if set, else ``./devices.toml``."""
-    return Path(os.environ.get(INVENTORY_ENV, DEFAULT_INVENTORY))
+    """``$NNF_INVENTORY`` if set, else ``./devices.toml`` if it exists, else ``$XDG_CONFIG_HOME/nn-factory/devices.toml``."""
+    from host.paths import user_config_dir
+
+    env = os.environ.get(INVENTORY_ENV)
+    if env:
+        return Path(env)
+    here = Path(DEFAULT_INVENTORY)
+    return here if here.is_file() else user_config_dir() / DEFAULT_INVENTORY
 
 
 def load_inventory(path: str | os.PathLike[str] | None = None) -> Inventory:
@@ -230,7 +236,7 @@ def load_inventory(path: str | os.PathLike[str] | None = None) -> Inventory:
     p = Path(path) if path is not None else default_inventory_path()
     if not p.is_file():
         raise ConfigError(
-            f"device inventory {p} not found; create it (see docs/deploy.md) or pass --inventory PATH "
-            f"(or set {INVENTORY_ENV})"
+            f"device inventory {p} not found; create it (see docs/deploy.md; ./{DEFAULT_INVENTORY} in the current "
+            f"directory is used too) or pass --inventory PATH (or set {INVENTORY_ENV})"
         )
     return parse_inventory(p.read_text(encoding="utf-8"), p)

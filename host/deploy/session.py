@@ -15,12 +15,16 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
+from typing import TYPE_CHECKING, Any
 
 from host.deploy.deployer import AgentState, RemoteStatus, remote_status, start_agent
 from host.deploy.forward import Forwarder
 from host.deploy.inventory import Device
 from host.deploy.transport import Stream, Transport, connect
 from host.errors import DeployError
+
+if TYPE_CHECKING:
+    from host.client import AgentClient
 
 
 class DeviceSession:
@@ -51,11 +55,14 @@ class DeviceSession:
             self.transport.close()
             raise
 
-    def client(self, **kwargs: object) -> object:
-        """A :class:`host.client.AgentClient` connected through the tunnel, with the device's token."""
+    def client(self, **kwargs: Any) -> AgentClient:
+        """A :class:`host.client.AgentClient` connected through the tunnel, with the device's token.
+
+        ``kwargs`` are those of ``AgentClient`` (``timeout_s``, ``retries``, ``compression``, ...).
+        """
         from host.client import AgentClient
 
-        return AgentClient(self.address, token=self.token, **kwargs)  # type: ignore[arg-type]
+        return AgentClient(self.address, token=self.token, **kwargs)
 
     @property
     def address(self) -> str:

@@ -37,6 +37,7 @@ The report: chosen limit, activation ratio, predicted and measured latency/memor
 from __future__ import annotations
 
 import hashlib
+import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -48,6 +49,8 @@ import torch
 
 from host.errors import ConfigError, SearchError
 from host.gates import activation_ratio
+
+log = logging.getLogger(__name__)
 
 
 class GateAssembler(Protocol):
@@ -290,10 +293,13 @@ def live_search(
         row = _row(gates_all, i)
         key = gates_key(row)
         if key not in cache:
+            log.info("live: measuring the model for limit %.2f on the device ...", float(grid[i]))
             cache[key] = measure(row)
             new_measurements += 1
         lat, mem = cache[key]
         ok = bool(budget.fits(np.array([lat]), np.array([mem]))[0])
+        log.info("live: limit %.2f: %.3f ms, %.2f MB: %s", float(grid[i]), lat / 1000, mem / 1e6,
+                 "fits" if ok else "over budget")
         measured[i] = (lat, mem, ok)
         history.append({"limit": round(float(grid[i]), 6), "latency_ms": lat / 1000, "memory_mb": mem / 1e6, "fits": ok})
         return ok

@@ -17,11 +17,9 @@ Only measured profiles belong here: ``nnf fit`` writes them from a campaign stor
 
 from __future__ import annotations
 
-import contextlib
 import datetime as _dt
 import json
 import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +28,9 @@ from typing import Any
 import numpy as np
 
 from host.errors import ConfigError, SpecError, suggest
+from host.fileio import write_json_atomic
 from host.gates import GateLayout
+from host.paths import shipped_profiles_dir, user_data_dir
 from host.profiling.predictor import (
     LatencyModel,
     LatencySchema,
@@ -46,11 +46,31 @@ PROFILE_VERSION = 1
 
 
 def default_profiles_dir() -> Path:
-    """``$NNF_PROFILES_DIR``, else the repository's ``device_profiles/``."""
+    """Where ``nnf fit`` writes profiles: ``$NNF_PROFILES_DIR``, else ``$XDG_DATA_HOME/nn-factory/device_profiles``."""
     env = os.environ.get("NNF_PROFILES_DIR")
     if env:
         return Path(env)
-    return Path(__file__).resolve().parents[2] / "device_profiles"
+    return user_data_dir() / "device_profiles"
+
+
+def profile_dirs(root: Path | None = None) -> list[Path]:
+    """Where profiles are looked up, first match wins: ``root`` alone when given, else the user's profiles
+    (:func:`default_profiles_dir`) and then those shipped with NN-Factory (``device_profiles/``)."""
+    if root is not None:
+        return [Path(root)]
+    dirs = [default_profiles_dir()]
+    if shipped_profiles_dir() not in dirs:
+        dirs.append(shipped_profiles_dir())
+    return dirs
+
+
+def profile_path(device: str, root: Path | None = None) -> Path | None:
+    """The profile file of ``device`` (first in :func:`profile_dirs`), or None."""
+    for d in profile_dirs(root):
+        p = d / f"{safe_device_id(device)}.json"
+        if p.exists():
+            return p
+    return None
 
 
 def safe_device_id(name: str) -> str:
@@ -64,39 +84,22 @@ def entry_key(config: str, runtime: str) -> str:
 
 
 def atomic_write_json(path: Path, data: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent))
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=1, sort_keys=True)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; profiles are meant to be shared
-        os.replace(tmp, path)
-    except BaseException:
-        _unlink_quietly(tmp)
-        raise
-
-
-def _unlink_quietly(path: str) -> None:
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(path)
+    """Write a profile file atomically, with the umask's modes (``host.fileio``)."""
+    write_json_atomic(path, data, indent=1)
 
 
 def list_devices(root: Path | None = None) -> list[str]:
-    root = default_profiles_dir() if root is None else Path(root)
-    return sorted(p.stem for p in root.glob("*.json")) if root.is_dir() else []
+    return sorted({p.stem for d in profile_dirs(root) if d.is_dir() for p in d.glob("*.json")})
 
 
 def read_profile(device: str, root: Path | None = None) -> dict:
     """The whole profile file of a device (validated header)."""
-    root = default_profiles_dir() if root is None else Path(root)
-    path = root / f"{safe_device_id(device)}.json"
-    if not path.exists():
+    path = profile_path(device, root)
+    if path is None:
         known = list_devices(root)
+        where = " or ".join(str(d) for d in profile_dirs(root))
         raise ConfigError(
-            f"no device profile for {device!r} in {root} (known: {', '.join(known) or 'none'})."
+            f"no device profile for {device!r} in {where} (known: {', '.join(known) or 'none'})."
             + suggest(device, known)
             + " Profile it first: `nnf profile --device NAME ...` then `nnf fit --device NAME`"
         )
@@ -115,9 +118,10 @@ def read_profile(device: str, root: Path | None = None) -> dict:
 
 def write_profile_entry(device: str, device_info: dict, entry: dict, root: Path | None = None) -> Path:
     """Add or replace one (config, runtime) entry of a device's profile file, atomically."""
-    root = default_profiles_dir() if root is None else Path(root)
-    path = root / f"{safe_device_id(device)}.json"
-    data = read_profile(device, root) if path.exists() else {
+    target = default_profiles_dir() if root is None else Path(root)
+    path = target / f"{safe_device_id(device)}.json"
+    # a device whose profile ships with NN-Factory keeps its other entries in the user's copy
+    data = read_profile(device, root) if profile_path(device, root) is not None else {
         "format": PROFILE_FORMAT, "version": PROFILE_VERSION, "device_id": device, "profiles": {},
     }
     data["device"] = device_info

@@ -7,7 +7,6 @@ search.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import threading
 import time
@@ -20,6 +19,7 @@ import numpy as np
 import torch
 
 from host.errors import AgentError, CampaignError
+from host.fileio import sha256_file
 from host.profiling.build import RUNTIME_SUFFIX, BuiltArtifact, SubnetBuilder, gates_sha256
 from host.profiling.data import row_latency
 from host.profiling.plan import MeasureSettings
@@ -97,7 +97,7 @@ class AgentMeasurer:
         if self.client.has_artifact(sha256):
             return 0
         path = self.cache_dir / f"{sha256}{self.suffix}"
-        if not path.exists() or hashlib.sha256(path.read_bytes()).hexdigest() != sha256:
+        if not path.exists() or sha256_file(path) != sha256:
             blob = data()
             self.cache_dir.mkdir(parents=True, exist_ok=True)
             tmp = path.with_suffix(f".tmp{threading.get_ident()}")

@@ -15,7 +15,9 @@ no external resource) so it opens anywhere.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
+import functools
 import html
 import json
 import subprocess
@@ -170,51 +172,51 @@ def _write_page(page: _Page, results: dict[str, ResultFile], ckpts: list[Path], 
     _table2(page, results["numvqa_accuracy"])
     page.add("<h2 id=\"attrod\">AttrOD — mAP@0.5 of generated detectors</h2>")
     _attrod(page, results["attrod_accuracy"])
+    baselines = _space_parts(results["baselines"])
     page.add("<h2 id=\"table3\">Table 3 — NN-Factory vs. Retrain vs. Prune&amp;Tune under device budgets</h2>")
-    _table3(page, results["baselines"])
+    for space, part in baselines:
+        if len(baselines) > 1:
+            page.add(f"<h3>{esc(space)}</h3>")
+        _table3(page, part)
+    _skipped_spaces(page, results["baselines"])
     page.add("<h2 id=\"table4\">Table 4 — customization cost</h2>")
-    _table4(page, results["baselines"], factories)
+    for space, part in baselines:
+        if len(baselines) > 1:
+            page.add(f"<h3>{esc(space)}</h3>")
+        _table4(page, part)
+    _one_time(page, results["baselines"], factories)
     page.add("<h2 id=\"fig10\">Fig. 10 — quality vs. latency budget</h2>")
-    if _usable(page, results["baselines"], "quality vs. latency budget"):
-        rf = results["baselines"]
-        page.figure("fig10_quality_vs_budget", "Fig. 10: quality vs. latency budget",
-                    lambda p: F.quality_vs_budget(rf.data, p), _source(rf))
+    for space, part in baselines:
+        if _usable(page, part, "quality vs. latency budget"):
+            page.figure(f"fig10_quality_vs_budget_{space}", f"Fig. 10: quality vs. latency budget ({space})",
+                        functools.partial(F.quality_vs_budget, part.data or {}), _source(part))
     page.add("<h2 id=\"fig11\">Fig. 11 — activation ratio vs. limit</h2>")
-    for factory, ckpt_src in factories:
-        page.figure(f"fig11_ratio_vs_limit_{factory.space.name}", f"Fig. 11: activation ratio vs. limit ({factory.space.name})",
-                    lambda p, f=factory: F.ratio_vs_limit(f, p), ckpt_src)
-    if not factories:
-        _no_generator(page)
+    _per_generator(page, factories, "fig11_ratio_vs_limit", "Fig. 11: activation ratio vs. limit",
+                   lambda f: functools.partial(F.ratio_vs_limit, f))
     page.add("<h2 id=\"fig12\">Fig. 12 — training curves</h2>")
-    for factory, ckpt_src in factories:
-        page.figure(f"fig12_training_{factory.space.name}", f"Fig. 12: training curves ({factory.space.name})",
-                    lambda p, f=factory: F.training_curves(f.meta, p), ckpt_src)
-    if not factories:
-        _no_generator(page)
+    _per_generator(page, factories, "fig12_training", "Fig. 12: training curves",
+                   lambda f: functools.partial(F.training_curves, f.meta))
     page.add("<h2 id=\"fig13\">Fig. 13 — predictor accuracy vs. profiled subnets</h2>")
     if _usable(page, results["predictor_accuracy"], "predictor accuracy vs. profiled subnets"):
         rf = results["predictor_accuracy"]
         page.figure("fig13_predictor_accuracy", "Fig. 13: predictor accuracy vs. profiled subnets",
-                    lambda p: F.predictor_accuracy(rf.data, p), _source(rf))
+                    lambda p: F.predictor_accuracy(rf.data or {}, p), _source(rf))
     _profiles_table(page, profiles_dir)
     page.add("<h2 id=\"scatter\">Predicted vs. measured latency and memory</h2>")
-    if _usable(page, results["baselines"], "predicted vs. measured (the comparison's final models)"):
-        rf = results["baselines"]
-        page.figure("predicted_vs_measured", "Predicted vs. measured latency and memory",
-                    lambda p: F.predicted_vs_measured(rf.data, p), _source(rf))
+    for space, part in baselines:
+        if _usable(page, part, "predicted vs. measured (the comparison's final models)"):
+            page.figure(f"predicted_vs_measured_{space}", f"Predicted vs. measured latency and memory ({space})",
+                        functools.partial(F.predicted_vs_measured, part.data or {}), _source(part))
     page.add("<h2 id=\"fig14\">Fig. 14 — unseen tasks</h2>")
     if _usable(page, results["numvqa_accuracy"], "NumVQA accuracy per limit"):
         rf = results["numvqa_accuracy"]
-        page.figure("fig14_unseen_tasks", "Fig. 14: unseen tasks (NumVQA)", lambda p: F.unseen_tasks(rf.data, p),
+        page.figure("fig14_unseen_tasks", "Fig. 14: unseen tasks (NumVQA)", lambda p: F.unseen_tasks(rf.data or {}, p),
                     _source(rf))
     page.add("<h2 id=\"fig15\">Fig. 15 — gate similarity across tasks and across limits</h2>")
-    for factory, ckpt_src in factories:
-        page.figure(f"fig15_tasks_{factory.space.name}", f"Fig. 15a: gate similarity across tasks ({factory.space.name})",
-                    lambda p, f=factory: F.gate_similarity_tasks(f, p), ckpt_src)
-        page.figure(f"fig15_limits_{factory.space.name}", f"Fig. 15b: gate similarity across limits ({factory.space.name})",
-                    lambda p, f=factory: F.gate_similarity_limits(f, p), ckpt_src)
-    if not factories:
-        _no_generator(page)
+    _per_generator(page, factories, "fig15_tasks", "Fig. 15a: gate similarity across tasks",
+                   lambda f: functools.partial(F.gate_similarity_tasks, f))
+    _per_generator(page, factories, "fig15_limits", "Fig. 15b: gate similarity across limits",
+                   lambda f: functools.partial(F.gate_similarity_limits, f))
     _inputs(page, results, results_dir, ckpts)
 
 
@@ -239,9 +241,39 @@ def _load_generators(page: _Page, ckpts: list[Path]) -> list[tuple[Any, str]]:
     return out
 
 
+def _per_generator(page: _Page, factories: list[tuple[Any, str]], name: str, title: str,
+                   draw: Callable[[Any], Callable[[Path], str]]) -> None:
+    """One figure per shipped generator (``name_<space>.png``); without any, say how to get one."""
+    for factory, ckpt_src in factories:
+        space = factory.space.name
+        page.figure(f"{name}_{space}", f"{title} ({space})", draw(factory), ckpt_src)
+    if not factories:
+        _no_generator(page)
+
+
 def _no_generator(page: _Page) -> None:
     page.missing("a trained generator checkpoint", "host/checkpoints/<space>_*",
                  "nnf train --space numvqa --out runs/numvqa && python scripts/ship_checkpoint.py runs/numvqa")
+
+
+def _space_parts(rf: ResultFile) -> list[tuple[str, ResultFile]]:
+    """A comparison result per task space (a result of several spaces keeps each one's figures apart)."""
+    d = rf.data
+    if d is None:
+        return [("", rf)]
+    by_space = d.get("by_space")
+    if not isinstance(by_space, dict) or not by_space:
+        return [(str(d.get("space", "")), rf)]
+    out = []
+    for space, part in by_space.items():
+        rows = [r for r in d.get("scenarios", []) if r.get("space") == space]
+        out.append((space, dataclasses.replace(rf, data={**part, "scenarios": rows, "quick": d.get("quick")})))
+    return out
+
+
+def _skipped_spaces(page: _Page, rf: ResultFile) -> None:
+    for space, why in ((rf.data or {}).get("skipped_spaces") or {}).items():
+        page.add(f'<div class="missing"><b>{esc(space)}</b> was not compared: {esc(why)}</div>')
 
 
 def _usable(page: _Page, rf: ResultFile, what: str) -> bool:
@@ -254,7 +286,7 @@ def _usable(page: _Page, rf: ResultFile, what: str) -> bool:
 def _table2(page: _Page, rf: ResultFile) -> None:
     if not _usable(page, rf, "Table 2"):
         return
-    d = rf.data
+    d = rf.data or {}
     limits = sorted(set(d.get("seen", {})) | set(d.get("unseen", {})), key=float)
     rows = []
     for k in limits:
@@ -273,7 +305,7 @@ def _table2(page: _Page, rf: ResultFile) -> None:
 def _attrod(page: _Page, rf: ResultFile) -> None:
     if not _usable(page, rf, "the AttrOD table"):
         return
-    d = rf.data
+    d = rf.data or {}
     rows = []
     for split in ("seen", "unseen"):
         for k, v in sorted((d.get(split) or {}).items(), key=lambda kv: float(kv[0])):
@@ -298,7 +330,7 @@ def _ok(v: bool | None) -> str:
 def _table3(page: _Page, rf: ResultFile) -> None:
     if not _usable(page, rf, "Table 3"):
         return
-    d = rf.data
+    d = rf.data or {}
     metric = d.get("metric", "accuracy")
     head = ("<tr><th class=l rowspan=2>task</th><th rowspan=2>budget ms</th>"
             + "".join(f"<th colspan=4>{esc(lbl)}</th>" for lbl in F.METHOD_LABELS.values())
@@ -339,9 +371,9 @@ def _table3(page: _Page, rf: ResultFile) -> None:
         f"as measured {_ok(t.get('nnfactory_meets_every_budget'))}. Source: {esc(_source(rf))}</p>")
 
 
-def _table4(page: _Page, rf: ResultFile, factories: list[tuple[Any, str]]) -> None:
+def _table4(page: _Page, rf: ResultFile) -> None:
     if _usable(page, rf, "Table 4 (per-scenario cost)"):
-        d = rf.data
+        d = rf.data or {}
         rows = []
         for r in d["scenarios"]:
             cells = "".join(f"<td>{_fmt(r.get(m, {}).get('seconds'), '.3f' if m == 'nnfactory' else '.1f')}</td>"
@@ -359,7 +391,10 @@ def _table4(page: _Page, rf: ResultFile, factories: list[tuple[Any, str]]) -> No
                  f"<b>{_fmt(t.get('speedup_vs_retrain'), '.0f')}×</b> (target ≥ 1000× "
                  f"{_ok(t.get('speedup_at_least_1000'))}; paper: 3.6 s per scenario, ~4000×). "
                  f"Source: {esc(_source(rf))}</p>")
-    # one-time preparation
+
+
+def _one_time(page: _Page, rf: ResultFile, factories: list[tuple[Any, str]]) -> None:
+    """One-time preparation: generator training (from the checkpoints), the baselines' own, campaigns."""
     rows = []
     for factory, _src in factories:
         ts = factory.meta.get("train_state", {})
@@ -370,7 +405,7 @@ def _table4(page: _Page, rf: ResultFile, factories: list[tuple[Any, str]]) -> No
         rows.append(f"<tr><td class=l>NN-Factory supernet + assembler training ({esc(factory.space.name)})</td>"
                     f"<td>{total:.0f}</td><td class=l>checkpoint train_state ({esc(note)}; step {esc(ts.get('step'))})</td></tr>")
     if rf.present:
-        ot = rf.data.get("one_time_seconds", {})
+        ot = (rf.data or {}).get("one_time_seconds", {})
         labels = {"baselines_backbone_pretraining": "baselines' backbone pre-training",
                   "prune_tune_unified_training": "Prune&Tune unified model training",
                   "device_campaign": "profiling campaign of the device"}
@@ -390,12 +425,12 @@ def _table4(page: _Page, rf: ResultFile, factories: list[tuple[Any, str]]) -> No
 
 
 def _profiles_table(page: _Page, profiles_dir: Path | None) -> None:
-    from host.device_profile import default_profiles_dir, list_devices, read_profile
+    from host.profiling.device_profile import default_profiles_dir, list_devices, profile_path, read_profile
 
-    root = Path(profiles_dir) if profiles_dir is not None else default_profiles_dir()
+    root = Path(profiles_dir) if profiles_dir is not None else None
     devices = list_devices(root)
     if not devices:
-        page.missing("a fitted device profile", str(root), "nnf profile --device D --agent HOST:PORT && nnf fit --device D")
+        page.missing("a fitted device profile", str(root or default_profiles_dir()), "nnf profile --device D --agent HOST:PORT && nnf fit --device D")
         return
     rows = []
     for dev in devices:
@@ -404,7 +439,7 @@ def _profiles_table(page: _Page, profiles_dir: Path | None) -> None:
         except Exception as exc:
             rows.append(f"<tr><td class=l>{esc(dev)}</td><td colspan=5 class=l>unreadable: {esc(exc)}</td></tr>")
             continue
-        page.report.inputs.append({"kind": "device_profile", "path": str(root / f"{dev}.json")})
+        page.report.inputs.append({"kind": "device_profile", "path": str(profile_path(dev, root))})
         for key, e in sorted(data.get("profiles", {}).items()):
             acc = e.get("accuracy", {})
             lat = acc.get("latency", {})

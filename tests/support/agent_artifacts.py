@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 
-def _save_onnx(graph, path: Path) -> Path:  # noqa: ANN001 - onnx.GraphProto
+def _save_onnx(graph, path: Path) -> Path:
     import onnx
     from onnx import helper
 
@@ -79,7 +79,7 @@ def onnx_oom(path: Path) -> Path:
     return _save_onnx(graph, path)
 
 
-def _tiny_torch_module():  # noqa: ANN202
+def _tiny_torch_module():
     import torch
 
     torch.manual_seed(0)
@@ -121,9 +121,84 @@ def tflite(path: Path) -> Path:
     k = tf.constant(rng.standard_normal((3, 3, 3, 8)).astype(np.float32))
 
     @tf.function(input_signature=[tf.TensorSpec([1, 16, 16, 3], tf.float32)])
-    def f(x):  # noqa: ANN001, ANN202
+    def f(x):
         return tf.reduce_mean(tf.nn.relu(tf.nn.conv2d(x, k, 1, "SAME")), axis=[1, 2])
 
     conv = tf.lite.TFLiteConverter.from_concrete_functions([f.get_concrete_function()], f)
     path.write_bytes(conv.convert())
     return path
+
+
+def torchscript_file_writer(path: Path, marker: Path) -> Path:
+    """A TorchScript model whose forward writes a file (``torch.save`` -> ``aten::save``) at ``marker``."""
+    import torch
+
+    class Writer(torch.nn.Module):
+        def __init__(self, target: str) -> None:
+            super().__init__()
+            self.target = target
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            torch.save(x, self.target)
+            return x + 1
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # torch 2.13 marks torch.jit.script deprecated
+        torch.jit.script(Writer(str(marker))).save(str(path))
+    return path
+
+
+class _Exec:
+    """Unpickling this runs ``exec(code)``."""
+
+    def __init__(self, code: str) -> None:
+        self.code = code
+
+    def __reduce__(self):
+        return (exec, (self.code,))
+
+
+def pt2_pickle_writer(path: Path, marker: Path) -> Path:
+    """A torch.export archive whose example-inputs member is a pickle that writes ``marker`` when loaded
+    (``torch.export.load`` falls back to ``torch.load`` with ``weights_only=False`` on it)."""
+    import io
+    import zipfile
+
+    import torch
+
+    good = torch_export(path.with_suffix(".good.pt2"))
+    buf = io.BytesIO()
+    torch.save(_Exec(f"open({str(marker)!r}, 'w').write('pwned')"), buf)
+    with zipfile.ZipFile(good) as src, zipfile.ZipFile(path, "w") as dst:
+        for info in src.infolist():
+            data = src.read(info.filename)
+            if info.filename.endswith("data/sample_inputs/model.pt"):
+                data = buf.getvalue()
+            dst.writestr(info, data)
+    good.unlink()
+    return path
+
+
+def has_torch() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("torch") is not None
+
+
+def has_ort() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("onnxruntime") is not None
+
+
+def kernel_landlock_abi() -> int:
+    """The kernel's Landlock ABI version (0: none), asked directly (landlock_create_ruleset, VERSION flag)."""
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.syscall.restype = ctypes.c_long
+        v = libc.syscall(444, None, ctypes.c_size_t(0), ctypes.c_uint32(1))
+    except (OSError, AttributeError):
+        return 0
+    return int(v) if v > 0 else 0

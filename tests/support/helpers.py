@@ -1,4 +1,4 @@
-"""Test helpers (importable from tests as ``from tests.helpers import ...``)."""
+"""Test helpers (importable from tests as ``from tests.support.helpers import ...``)."""
 
 from __future__ import annotations
 
