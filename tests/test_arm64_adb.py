@@ -18,8 +18,8 @@ import pytest
 
 from host.cli import main
 from host.deploy.session import DeviceSession
-from tests.agent_artifacts import tflite
 from tests.support.adb_emulator import AdbEmulator
+from tests.support.agent_artifacts import tflite
 from tests.support.arm64 import DEVICE_PYTHON, Arm64Device
 from tests.support.deploy_helpers import write_inventory
 

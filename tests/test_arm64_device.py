@@ -20,7 +20,7 @@ from host.deploy import deployer
 from host.deploy.session import DeviceSession
 from host.deploy.transport import connect
 from host.errors import DeployError
-from tests.agent_artifacts import tflite
+from tests.support.agent_artifacts import tflite
 from tests.support.arm64 import DEVICE_PYTHON, Arm64Device, mounts_under
 from tests.support.deploy_helpers import onnx_mlp, write_inventory
 
