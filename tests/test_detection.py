@@ -134,6 +134,7 @@ def test_detector_profiling_artifacts_and_structure_model():
         exact.param_bytes, exact.peak_activation_bytes)
 
 
+@pytest.mark.slow  # trains a detector, then generates and evaluates
 def test_training_generation_and_eval(tmp_path: Path, capsys):
     """Pre-training and joint steps on AttrOD scenes, resumed exactly; generation and mAP evaluation."""
     kw = dict(space="attrod", backbone="centernet_tiny", steps=4, pretrain_steps=2, batch_size=4,

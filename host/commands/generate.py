@@ -37,6 +37,16 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="the device's agent: with --live candidates are measured there; otherwise the chosen model "
                         "is measured there too (predicted vs. measured in the report)")
     p.add_argument("--token", default=None, help="agent bearer token (default: $NNF_AGENT_TOKEN)")
+    p.add_argument("--inventory", default=None,
+                   help="device inventory: with --live and no --agent, --device names an inventory device whose "
+                        "deployed agent is reached through its ssh/adb tunnel (default $NNF_INVENTORY or ./devices.toml)")
+    p.add_argument("--warmup", type=int, default=None,
+                   help="with --live: warm-up runs per candidate (default: the device profile's campaign settings)")
+    p.add_argument("--repeats", type=int, default=None,
+                   help="with --live: timed runs per candidate, with no minimum time (e.g. 3 on a slow device)")
+    p.add_argument("--runtime", default=None, choices=["torchscript", "torch_export", "onnxruntime", "litert"],
+                   help="runtime to measure candidates with on the agent (default: the device profile's, else "
+                        "torchscript); e.g. onnxruntime for a device without PyTorch")
     p.add_argument("--search", default="batched", choices=["batched", "algorithm1"],
                    help="predictor search: one batched pass (default) or the paper's Algorithm 1 (same answer)")
     p.add_argument("--profiles-dir", type=Path, default=None, help="device profiles directory")
@@ -108,10 +118,32 @@ def _run_device(args: argparse.Namespace, factory, load_s: float) -> int:
 
     budget = Budget(latency_ms=args.latency_ms, memory_mb=args.memory_mb)
     token = args.token if args.token is not None else os.environ.get("NNF_AGENT_TOKEN")
-    _, report = generate_for_device(
-        factory, args.task, safe_device_id(args.device), budget, live=args.live, agent=args.agent, token=token,
-        method=args.search, out_dir=args.out, profiles_root=args.profiles_dir,
-    )
+    measure = None
+    if args.warmup is not None or args.repeats is not None:
+        from dataclasses import replace
+
+        from host.profiling.plan import MeasureSettings
+
+        measure = MeasureSettings()
+        if args.warmup is not None:
+            measure = replace(measure, warmup_runs=args.warmup)
+        if args.repeats is not None:
+            measure = replace(measure, repeats=args.repeats, min_time_s=0.0)
+    agent, session = args.agent, None
+    if args.live and agent is None:  # an inventory device: its deployed agent, through the ssh/adb tunnel
+        from host.commands.profile import open_device_session
+
+        session, _ = open_device_session(args.device, args.inventory)
+        agent, token = session.address, session.token
+    try:
+        _, report = generate_for_device(
+            factory, args.task, safe_device_id(args.device), budget, live=args.live, agent=agent, token=token,
+            method=args.search, out_dir=args.out, profiles_root=args.profiles_dir, runtime=args.runtime,
+            measure_settings=measure,
+        )
+    finally:
+        if session is not None:
+            session.close()
     report["seconds_load_checkpoint"] = round(load_s, 4)
     from host.commands.export import export_after_generate
 

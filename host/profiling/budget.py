@@ -427,8 +427,11 @@ def generate_for_device(
     measure_settings: Any = None,
     predictor: Any = None,
     chunk: int | None = None,
+    runtime: str | None = None,
 ) -> tuple[Any, dict]:
     """Search, extract and (optionally) save; returns (compact model, report dict).
+
+    runtime: the agent runtime candidates are measured with (default: the device profile's, else torchscript).
 
     predictor: an already loaded ``DevicePredictor`` (a long-running service loads it once); default: load
     the device's profile for this supernet.
@@ -459,7 +462,7 @@ def generate_for_device(
         from host.profiling.plan import MeasureSettings
 
         agent_measurer = AgentMeasurer(agent, token=token)
-        runtime = predictor.runtime if predictor is not None else "torchscript"
+        runtime = runtime or (predictor.runtime if predictor is not None else "torchscript")
         if measure_settings is None and predictor is not None and isinstance(predictor.entry.get("measure"), dict):
             known = MeasureSettings.__dataclass_fields__
             measure_settings = MeasureSettings(**{k: v for k, v in predictor.entry["measure"].items() if k in known})
