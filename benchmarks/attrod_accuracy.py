@@ -146,7 +146,7 @@ def main() -> None:
         print(f"int8 exports at limit 0.3 (mAP@0.5 on {args.per_task} test scenes): " + "; ".join(
             f"{n}: " + ", ".join(f"{k} {v:.4f}" for k, v in row.items()) for n, row in int8.items() if n != "limit"))
     if args.skip_limits:
-        _util.emit({"int8": int8}, args.json)
+        _util.emit({"int8": int8}, args.json, name="attrod_int8")  # not the per-limit result file
         return
     res = evaluate_generated(factory, LIMITS, per_task=args.per_task)
     per_task = {}
