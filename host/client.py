@@ -143,11 +143,11 @@ def error_for(code: grpc.StatusCode, kind: str, message: str) -> AgentError:
         cls = AgentAuthError
     elif code == grpc.StatusCode.DEADLINE_EXCEEDED:
         cls = AgentTimeoutError
-    elif code == grpc.StatusCode.DATA_LOSS or kind == "too_large":
+    elif code == grpc.StatusCode.DATA_LOSS or kind == ErrorKind.TOO_LARGE:
         cls = AgentArtifactError
-    elif kind in ("oom", "crash") or code == grpc.StatusCode.INTERNAL:
+    elif kind in (ErrorKind.OOM, ErrorKind.CRASH) or code == grpc.StatusCode.INTERNAL:
         cls = AgentModelError
-    elif kind == "busy":
+    elif kind == ErrorKind.BUSY:
         cls = AgentBusyError
     else:
         cls = AgentRequestError

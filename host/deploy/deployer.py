@@ -28,6 +28,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from agent.protocol import LISTENING_PREFIX  # the line the agent prints once bound (the wire contract)
 from host.deploy.inventory import Device
 from host.deploy.package import (
     MIN_DEVICE_PYTHON,
@@ -244,7 +245,6 @@ def stop_agent(transport: Transport, workdir: str, timeout_s: int = 10) -> bool:
     return True
 
 
-LISTENING_PREFIX = "NNF_AGENT_LISTENING"  # the agent prints "NNF_AGENT_LISTENING host=H port=P pid=N"
 
 
 def agent_command(device: Device, workdir: str, release_id: str) -> str:
