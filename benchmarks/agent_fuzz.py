@@ -53,7 +53,7 @@ import grpc
 from agent._proto.nnfactory.agent.v1 import agent_pb2 as pb
 from agent.launch import LocalAgent, start_local_agent
 from agent.protocol import ERROR_KIND_KEY
-from tests import agent_artifacts as A
+from tests.support import agent_artifacts as A
 
 SERVICE = "/nnfactory.agent.v1.ProfilingAgent/"
 UNARY = ["GetDeviceInfo", "HasArtifact", "Profile", "DeleteArtifacts", "CacheStats"]

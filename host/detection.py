@@ -80,13 +80,14 @@ def make_targets(boxes: torch.Tensor, classes: torch.Tensor, positive: torch.Ten
     iy = cy.floor().clamp(0, oh - 1)
     radius = gaussian_radius(h, w).floor().clamp(min=0)
     sigma = (2 * radius + 1) / 6
-    xs = torch.arange(ow, dtype=torch.float32).view(1, 1, 1, ow)
-    ys = torch.arange(oh, dtype=torch.float32).view(1, 1, oh, 1)
+    dev = boxes.device
+    xs = torch.arange(ow, dtype=torch.float32, device=dev).view(1, 1, 1, ow)
+    ys = torch.arange(oh, dtype=torch.float32, device=dev).view(1, 1, oh, 1)
     dx, dy = xs - ix[..., None, None], ys - iy[..., None, None]
     g = torch.exp(-(dx**2 + dy**2) / (2 * sigma[..., None, None] ** 2))
     g = g * ((dx.abs() <= radius[..., None, None]) & (dy.abs() <= radius[..., None, None]))
     g = g * positive[..., None, None]
-    heat = torch.zeros(b, num_classes, oh, ow)
+    heat = torch.zeros(b, num_classes, oh, ow, device=dev)
     for k in range(num_classes):
         sel = (classes == k)[..., None, None]
         heat[:, k] = (g * sel).amax(dim=1) if n else heat[:, k]
@@ -176,8 +177,10 @@ def coco_map50(
     {index: AP or None}, "gt": objects, "images": images}. Images without ground truth still count
     (their detections are false positives).
     """
-    from pycocotools.coco import COCO
-    from pycocotools.cocoeval import COCOeval
+    from host.exports._util import require
+
+    COCO = require("pycocotools.coco", "mAP@0.5 of detectors (COCOeval)", "host", "pycocotools").COCO
+    COCOeval = require("pycocotools.cocoeval", "mAP@0.5 of detectors (COCOeval)", "host", "pycocotools").COCOeval
 
     if not (len(gt_boxes) == len(gt_classes) == len(detections)):
         raise ConfigError("coco_map50 needs the same number of images in gt_boxes, gt_classes and detections")
@@ -323,7 +326,8 @@ class DetectionObjective:
         return sampler.draw_train(seen, b, gen)
 
     def positives(self, scenes: Any) -> torch.Tensor:
-        return scenes.positives(self.pair_masks[scenes.task_ids])
+        masks = self.pair_masks.to(scenes.task_ids.device)
+        return scenes.positives(masks[scenes.task_ids])
 
     def joint_loss(self, out: torch.Tensor, scenes: Any) -> tuple[torch.Tensor, dict]:
         t = self._targets(scenes, out, scenes.category, self.positives(scenes), self.num_classes)
@@ -331,22 +335,29 @@ class DetectionObjective:
 
     # -- validation ----------------------------------------------------------------------------------
     def validate(self, models: Any, cfg: Any) -> dict[str, float]:
-        """mAP@0.5 and activation ratio at ``cfg.eval_limit`` on the val split, seen and unseen tasks."""
+        """Mean mAP@0.5 and activation ratio on the val split, seen and unseen tasks, at ``cfg.eval_limit``
+        (keys ``seen_map50`` ...) and each of ``cfg.extra_eval_limits`` (keys ``seen_map50@0.1`` ...);
+        ``select`` (what the best checkpoint maximises) is the mean seen mAP@0.5 over those limits."""
         from host.tasks import get_family
 
         if self._val is None:
             ids = torch.tensor([i for i, t in enumerate(self.space.tasks) if t.split in ("seen", "unseen")])
             sampler = get_family(self.space.family).make_sampler(self.space, "val")
             self._val = sampler.task_scenes(ids, cfg.eval_per_task, seed=cfg.seed + 7919)
-        res = evaluate_tasks(models.supernet, models.assembler, self.space, self._val, [cfg.eval_limit])
-        rows = res[float(cfg.eval_limit)]
+        limits = [float(cfg.eval_limit), *(float(x) for x in getattr(cfg, "extra_eval_limits", ()))]
+        res = evaluate_tasks(models.supernet, models.assembler, self.space, self._val, limits)
         out: dict[str, float] = {}
-        for split in ("seen", "unseen"):
-            vals = [r for tid, r in rows.items() if self.space.tasks[tid].split == split and r["map50"] is not None]
-            if vals:
-                out[f"{split}_map50"] = sum(r["map50"] for r in vals) / len(vals)
-                out[f"{split}_ratio"] = sum(r["ratio"] for r in vals) / len(vals)
-        out["select"] = out.get("seen_map50", 0.0)  # what the best checkpoint maximises
+        seen_scores = []
+        for i, lim in enumerate(limits):
+            suffix = "" if i == 0 else f"@{lim:g}"
+            rows = res[lim]
+            for split in ("seen", "unseen"):
+                vals = [r for tid, r in rows.items() if self.space.tasks[tid].split == split and r["map50"] is not None]
+                if vals:
+                    out[f"{split}_map50{suffix}"] = sum(r["map50"] for r in vals) / len(vals)
+                    out[f"{split}_ratio{suffix}"] = sum(r["ratio"] for r in vals) / len(vals)
+            seen_scores.append(out.get(f"seen_map50{suffix}", 0.0))
+        out["select"] = sum(seen_scores) / len(seen_scores)  # what the best checkpoint maximises
         return out
 
 
@@ -377,19 +388,20 @@ def evaluate_tasks(supernet: nn.Module, assembler: nn.Module, space: Any, scenes
     supernet.eval()
     assembler.eval()
     try:
-        task_ids = torch.unique(scenes.task_ids)
-        enc = space.encode([space.tasks[i] for i in task_ids.tolist()])
+        dev = next(supernet.parameters()).device
+        task_ids = torch.unique(scenes.task_ids.cpu())
+        enc = space.encode([space.tasks[i] for i in task_ids.tolist()]).to(dev)
         out: dict[float, dict[int, dict[str, Any]]] = {}
         for limit in limits:
-            res = assembler.generate(enc, torch.full((enc.shape[0],), float(limit), dtype=torch.float64))
+            res = assembler.generate(enc, torch.full((enc.shape[0],), float(limit), dtype=torch.float64, device=dev))
             rows: dict[int, dict[str, Any]] = {}
             for j, tid in enumerate(task_ids.tolist()):
-                sel = torch.nonzero(scenes.task_ids == tid).flatten()
+                sel = torch.nonzero(scenes.task_ids.cpu() == tid).flatten()
                 sub = scenes.select(sel)
                 gates = res.request(j)
                 dets: list[Detections] = []
                 for s in range(0, len(sub), batch_size):
-                    y = supernet(sub.images[s : s + batch_size], gates=gates)
+                    y = supernet(sub.images[s : s + batch_size].to(dev), gates=gates).float().cpu()
                     stride = sub.images.shape[-1] // y.shape[-1]
                     dets += decode(y, num_classes, stride)
                 mask = fam.pair_mask(space, space.tasks[tid])[None].expand(len(sub), -1, -1)
@@ -431,7 +443,6 @@ def evaluate_generated_detection(
 
     space = factory.space
     fam = space_family(space)
-    num_classes = len(space.groups["category"])
     names = tasks if tasks is not None else space.names("seen") + space.names("unseen")
     task_objs = [space.task(n) for n in names]
     if any(t not in space.tasks for t in task_objs):
@@ -445,13 +456,7 @@ def evaluate_generated_detection(
         for i, t in enumerate(task_objs):
             compact = extract(factory.models.supernet, res.request(i))
             sub = scenes.select(torch.nonzero(scenes.task_ids == ids[i]).flatten())
-            dets: list[Detections] = []
-            for s in range(0, len(sub), batch_size):
-                y = compact(sub.images[s : s + batch_size])
-                dets += decode(y, num_classes, sub.images.shape[-1] // y.shape[-1])
-            mask = fam.pair_mask(space, t)[None].expand(len(sub), -1, -1)
-            gb, gc = scene_ground_truth(sub, mask)
-            m = coco_map50(gb, gc, dets, num_classes)
+            m = score_detector(compact, space, t, sub, batch_size=batch_size)
             rows[t.name] = {
                 "map50": m["map50"],
                 "per_category": {space.groups["category"][k]: v for k, v in m["per_class"].items() if v is not None},
@@ -480,6 +485,20 @@ def evaluate_generated_detection(
     out["checkpoint"] = str(factory.checkpoint)
     out["checkpoint_step"] = factory.meta.get("train_state", {}).get("step")
     return out
+
+
+@torch.no_grad()
+def score_detector(model: nn.Module, space: Any, task: Any, scenes: Any, *, batch_size: int = 256) -> dict[str, Any]:
+    """COCO AP@0.5 (:func:`coco_map50`) of ``model``'s decoded detections on ``scenes``, the ground truth
+    being the objects of ``task``."""
+    num_classes = len(space.groups["category"])
+    dets: list[Detections] = []
+    for s in range(0, len(scenes), batch_size):
+        y = model(scenes.images[s : s + batch_size])
+        dets += decode(y, num_classes, scenes.images.shape[-1] // y.shape[-1])
+    mask = space_family(space).pair_mask(space, task)[None].expand(len(scenes), -1, -1)
+    gb, gc = scene_ground_truth(scenes, mask)
+    return coco_map50(gb, gc, dets, num_classes)
 
 
 def space_family(space: Any) -> Any:

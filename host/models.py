@@ -233,11 +233,12 @@ def warm_start(models: Models, ckpt: Checkpoint) -> list[str]:
             "with the same --hidden/--experts/--limit-dims settings"
         )
     fresh: list[str] = []
-    head = final_linear(models.supernet)[0].split(".")[0] + "."  # the classifier module, e.g. "fc."
+    linear = [n for n, m in models.supernet.named_modules() if isinstance(m, nn.Linear)]
+    head = linear[-1].split(".")[0] + "." if linear else None  # the classifier module, e.g. "fc." (a detector: none)
     for name, mod in (("supernet", models.supernet), ("assembler", models.assembler)):
         src = ckpt.section(name)
         own = mod.state_dict()
-        if name == "supernet":
+        if name == "supernet" and head is not None:
             # A classifier of another structure (linear -> MLP head) is replaced, not copied.
             src_head = {k for k in src if k.startswith(head)}
             own_head = {k for k in own if k.startswith(head)}

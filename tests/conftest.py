@@ -8,6 +8,8 @@ import os
 import pytest
 import torch
 
+from tests.support.arm64 import arm64_device  # noqa: F401 - session fixture: the emulated aarch64 device
+
 
 @pytest.hookimpl(tryfirst=True)  # before `-m` selects
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -201,6 +201,7 @@ def agent_addr(tmp_path):
         yield addr
 
 
+@pytest.mark.slow  # trains both baselines end to end
 def test_comparison_end_to_end(tmp_path, agent_addr):
     from host.baselines.compare import Comparison, ComparisonSettings, budgets_from_profile, scenarios_for
     from host.baselines.device import load_device

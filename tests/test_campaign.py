@@ -185,6 +185,7 @@ KILL_SCRIPT = textwrap.dedent(
 )
 
 
+@pytest.mark.slow  # kill -9 and resume
 def test_store_survives_kill_9_and_resumes_exactly(tmp_path: Path) -> None:
     db, log = tmp_path / "k.sqlite", tmp_path / "measured.log"
     script = KILL_SCRIPT.format(log=str(log), db=str(db), delay=0.02)

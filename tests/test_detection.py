@@ -119,13 +119,41 @@ def test_detector_exports_match_in_their_runtimes(tmp_path: Path, fmt: str):
         assert abs(runner(x.numpy()) - compact(x).numpy()).max() <= FLOAT_ATOL
 
 
-def test_detector_structure_model_is_exact():
-    """The device profile's structure model (param bytes, peak activation from active counts)."""
+@pytest.mark.tflite
+@pytest.mark.parametrize("fmt", ["onnx", "tflite"])
+def test_detector_int8_keeps_both_heads_ranges(tmp_path: Path, fmt: str):
+    """Heatmap logits (~ -8) and box sizes (~ +5) live in one output tensor; int8 must keep both."""
+    net = randomize_norms(build_supernet("centernet_tiny"), seed=4).eval()
+    with torch.no_grad():
+        net.heatmap.out.bias.fill_(-8.0)
+        net.box.out.bias.fill_(5.0)
+    compact = extract(net, random_gates(net.gate_layout(), 0.6, generator=torch.Generator().manual_seed(1)))
+    out = tmp_path / ("det.int8.onnx" if fmt == "onnx" else "det.int8.tflite")
+    export_artifact(compact, fmt, out, int8=True, calibration_samples=16, verify_samples=4)
+    x = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(2))
+    y = torch.from_numpy(load_runner(out)(x.numpy()))
+    with torch.no_grad():
+        ref = compact(x)
+    assert ref[:, 4:6].min() > 3 and ref[:, :4].max() < -5
+    assert (y - ref)[:, 4:6].abs().max() < 0.5 and (y - ref)[:, :4].abs().max() < 0.5
+
+
+def test_detector_profiling_artifacts_and_structure_model():
+    """What a profiling campaign builds for the detector, and the device profile's structure model (exact
+    param bytes and peak activation from active counts)."""
+    from host.profiling.build import ExtractingBuilder
+
     net = build_supernet("centernet_tiny")
     model = StructureModel.calibrate(net, seed=0)
     assert model.max_rel_error < 1e-6
+    gates = random_gates(net.gate_layout(), 0.4, generator=torch.Generator().manual_seed(5), per_layer_jitter=0.4)
+    built = ExtractingBuilder(net, "torchscript")(gates)
+    exact = ExtractingBuilder(net, "torchscript", exact_costs=True)(gates)
+    assert built.data[:2] == b"PK" and (built.param_bytes, built.peak_activation_bytes) == (
+        exact.param_bytes, exact.peak_activation_bytes)
 
 
+@pytest.mark.slow  # trains a detector, then generates and evaluates
 def test_training_generation_and_eval(tmp_path: Path, capsys):
     """Pre-training and joint steps on AttrOD scenes, resumed exactly; generation and mAP evaluation."""
     kw = dict(space="attrod", backbone="centernet_tiny", steps=4, pretrain_steps=2, batch_size=4,
@@ -153,5 +181,9 @@ def test_training_generation_and_eval(tmp_path: Path, capsys):
                  "--tasks", "crimson 3", "--per-task", "2", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["metric"] == "map50" and "crimson 3" in out["per_limit"]["0.3"]
+    warm = Trainer(TrainConfig(**{**kw, "pretrain_steps": 0, "steps": 1}), tmp_path / "warm", progress=False,
+                   warm_from=tmp_path / "full")
+    assert warm.fresh_tensors == []  # every supernet and assembler tensor came from the checkpoint
+    assert warm.run()["step"] == 1
     with pytest.raises(ConfigError, match="detect"):
         Trainer(TrainConfig(**{**kw, "backbone": "resnet_tiny"}), tmp_path / "bad", progress=False)

@@ -114,8 +114,11 @@ def _check(device: Any, args: argparse.Namespace) -> int:
         print(f"device {device.name} ({device.address}): "
               f"{'reachable' if report['reachable'] else 'NOT reachable'}")
         if report.get("python"):
-            print(f"  python {'.'.join(map(str, report['python']))}, runtimes: "
+            print(f"  {report.get('machine') or 'unknown architecture'}, {report.get('cpu_count') or '?'} CPUs, "
+                  f"python {'.'.join(map(str, report['python']))}, runtimes: "
                   f"{', '.join(report.get('runtimes', {})) or 'none'}, free {report['free_bytes'] >> 20} MiB")
+            for runtime, how in report.get("runtimes_missing", {}).items():
+                print(f"  runtime {runtime} not installed (to add it: {how})")
         for problem in report["problems"]:
             print(f"  problem: {problem}")
         print(f"  deployable: {'yes' if report['deployable'] else 'no'}; agent running: "

@@ -47,6 +47,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--drift-check", default="auto", choices=["auto", "on", "off"],
                    help="re-measure the profile's reference subnets before a predicted search: auto (default: when "
                         "the device's agent is reachable), on (required), off")
+    from host.commands.options import add_runtime_arg
+
+    add_runtime_arg(p, help="runtime the budget is priced on and --live measures with (default: --format's, else "
+                            "the device profile's, else torchscript); e.g. onnx for a device without PyTorch")
+    p.add_argument("--warmup", type=int, default=None,
+                   help="warm-up runs per measurement on the device (default: the device profile's campaign settings)")
+    p.add_argument("--repeats", type=int, default=None,
+                   help="timed runs per measurement on the device, with no minimum time (e.g. 3 on a slow device)")
     p.add_argument("--search", default="batched", choices=["batched", "algorithm1"],
                    help="predictor search: one batched pass (default) or the paper's Algorithm 1 (same answer)")
     p.add_argument("--profiles-dir", type=Path, default=None, help="device profiles directory")
@@ -119,14 +127,19 @@ def _run_device(args: argparse.Namespace, factory, load_s: float) -> int:
 
     budget = Budget(latency_ms=args.latency_ms, memory_mb=args.memory_mb)
     device = safe_device_id(args.device)
-    runtime = None
-    if args.format is not None:
-        from host.commands.options import agent_runtime
+    from host.commands.options import agent_runtime
 
+    runtime = agent_runtime(args.runtime)
+    if args.format is not None:
         if args.int8:
             raise ConfigError("device budgets are profiled on float32 artifacts; an int8 model runs at another cost: "
                               "drop --int8, or generate with --activation-limit and profile the int8 model yourself")
-        runtime = agent_runtime(args.format)  # the budget must be priced on the runtime that will run it
+        fmt_runtime = agent_runtime(args.format)  # the budget must be priced on the runtime that will run it
+        if runtime is not None and runtime != fmt_runtime:
+            raise ConfigError(f"--runtime {args.runtime} prices the budget on another runtime than --format "
+                              f"{args.format} runs on: drop --runtime, or make them the same")
+        runtime = fmt_runtime
+    measure = _measure_settings(args)
 
     with contextlib.ExitStack() as stack:
         measurer, agent, note = _device_agent(stack, device, args)
@@ -135,7 +148,7 @@ def _run_device(args: argparse.Namespace, factory, load_s: float) -> int:
         _, report = generate_for_device(
             factory, args.task, device, budget, percentile=args.percentile, runtime=runtime, live=args.live,
             measurer=measurer, agent=agent, drift_check=args.drift_check, method=args.search, out_dir=args.out,
-            profiles_root=args.profiles_dir, meta={"checkpoint": str(factory.checkpoint)},
+            profiles_root=args.profiles_dir, measure_settings=measure, meta={"checkpoint": str(factory.checkpoint)},
         )
     if note and report["drift_check"]["status"] == "skipped":
         report["drift_check"]["message"] = note
@@ -174,6 +187,27 @@ def _run_device(args: argparse.Namespace, factory, load_s: float) -> int:
 
         print(f"exported to       {export_line(exported)}")
     return 0
+
+
+def _measure_settings(args: argparse.Namespace):
+    """MeasureSettings from --warmup/--repeats (None: the device profile's campaign settings)."""
+    if args.warmup is None and args.repeats is None:
+        return None
+    from dataclasses import replace
+
+    from host.errors import ConfigError
+    from host.profiling.plan import MeasureSettings
+
+    for name in ("warmup", "repeats"):
+        value = getattr(args, name)
+        if value is not None and value < (0 if name == "warmup" else 1):
+            raise ConfigError(f"--{name} must be at least {0 if name == 'warmup' else 1}, got {value}")
+    measure = MeasureSettings()
+    if args.warmup is not None:
+        measure = replace(measure, warmup_runs=args.warmup)
+    if args.repeats is not None:
+        measure = replace(measure, repeats=args.repeats, min_time_s=0.0)
+    return measure
 
 
 def _device_agent(stack, device: str, args: argparse.Namespace):

@@ -48,15 +48,16 @@ def training_curves(meta: dict, path: Path) -> str:
     if not hist:
         raise ValueError("the checkpoint holds no validation history")
     steps = [h["step"] for h in hist]
-    acc_keys = sorted({k for h in hist for k in h if "acc" in k})
+    acc_keys = sorted({k for h in hist for k in h if "acc" in k or "map" in k})  # accuracy, or mAP (detection)
     ratio_keys = sorted({k for h in hist for k in h if "ratio" in k})
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.8))
     for k in acc_keys:
         ax1.plot(steps, [h.get(k, np.nan) for h in hist], marker=".", label=k.replace("_", " "))
     ax1.set_xlabel("training step (joint phase of this run)")
-    ax1.set_ylabel("validation accuracy")
+    ax1.set_ylabel("validation accuracy" if all("acc" in k for k in acc_keys) else "validation metric")
     ax1.grid(alpha=0.3)
-    ax1.legend(fontsize=8)
+    if acc_keys:
+        ax1.legend(fontsize=8)
     for k in ratio_keys:
         ax2.plot(steps, [h.get(k, np.nan) for h in hist], marker=".", label=k.replace("_", " "))
     ax2.set_xlabel("training step")
@@ -155,6 +156,9 @@ def gate_similarity_tasks(factory: Any, path: Path, limit: float = 0.3) -> str:
                                       "partly shared": []}
     for i, j in itertools.combinations(range(len(all_names)), 2):
         a, b = attrs[i], attrs[j]
+        if len(a) != len(b):  # tasks of different arity (e.g. AttrOD): compared as sets of attributes
+            groups["partly shared" if set(a) & set(b) else "nothing in common"].append(sim_all[i, j])
+            continue
         shared = [x == y for x, y in zip(a, b, strict=True)]
         if shared[-1] and not any(shared[:-1]):
             groups[same_last].append(sim_all[i, j])
