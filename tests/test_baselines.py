@@ -209,7 +209,7 @@ def test_comparison_end_to_end(tmp_path, agent_addr):
 
     factory = ModelFactory.load(space="numvqa")
     layout = factory.models.supernet.gate_layout()
-    pred = load_device("dev-amd-epyc-2c", layout)  # the shipped profile: NN-Factory's search needs a real one
+    pred = load_device("dev-xeon-2c", layout)  # the shipped profile: NN-Factory's search needs a real one
     settings = ComparisonSettings(
         device="test-device", init="generator",
         retrain=RetrainConfig(train=TINY),

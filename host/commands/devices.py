@@ -5,6 +5,7 @@
 - ``check``    connect and report: reachable, Python + agent requirements + runtime present, free disk,
                agent deployable, agent running (exit code 1 when not deployable)
 - ``profile``  upload an artifact to the device's running agent through the tunnel and profile it
+- ``fingerprint``  re-measure the reference subnets of the device's profile and compare (drift check)
 """
 
 from __future__ import annotations
@@ -63,6 +64,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             sp.add_argument("--min-time-s", type=float, default=None,
                             help="minimum timed seconds (default: the agent's, 1)")
         sp.set_defaults(func=_handler)
+    from host.commands.fingerprint import add_parser as add_fingerprint  # drift check (host.profiling.drift)
+
+    add_fingerprint(sub)
 
 
 def _handler(args: argparse.Namespace) -> int:
