@@ -185,8 +185,9 @@ def platform_notes() -> dict[str, str]:
         if machine and kernel_arch != machine and (kernel_arch, machine) not in _NATIVE_COMPAT:
             notes["emulation"] = (
                 f"user-mode emulation: a {machine} userland on a {kernel_arch} kernel (e.g. qemu-user through "
-                f"binfmt_misc); os_release, memory, CPU frequencies and temperatures are the host's, and "
-                f"latencies are not those of {machine} hardware")
+                f"binfmt_misc); os_release, memory, CPU frequencies and temperatures are the host's, "
+                f"latencies are not those of {machine} hardware, peak memory includes the emulator's own, and "
+                f"qemu-user does not enforce address-space limits (RLIMIT_AS)")
     cpus = allowed_cpus()
     if not temperatures_c():
         notes["temperature"] = "unknown: no readable thermal zone in /sys/class/thermal"

@@ -238,7 +238,10 @@ def measure(req: dict[str, Any], *, isolation: str = "process", populated: str =
         vm = memory.vm_size_bytes()
         limit = vm + mem_limit
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-    sandboxed = sandbox.restrict() if req.get("sandbox", True) else "off"
+    # CUDA opens /dev/nvidia* read-write when the model is loaded: on a GPU request existing files under /dev
+    # stay writable (nothing can be created there); untested here, this machine has no GPU
+    writable = ("/dev/null", "/dev") if cuda else ("/dev/null",)
+    sandboxed = sandbox.restrict(writable) if req.get("sandbox", True) else "off"
 
     specs = [runtimes.InputSpec(i.get("name", ""), tuple(int(d) for d in i["shape"]), i.get("dtype") or "float32")
              for i in req.get("inputs") or []]

@@ -254,6 +254,7 @@ class Zygote:
             theirs.close()
         self.pid = self.proc.pid
         self.ready: dict[str, Any] | None = None
+        self.closed = False
 
     def wait_ready(self, timeout_s: float) -> None:
         """Block until the zygote imported its runtime (ProfileFailure on error or timeout)."""
@@ -293,6 +294,7 @@ class Zygote:
         return _ZygoteHandle(self, self._next_id, payload, lock_fd)
 
     def close(self) -> None:
+        self.closed = True
         with contextlib.suppress(OSError):
             self.sock.close()  # the zygote sees EOF, kills its child and exits
         try:
@@ -396,6 +398,18 @@ class WorkerPool:
         self._spawner = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="nnf-spawner")
         self._active: set[WorkerHandle] = set()
         self._closed = False
+        self._wake = threading.Event()
+        self._reaper = threading.Thread(target=self._reap_loop, name="nnf-zygote-reaper", daemon=True)
+        self._reaper.start()
+
+    def _reap_loop(self) -> None:
+        """Stop zygotes nobody used for ``zygote_idle_s`` (their memory goes back to the device)."""
+        tick = max(1.0, min(60.0, self.zygote_idle_s / 4))
+        while not self._wake.wait(tick):
+            with self._mutex:
+                if self._closed:
+                    return
+                self._reap_idle_locked()
 
     def _spawn(self, fn: Any) -> Any:
         return self._spawner.submit(fn).result()
@@ -419,10 +433,14 @@ class WorkerPool:
     def _reap_idle_locked(self) -> None:
         now = time.monotonic()
         for rt, z in list(self._zygotes.items()):
-            if now - z.last_used > self.zygote_idle_s and not z.mutex.locked():
-                log.info("runtime %s: zygote pid %d idle for %.0f s; stopping it", z.name, z.pid, now - z.last_used)
-                z.close()
-                del self._zygotes[rt]
+            if now - z.last_used > self.zygote_idle_s and z.mutex.acquire(blocking=False):
+                try:
+                    log.info("runtime %s: zygote pid %d idle for %.0f s; stopping it", z.name, z.pid,
+                             now - z.last_used)
+                    z.close()
+                    del self._zygotes[rt]
+                finally:
+                    z.mutex.release()
 
     def run(self, payload: dict[str, Any], timeout_s: float, lock_fd: int | None,
             on_start: Any = None, startup_s: float | None = None) -> WorkerExit:
@@ -440,6 +458,8 @@ class WorkerPool:
             return self._track(handle, deadline, on_start)
         z = self._zygote(int(payload["runtime"]))
         with z.mutex:
+            if z.closed:  # stopped for idleness just now: take a new one
+                return self.run(payload, timeout_s, lock_fd, on_start, startup_s)
             if z.ready is None:
                 t0 = time.monotonic()
                 z.wait_ready(startup_s if startup_s is not None else timeout_s)
@@ -479,6 +499,7 @@ class WorkerPool:
 
     def close(self) -> None:
         """Kill running children and stop every zygote (bounded: a few seconds at most)."""
+        self._wake.set()
         with self._mutex:
             self._closed = True
             active = list(self._active)

@@ -49,6 +49,36 @@ def task_agnostic_control(factory: ModelFactory, names: list[str], per_task: int
     return out
 
 
+def int8_map50(factory: ModelFactory, names: list[str], per_task: int, limit: float = 0.3) -> dict:
+    """mAP@0.5 of each task's generated detector at ``limit`` in PyTorch and as int8 ONNX / TFLite exports
+    (calibrated on validation scenes of the task), all run in their runtimes on the same test scenes."""
+    import tempfile
+
+    from host.detection import coco_map50, decode, scene_ground_truth
+    from host.exports import export_artifact, load_runner
+    from host.tasks import get_family
+
+    space = factory.space
+    fam = get_family(space.family)
+    out: dict = {"limit": limit}
+    for name in names:
+        compact, _ = factory.generate(name, limit)
+        ids = torch.tensor([space.tasks.index(space.task(name))])
+        scenes = fam.make_sampler(space, "test").task_scenes(ids, per_task, seed=1234)
+        gb, gc = scene_ground_truth(scenes, fam.pair_mask(space, space.task(name))[None].expand(len(scenes), -1, -1))
+        with torch.no_grad():
+            row = {"pytorch": _r(coco_map50(gb, gc, decode(compact(scenes.images), 4, 4), 4)["map50"])}
+        with tempfile.TemporaryDirectory() as d:
+            for fmt, suffix in (("onnx", ".int8.onnx"), ("tflite", ".int8.tflite")):
+                path = Path(d) / f"m{suffix}"
+                export_artifact(compact, fmt, path, int8=True)
+                runner = load_runner(path)
+                ys = torch.cat([torch.from_numpy(runner(scenes.images[i : i + 1].numpy())) for i in range(len(scenes))])
+                row[f"{fmt}-int8"] = _r(coco_map50(gb, gc, decode(ys, 4, 4), 4)["map50"])
+        out[name] = row
+    return out
+
+
 def plot_figures(res: dict, seen: list[str], unseen: list[str], out_dir: Path) -> list[str]:
     import matplotlib
 
@@ -100,6 +130,9 @@ def main() -> None:
     ap.add_argument("--per-task", type=int, default=100, help="test scenes per task and limit")
     ap.add_argument("--figures", type=Path, default=_util.ROOT / "benchmarks" / "figures")
     ap.add_argument("--no-figures", action="store_true")
+    ap.add_argument("--int8-tasks", default="",
+                    help="comma-separated tasks whose int8 ONNX/TFLite exports are scored too (default: none)")
+    ap.add_argument("--skip-limits", action="store_true", help="only the --int8-tasks part")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
@@ -108,6 +141,13 @@ def main() -> None:
     factory = ModelFactory.load(space="attrod", checkpoint=args.checkpoint)
     space = factory.space
     seen, unseen = space.names("seen"), space.names("unseen")
+    int8 = int8_map50(factory, [t.strip() for t in args.int8_tasks.split(",") if t.strip()], args.per_task)
+    if len(int8) > 1:
+        print(f"int8 exports at limit 0.3 (mAP@0.5 on {args.per_task} test scenes): " + "; ".join(
+            f"{n}: " + ", ".join(f"{k} {v:.4f}" for k, v in row.items()) for n, row in int8.items() if n != "limit"))
+    if args.skip_limits:
+        _util.emit({"int8": int8}, args.json, name="attrod_int8")  # not the per-limit result file
+        return
     res = evaluate_generated(factory, LIMITS, per_task=args.per_task)
     per_task = {}
     for name in seen + unseen:
@@ -129,6 +169,7 @@ def main() -> None:
     result.update({
         "per_task": per_task,
         "task_agnostic_control": control,
+        "int8": int8,
         "ratio_never_above_limit": over <= 0,
         "max_ratio_minus_limit": round(over, 6),
         "per_task_samples": args.per_task,

@@ -1,6 +1,6 @@
 """NN-Factory vs. the paper's baselines (Retrain, Prune&Tune) under device budgets, and customization cost.
 
-    python benchmarks/baselines.py [--json] [--quick] [--device dev-amd-epyc-2c] [--space numvqa]
+    python benchmarks/baselines.py [--json] [--quick] [--device dev-xeon-2c] [--space numvqa]
         [--tasks "exactly one 3,at least two 5,..."] [--budgets-ms 2.0,2.6] [--budget-fractions 0.45,0.6,0.8]
         [--phase all|train|measure] [--work runs/baselines] [--agent HOST:PORT] [--results PATH]
 
@@ -78,7 +78,7 @@ def build_settings(args: argparse.Namespace):
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--device", default="dev-amd-epyc-2c", help="device profile name (default: %(default)s)")
+    p.add_argument("--device", default="dev-xeon-2c", help="device profile name (default: %(default)s)")
     p.add_argument("--space", default="numvqa,attrod",
                    help="comma-separated task spaces; one without a shipped checkpoint or device profile is skipped "
                         "and said so (default: %(default)s)")

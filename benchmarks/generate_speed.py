@@ -91,6 +91,7 @@ def main() -> int:
     layout = factory.models.supernet.gate_layout()
     root = Path(args.profiles_dir) if args.profiles_dir else None
     pred = load_predictor(args.device, layout, root=root)
+    guarded = pred.guarded()  # predictions plus the profile's calibrated margin: what a budget is held to
     assemble = factory_assembler(factory)
     seen, unseen = factory.space.names("seen"), factory.space.names("unseen")
     n_seen = max(1, args.tasks - 1)
@@ -114,13 +115,13 @@ def main() -> int:
             t_b, t_c, t_a, t_full = [], [], [], []
             for _ in range(args.repeats):
                 t0 = time.perf_counter()
-                rb = batched_search(assemble, task, pred, b, device=args.device)
+                rb = batched_search(assemble, task, guarded, b, device=args.device)
                 t_b.append(time.perf_counter() - t0)
                 t0 = time.perf_counter()
-                rc = batched_search(assemble, task, pred, b, device=args.device, chunk=CHUNK)
+                rc = batched_search(assemble, task, guarded, b, device=args.device, chunk=CHUNK)
                 t_c.append(time.perf_counter() - t0)
                 t0 = time.perf_counter()
-                ra = algorithm1(assemble, task, pred, b, device=args.device)
+                ra = algorithm1(assemble, task, guarded, b, device=args.device)
                 t_a.append(time.perf_counter() - t0)
                 t0 = time.perf_counter()
                 _, rep = generate_for_device(factory, task, args.device, b, predictor=pred)
@@ -137,7 +138,7 @@ def main() -> int:
         from predictor_accuracy import start_local_agent, stop_agent
 
         from host.profiling.build import ExtractingBuilder
-        from host.profiling.measurers import AgentMeasurer, LiveDeviceMeasurer
+        from host.profiling.measurers import AgentMeasurer, CandidateMeasurer
         from host.profiling.plan import MeasureSettings
 
         agent_proc = None
@@ -149,14 +150,13 @@ def main() -> int:
             m = AgentMeasurer(addr)
             settings = MeasureSettings(**{k: v for k, v in pred.entry.get("measure", {}).items()
                                           if k in MeasureSettings.__dataclass_fields__})
-            live = LiveDeviceMeasurer(ExtractingBuilder(factory.models.supernet, pred.runtime), m,
-                                      factory.models.supernet.input_shape, settings,
-                                      stat=pred.entry.get("latency_statistic", "p10"))
+            live = CandidateMeasurer(ExtractingBuilder(factory.models.supernet, pred.runtime), m,
+                                     factory.models.supernet.input_shape, settings, stat=pred.percentile)
             for r in rows[: args.live]:
                 b = Budget(latency_ms=r["latency_ms"], memory_mb=r["memory_mb"])
                 before = live.measurements
                 t0 = time.perf_counter()
-                start = batched_search(assemble, r["task"], pred, b).grid_index
+                start = batched_search(assemble, r["task"], guarded, b).grid_index
                 try:
                     res = live_search(assemble, r["task"], live, b, start_index=start, device=args.device)
                 except SearchError as exc:  # the device is slower than its profile predicts: a real outcome

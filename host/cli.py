@@ -189,6 +189,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         parser = build_parser()
         args = parser.parse_args(_ARGV)
+    except SystemExit as exc:  # usage errors return their exit code (2) like every other error; --help exits
+        if exc.code in (0, None):
+            raise
+        return int(exc.code) if isinstance(exc.code, int) else 2
     finally:
         _ARGV = None
     quiet_third_party(bool(getattr(args, "verbose", False)))

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 import random
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -61,6 +62,7 @@ from host.errors import AgentError, ConfigError
 from host.fileio import sha256_file
 
 DEFAULT_CHUNK_BYTES = 1024 * 1024
+TLS_ROOT_CERT_ENV = "NNF_AGENT_TLS_ROOT_CERT"
 T = TypeVar("T")
 
 
@@ -141,11 +143,11 @@ def error_for(code: grpc.StatusCode, kind: str, message: str) -> AgentError:
         cls = AgentAuthError
     elif code == grpc.StatusCode.DEADLINE_EXCEEDED:
         cls = AgentTimeoutError
-    elif code == grpc.StatusCode.DATA_LOSS or kind == "too_large":
+    elif code == grpc.StatusCode.DATA_LOSS or kind == ErrorKind.TOO_LARGE:
         cls = AgentArtifactError
-    elif kind in ("oom", "crash") or code == grpc.StatusCode.INTERNAL:
+    elif kind in (ErrorKind.OOM, ErrorKind.CRASH) or code == grpc.StatusCode.INTERNAL:
         cls = AgentModelError
-    elif kind == "busy":
+    elif kind == ErrorKind.BUSY:
         cls = AgentBusyError
     else:
         cls = AgentRequestError
@@ -183,8 +185,6 @@ def local_token(address: str) -> str | None:
     to another user's process) and only when the default token file exists: the one ``nnf-agent serve``
     and ``nnf agent start --local`` generate (``$XDG_STATE_HOME/nnf-agent/token``).
     """
-    import os
-
     from agent.config import ConfigProblem, default_token_path, read_token_file
 
     try:
@@ -428,7 +428,9 @@ class AgentClient:
     """Talks to one agent at ``address`` (``HOST:PORT``). Use as a context manager or call ``close()``.
 
     ``token``: the agent's bearer token; None = :func:`local_token` (a loopback agent of this user), else
-    none. ``tls_root_cert``: PEM of the agent's certificate (or its CA) for a TLS agent.
+    none. ``tls_root_cert``: PEM of the agent's certificate (or its CA) for a TLS agent; None = the file
+    named by ``$NNF_AGENT_TLS_ROOT_CERT`` if set (so every command that talks to an agent speaks TLS
+    with it), else plaintext.
     ``compression='gzip'`` compresses every message sent (artifacts whose weights are constant shrink to a
     few KB); the agent decompresses transparently, and its size caps apply to the decompressed bytes.
     ``retries=0`` turns every retry off.
@@ -483,6 +485,8 @@ class AgentClient:
         comp = {None: None, "none": None, "gzip": grpc.Compression.Gzip, "deflate": grpc.Compression.Deflate}
         if compression not in comp:
             raise ConfigError(f"compression {compression!r}: use None, 'gzip' or 'deflate'")
+        if tls_root_cert is None and os.environ.get(TLS_ROOT_CERT_ENV):
+            tls_root_cert = Path(os.environ[TLS_ROOT_CERT_ENV])
         self.tls = tls_root_cert is not None
         if tls_root_cert is not None:
             try:

@@ -80,13 +80,14 @@ def make_targets(boxes: torch.Tensor, classes: torch.Tensor, positive: torch.Ten
     iy = cy.floor().clamp(0, oh - 1)
     radius = gaussian_radius(h, w).floor().clamp(min=0)
     sigma = (2 * radius + 1) / 6
-    xs = torch.arange(ow, dtype=torch.float32).view(1, 1, 1, ow)
-    ys = torch.arange(oh, dtype=torch.float32).view(1, 1, oh, 1)
+    dev = boxes.device
+    xs = torch.arange(ow, dtype=torch.float32, device=dev).view(1, 1, 1, ow)
+    ys = torch.arange(oh, dtype=torch.float32, device=dev).view(1, 1, oh, 1)
     dx, dy = xs - ix[..., None, None], ys - iy[..., None, None]
     g = torch.exp(-(dx**2 + dy**2) / (2 * sigma[..., None, None] ** 2))
     g = g * ((dx.abs() <= radius[..., None, None]) & (dy.abs() <= radius[..., None, None]))
     g = g * positive[..., None, None]
-    heat = torch.zeros(b, num_classes, oh, ow)
+    heat = torch.zeros(b, num_classes, oh, ow, device=dev)
     for k in range(num_classes):
         sel = (classes == k)[..., None, None]
         heat[:, k] = (g * sel).amax(dim=1) if n else heat[:, k]
@@ -325,7 +326,8 @@ class DetectionObjective:
         return sampler.draw_train(seen, b, gen)
 
     def positives(self, scenes: Any) -> torch.Tensor:
-        return scenes.positives(self.pair_masks[scenes.task_ids])
+        masks = self.pair_masks.to(scenes.task_ids.device)
+        return scenes.positives(masks[scenes.task_ids])
 
     def joint_loss(self, out: torch.Tensor, scenes: Any) -> tuple[torch.Tensor, dict]:
         t = self._targets(scenes, out, scenes.category, self.positives(scenes), self.num_classes)
@@ -386,19 +388,20 @@ def evaluate_tasks(supernet: nn.Module, assembler: nn.Module, space: Any, scenes
     supernet.eval()
     assembler.eval()
     try:
-        task_ids = torch.unique(scenes.task_ids)
-        enc = space.encode([space.tasks[i] for i in task_ids.tolist()])
+        dev = next(supernet.parameters()).device
+        task_ids = torch.unique(scenes.task_ids.cpu())
+        enc = space.encode([space.tasks[i] for i in task_ids.tolist()]).to(dev)
         out: dict[float, dict[int, dict[str, Any]]] = {}
         for limit in limits:
-            res = assembler.generate(enc, torch.full((enc.shape[0],), float(limit), dtype=torch.float64))
+            res = assembler.generate(enc, torch.full((enc.shape[0],), float(limit), dtype=torch.float64, device=dev))
             rows: dict[int, dict[str, Any]] = {}
             for j, tid in enumerate(task_ids.tolist()):
-                sel = torch.nonzero(scenes.task_ids == tid).flatten()
+                sel = torch.nonzero(scenes.task_ids.cpu() == tid).flatten()
                 sub = scenes.select(sel)
                 gates = res.request(j)
                 dets: list[Detections] = []
                 for s in range(0, len(sub), batch_size):
-                    y = supernet(sub.images[s : s + batch_size], gates=gates)
+                    y = supernet(sub.images[s : s + batch_size].to(dev), gates=gates).float().cpu()
                     stride = sub.images.shape[-1] // y.shape[-1]
                     dets += decode(y, num_classes, stride)
                 mask = fam.pair_mask(space, space.tasks[tid])[None].expand(len(sub), -1, -1)

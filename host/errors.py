@@ -13,6 +13,7 @@ one type. Each message names what is wrong and what to do about it.
     ├── DeployError            deploying an agent over ssh/adb failed
     ├── CampaignError          a profiling campaign store is unusable
     └── SearchError            no candidate meets the budgets
+        └── DriftError         the device no longer behaves as its profile says (drift check refused)
 
     NNFactoryWarning (UserWarning)
     └── GenerationWarning      a generated model that will answer poorly (no gated module left, a limit
@@ -90,6 +91,10 @@ class CampaignError(NNFactoryError):
 
 class SearchError(NNFactoryError):
     """No candidate meets the requested budgets."""
+
+
+class DriftError(SearchError):
+    """The device's reference subnets moved beyond what one rescale factor explains: re-profile or search live."""
 
 
 class NNFactoryWarning(UserWarning):

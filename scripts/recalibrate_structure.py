@@ -1,6 +1,6 @@
 """Recompute the ``structure`` block of a shipped device profile after an ungated change to a supernet.
 
-    python scripts/recalibrate_structure.py dev-amd-epyc-2c [--profiles-dir device_profiles]
+    python scripts/recalibrate_structure.py dev-xeon-2c [--profiles-dir device_profiles]
 
 A profile entry holds measured coefficients (latency, memory) and a ``structure`` block that is no
 measurement at all: exact parameter bytes and peak activation bytes as functions of the active-module

@@ -5,13 +5,16 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # System peers the tests talk to: a real OpenSSH server, Debian's adb client, and headless chromium with its
-# WebDriver (the browser test of `nnf report`).
+# WebDriver (the browser test of `nnf report`); qemu-user-static, binfmt-support and debootstrap for the
+# emulated aarch64 device (tests marked arm64, scripts/arm64_device.sh).
 if ! command -v sshd >/dev/null 2>&1 && [ ! -x /usr/sbin/sshd ] || ! command -v adb >/dev/null 2>&1 \
-    || ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then
+    || ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1 \
+    || [ ! -x /usr/bin/qemu-aarch64-static ] || ! command -v update-binfmts >/dev/null 2>&1 \
+    || ! command -v debootstrap >/dev/null 2>&1; then
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq openssh-server openssh-client adb \
-    chromium chromium-driver >/dev/null
+    chromium chromium-driver qemu-user-static binfmt-support debootstrap >/dev/null
 fi
 
 python3 -m venv .venv

@@ -8,6 +8,8 @@ import os
 import pytest
 import torch
 
+from tests.support.arm64 import arm64_device  # noqa: F401 - session fixture: the emulated aarch64 device
+
 
 @pytest.hookimpl(tryfirst=True)  # before `-m` selects
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -81,11 +83,11 @@ def numvqa_run(tiny_numvqa_run, tmp_path_factory: pytest.TempPathFactory):
     layout = net.gate_layout()
     schema = LatencySchema.named("linear")
     coef = np.array([800.0] + [4.0] * layout.num_layers)
-    entry = {"backbone": net.backbone, "config": layout.config, "layout_fingerprint": layout.fingerprint(),
-             "runtime": "torchscript", "latency": LatencyModel(layout, schema, coef=coef).to_json(),
-             "memory": MemoryModel(coef=np.array([3e6, 1.0, 1.0, 0.0])).to_json(),
-             "structure": StructureModel.calibrate(net).to_json(), "latency_statistic": "p10",
-             "measure": {"threads": 1, "warmup_runs": 1, "repeats": 3, "min_time_s": 0.0, "deadline_s": 60.0}}
+    from tests.support.campaign_fakes import synthetic_entry
+
+    entry = synthetic_entry(layout, LatencyModel(layout, schema, coef=coef), MemoryModel(coef=np.array([3e6, 1.0, 1.0, 0.0])),
+                            StructureModel.calibrate(net), backbone=net.backbone,
+                            measure={"threads": 1, "warmup_runs": 1, "repeats": 3, "min_time_s": 0.0, "deadline_s": 60.0})
     write_profile_entry("synthetic-dev", {"cpu_model": "synthetic law (test)"}, entry, tmp / "profiles")
     return tiny_numvqa_run, tmp / "profiles", layout
 

@@ -518,3 +518,21 @@ def test_sniff_runtime(tmp_path: Path, mm_onnx: Path) -> None:
     assert runtimes.sniff_runtime(t) == runtimes.RUNTIME_LITERT
     assert runtimes.runtime_from_suffix("a/b.pt2") == runtimes.RUNTIME_TORCH_EXPORT
     assert runtimes.runtime_from_suffix("model.bin") == runtimes.RUNTIME_UNSPECIFIED
+
+
+@needs_ort
+def test_idle_zygote_exits_and_comes_back(tmp_path: Path, mm_onnx: Path) -> None:
+    """A runtime's zygote unused for zygote_idle_s exits (memory back to the device); the next request starts
+    a new one."""
+    with running_agent(tmp_path / "c", zygote_idle_s=1.0) as (addr, server), AgentClient(addr) as c:
+        sha = c.upload(mm_onnx).sha256
+        first = c.profile(ProfileRequest(sha, **QUICK))
+        pool = server.nnf_servicer.pool
+        zygote = pool._zygotes[runtimes.RUNTIME_ONNXRUNTIME]
+        assert first.context.extra["isolation"] == "fork"
+        end = time.monotonic() + 15
+        while time.monotonic() < end and zygote.proc.poll() is None:
+            time.sleep(0.1)
+        assert zygote.proc.poll() is not None, "the idle zygote did not exit"
+        again = c.profile(ProfileRequest(sha, **QUICK))
+        assert again.median_latency_us > 0 and pool._zygotes[runtimes.RUNTIME_ONNXRUNTIME].pid != zygote.pid

@@ -477,7 +477,8 @@ def test_10_stop_accepts_an_agent_started_as_nnf_agent_serve(tmp_path: Path) -> 
         proc.stdout.close()  # type: ignore[union-attr]
 
 
-def test_10_tls_on_every_command_that_talks_to_an_agent(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_10_tls_on_every_command_that_talks_to_an_agent(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     pytest.importorskip("cryptography")
     from host.cli import main
     from tests.test_agent import write_self_signed
@@ -492,3 +493,7 @@ def test_10_tls_on_every_command_that_talks_to_an_agent(tmp_path: Path, capsys: 
         assert main(["agent", "cache", *common, "--stats", "--json"]) == 0
         assert main(["agent", "info", *common[:4]]) == 2  # plaintext against TLS: a clear error
         assert "--tls-root-cert" in capsys.readouterr().err
+        # every command (campaigns and live generation included) speaks TLS when the environment names the cert
+        monkeypatch.setenv("NNF_AGENT_TLS_ROOT_CERT", str(cert))
+        assert main(["agent", "info", *common[:4], "--json"]) == 0
+        assert '"tls": true' in capsys.readouterr().out

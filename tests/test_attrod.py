@@ -171,6 +171,15 @@ def test_task_scenes_hold_positives_and_hard_negatives(space):
     assert neg.any(dim=1).float().mean() > 0.4
 
 
+def test_extra_combinations_are_every_other_product():
+    raw = _raw()
+    raw["extra_combinations"] = True
+    space = space_from_dict(raw)
+    extra = space.names("extra")
+    assert len(extra) == 15 * 31 - 138  # every (category subset) x (colour subset) not listed
+    assert "bronze/charcoal/crimson 1/9" in extra and not set(extra) & set(space.names("unseen"))
+
+
 def test_space_file_errors():
     raw = _raw()
     bad = copy.deepcopy(raw)

@@ -201,6 +201,7 @@ def agent_addr(tmp_path):
         yield addr
 
 
+@pytest.mark.slow  # trains both baselines end to end
 def test_comparison_end_to_end(tmp_path, agent_addr):
     from host.baselines.compare import Comparison, ComparisonSettings, budgets_from_profile, scenarios_for
     from host.baselines.device import load_device
@@ -208,7 +209,7 @@ def test_comparison_end_to_end(tmp_path, agent_addr):
 
     factory = ModelFactory.load(space="numvqa")
     layout = factory.models.supernet.gate_layout()
-    pred = load_device("dev-amd-epyc-2c", layout)  # the shipped profile: NN-Factory's search needs a real one
+    pred = load_device("dev-xeon-2c", layout)  # the shipped profile: NN-Factory's search needs a real one
     settings = ComparisonSettings(
         device="test-device", init="generator",
         retrain=RetrainConfig(train=TINY),

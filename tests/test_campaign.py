@@ -146,8 +146,10 @@ def test_bad_inputs(tmp_path: Path) -> None:
     store = CampaignStore(tmp_path / "s.sqlite")
     runner = CampaignRunner(_plan(), LAYOUT, FakeBuilder(), progress=False)
     runner.run([DeviceTarget("fake", FakeDevice(), store)], stop_after=3)
-    with pytest.raises(CampaignError, match="differs in: samples"):
-        CampaignRunner(_plan(samples=41), LAYOUT, FakeBuilder(), progress=False).run([DeviceTarget("fake", FakeDevice(), store)])
+    with pytest.raises(CampaignError, match="differs in: seed"):
+        CampaignRunner(_plan(seed=4), LAYOUT, FakeBuilder(), progress=False).run([DeviceTarget("fake", FakeDevice(), store)])
+    with pytest.raises(CampaignError, match="can grow it, not shrink it"):
+        CampaignRunner(_plan(samples=39), LAYOUT, FakeBuilder(), progress=False).run([DeviceTarget("fake", FakeDevice(), store)])
     with pytest.raises(CampaignError, match="was measured on"):
         runner.run([DeviceTarget("other", FakeDevice("other"), store)])
     with pytest.raises(CampaignError, match="fingerprint"):
@@ -164,6 +166,8 @@ def test_crashed_subnet_is_recorded_and_skipped(tmp_path: Path) -> None:
     with pytest.raises(CampaignError, match="in a row failed"):
         CampaignRunner(plan, LAYOUT, FakeBuilder(), progress=False).run([DeviceTarget("fake", FakeDevice(), store)])
     assert len(store.failures()) == 5 and "crashed" in store.failures()[0]["message"]
+    assert all(f["final"] == 1 for f in store.failures())  # the model's own failure: a result, not retried
+    assert len(store.done_keys()) == 5
 
 
 KILL_SCRIPT = textwrap.dedent(
@@ -181,6 +185,7 @@ KILL_SCRIPT = textwrap.dedent(
 )
 
 
+@pytest.mark.slow  # kill -9 and resume
 def test_store_survives_kill_9_and_resumes_exactly(tmp_path: Path) -> None:
     db, log = tmp_path / "k.sqlite", tmp_path / "measured.log"
     script = KILL_SCRIPT.format(log=str(log), db=str(db), delay=0.02)
@@ -322,10 +327,14 @@ def test_latency_statistics_of_raw_runs() -> None:
     assert row_latency(row, "p10") == pytest.approx(np.percentile(runs, 10))
     assert row_latency(row, "p25") == pytest.approx(np.percentile(runs, 25))
     assert row_latency({**row, "samples_us": "[]"}, "p10") == 55.0  # no raw runs: fall back to the median
-    with pytest.raises(ConfigError, match="unknown latency statistic"):
-        row_latency(row, "p99")
+    assert row_latency(row, "p90") == pytest.approx(np.percentile(runs, 90))  # budgets are held to high percentiles
+    assert row_latency(row, "p99") == pytest.approx(np.percentile(runs, 99))
+    for bad in ("p100", "p0", "q90", "max"):
+        with pytest.raises(ConfigError, match="unknown latency statistic"):
+            row_latency(row, bad)
     m = Measurement(55.0, 10.0, 49.6, 90.0, 1.0, 10, 1, "x", {}, runs)
     assert measurement_latency(m, "p10") == pytest.approx(np.percentile(runs, 10))
+    assert m.latency("p90") == pytest.approx(np.percentile(runs, 90)) and m.latency("median") == 55.0
     with pytest.raises(ConfigError, match="clock"):
         MeasureSettings(clock="tsc")
 
@@ -388,18 +397,6 @@ def test_constant_weights_artifacts_compress_and_keep_the_architecture() -> None
         _plan(weights="random")
 
 
-def test_old_store_gains_new_columns(tmp_path: Path) -> None:
-    db = tmp_path / "old.sqlite"
-    c = sqlite3.connect(str(db))
-    c.execute("CREATE TABLE measurements (kind TEXT NOT NULL, pass INTEGER NOT NULL, idx INTEGER NOT NULL, "
-              "seq INTEGER NOT NULL, counts TEXT, PRIMARY KEY (kind, pass, idx, seq))")
-    c.commit()
-    c.close()
-    store = CampaignStore(db)
-    cols = {r[1] for r in store.conn.execute("PRAGMA table_info(measurements)")}
-    assert {"samples_us", "wire_bytes"} <= cols
-
-
 def test_separate_heldout_campaign_with_three_passes(tmp_path: Path) -> None:
     from host.profiling.device_profile import heldout_arrays
 
@@ -411,11 +408,225 @@ def test_separate_heldout_campaign_with_three_passes(tmp_path: Path) -> None:
         [DeviceTarget("fake", FakeDevice(noise=0.05, seed=4), test_store)])
     main, test = load_samples(main_store), load_samples(test_store)
     assert test.latency_by_pass.shape == (8, 3)
-    counts, lat, *_, train, held = heldout_arrays(main, test)
-    assert len(train) == 22 and len(held) == 8  # indices 0..7 are held out, never trained on
-    np.testing.assert_array_equal(counts[held], test.counts)
-    np.testing.assert_allclose(lat[held], np.median(test.latency_by_pass, axis=1))  # truth = median of three
+    fs = heldout_arrays(main, test)
+    assert len(fs.train) == 22 and len(fs.test) == 8  # indices 0..7 are held out, never trained on
+    np.testing.assert_array_equal(fs.counts[fs.test], test.counts)
+    np.testing.assert_allclose(fs.latency_us[fs.test], np.median(test.latency_by_pass, axis=1))  # truth = median of 3
+    assert heldout_arrays(main, test, train_limit=15).train.size == 15
+    big = heldout_arrays(main, test, train_limit=500)
+    assert big.train.size == 22 and "only 22 training subnets" in big.warnings[0]
+    shrunk = heldout_arrays(main, None, n_test=100)
+    assert shrunk.test.size == 15 and "held out 15 subnets instead of the 100 asked" in shrunk.warnings[0]
     other = load_samples(CampaignStore(tmp_path / "main.sqlite"))
     other.counts = other.counts + 1  # a "test campaign" with other gates for the same indices is refused
     with pytest.raises(Exception, match="same --seed"):
         heldout_arrays(main, other)
+
+
+# ---- transient failures, schema migration, growth, sample mix --------------------------------------
+
+
+def test_transient_failures_are_retried_not_recorded_as_done(tmp_path: Path) -> None:
+    plan = _plan(samples=20, reference_every=0)
+    store = CampaignStore(tmp_path / "t.sqlite")
+    flaky = FakeDevice(transient=lambda call, counts: call % 4 == 0)  # every 4th request: deadline while queued
+    s = CampaignRunner(plan, LAYOUT, FakeBuilder(), progress=False).run([DeviceTarget("fake", flaky, store)])[0]
+    assert s.transient_now >= 5 and s.failed_now == 0
+    assert s.measured_now == 20 and s.left_to_retry == 0  # retried after the others, within the same run
+    assert len(store.rows("sample")) == 20 and store.failures() == []
+
+    # a request that always fails transiently stays to retry: never "done", measured on the next run
+    store2 = CampaignStore(tmp_path / "t2.sqlite")
+    stuck = FakeDevice(transient=lambda call, counts: counts[0] == _first_counts(plan))
+    s1 = CampaignRunner(plan, LAYOUT, FakeBuilder(), progress=False, retry_rounds=2).run(
+        [DeviceTarget("fake", stuck, store2)])[0]
+    assert s1.measured_now == 19 and s1.left_to_retry == 1
+    left = store2.failures(final=False)
+    assert len(left) == 1 and left[0]["attempts"] == 3 and "DEADLINE_EXCEEDED" in left[0]["message"]
+    assert len(store2.done_keys()) == 19
+    s2 = CampaignRunner(plan, LAYOUT, FakeBuilder(), progress=False).run([DeviceTarget("fake", FakeDevice(), store2)])[0]
+    assert (s2.already_done, s2.measured_now, s2.left_to_retry) == (19, 1, 0)
+    assert len(store2.rows("sample")) == 20 and store2.failures() == []
+
+
+def _first_counts(plan: CampaignPlan) -> int:
+    return int(sample_gates(plan, LAYOUT, 0)[0].sum())
+
+
+def test_too_many_transient_failures_in_a_row_stop_the_campaign(tmp_path: Path) -> None:
+    store = CampaignStore(tmp_path / "s.sqlite")
+    busy = FakeDevice(transient=lambda call, counts: True)
+    with pytest.raises(CampaignError, match="in a row failed.*re-run the same command"):
+        CampaignRunner(_plan(samples=10, reference_every=0), LAYOUT, FakeBuilder(), progress=False).run(
+            [DeviceTarget("fake", busy, store)])
+    assert store.done_keys() == set() and len(store.failures(final=False)) == 5
+
+
+V1_PLAN = {"backbone": "fake_campaign", "input_shape": [1, 8, 8], "jitter": 0.3, "passes": 1, "ratio_max": 1.0,
+           "ratio_min": 0.05, "reference_every": 0, "runtime": "torchscript", "samples": 6, "seed": 3,
+           "weights": "real", "measure": {"clock": "wall", "deadline_s": 120.0, "min_time_s": 0.5, "repeats": 5,
+                                          "threads": 1, "warmup_runs": 5}}
+
+
+def test_version_1_store_migrates_and_resumes(tmp_path: Path) -> None:
+    """A store written by the previous NN-Factory (schema 1): columns added in a versioned migration, its
+    rows kept (as uniform samples), its failures split into final and transient, and resuming measures
+    exactly what is missing, including the transient failures the old version had recorded as done."""
+    import json
+
+    from host.profiling.store import _V1_SCHEMA, STORE_SCHEMA_VERSION, _statements
+
+    db = tmp_path / "v1.sqlite"
+    plan = CampaignPlan.from_json({**V1_PLAN, "layout_fingerprint": LAYOUT.fingerprint()})
+    c = sqlite3.connect(str(db))
+    for stmt in _statements(_V1_SCHEMA):
+        c.execute(stmt)
+    c.execute("INSERT INTO meta VALUES ('schema_version', '1')")
+    c.execute("INSERT INTO meta VALUES ('plan', ?)", (json.dumps({**V1_PLAN, "layout_fingerprint": LAYOUT.fingerprint()}),))
+    c.execute("INSERT INTO meta VALUES ('layout', ?)", (json.dumps(LAYOUT.to_json()),))
+    c.execute("INSERT INTO meta VALUES ('device_ident', ?)",
+              (json.dumps({"hostname": "host-fake", "cpu_model": "FakeCPU", "machine": "x86_64"}),))
+    jobs = schedule(plan)
+    assert [j.index for j in jobs] == [j.index for j in schedule(plan)]
+    j0, j1, j2 = jobs[:3]
+    counts = json.dumps([int(g.sum()) for g in sample_gates(plan, LAYOUT, j0.index)])
+    c.execute("INSERT INTO measurements (kind, pass, idx, seq, counts, gates_sha256, latency_median_us, measured_unix, "
+              "peak_bytes, param_bytes, peak_activation_bytes) VALUES (?, ?, ?, ?, ?, 'x', 500.0, 1.0, 1000000, 10, 10)",
+              (j0.kind, j0.pass_no, j0.index, j0.seq, counts))
+    c.execute("INSERT INTO failures VALUES (?, ?, ?, ?, ?, 1.0)", (j1.kind, j1.pass_no, j1.index, j1.seq,
+              "Profile on agent 127.0.0.1:1: DEADLINE_EXCEEDED: deadline of 120 s passed while waiting for the device"))
+    c.execute("INSERT INTO failures VALUES (?, ?, ?, ?, ?, 1.0)", (j2.kind, j2.pass_no, j2.index, j2.seq,
+              "Profile on agent 127.0.0.1:1: RESOURCE_EXHAUSTED: model ran out of memory"))
+    c.commit()
+    c.close()
+
+    store = CampaignStore(db)
+    assert int(store.get_meta("schema_version")) == STORE_SCHEMA_VERSION == 2
+    assert {"source", "samples_us", "wire_bytes"} <= {r[1] for r in store.conn.execute("PRAGMA table_info(measurements)")}
+    assert store.rows("sample")[0]["source"] == "uniform"
+    assert [(f["idx"], f["final"]) for f in store.failures()] == [(j1.index, 0), (j2.index, 1)]
+    assert store.plan() == plan and store.plan().mix.fractions()["uniform"] == 1.0
+    assert len(store.done_keys()) == 2  # the measurement and the out-of-memory failure
+    dev = FakeDevice()
+    s = CampaignRunner(plan, LAYOUT, FakeBuilder(), progress=False).run([DeviceTarget("fake", dev, store)])[0]
+    assert (s.plan, s.already_done, s.measured_now) == ("resumed", 2, 4)  # the timed-out job is measured now
+    assert dev.measured == 4 and len(store.rows("sample")) == 5 and len(store.failures()) == 1
+    store.close()
+    reopened = CampaignStore(db)  # opening a current store changes nothing
+    assert len(reopened.rows("sample")) == 5 and int(reopened.get_meta("schema_version")) == 2
+    old = tmp_path / "newer.sqlite"
+    CampaignStore(old).set_meta("schema_version", 3)
+    with pytest.raises(CampaignError, match="schema version 3"):
+        CampaignStore(old)
+
+
+def test_pre_version_store_without_meta_is_brought_up_to_date(tmp_path: Path) -> None:
+    db = tmp_path / "old.sqlite"
+    c = sqlite3.connect(str(db))
+    c.execute("CREATE TABLE measurements (kind TEXT NOT NULL, pass INTEGER NOT NULL, idx INTEGER NOT NULL, "
+              "seq INTEGER NOT NULL, counts TEXT, PRIMARY KEY (kind, pass, idx, seq))")
+    c.commit()
+    c.close()
+    store = CampaignStore(db)
+    cols = {r[1] for r in store.conn.execute("PRAGMA table_info(measurements)")}
+    assert {"samples_us", "wire_bytes", "source"} <= cols and int(store.get_meta("schema_version")) == 2
+
+
+def test_growing_a_campaign_keeps_every_stored_job(tmp_path: Path) -> None:
+    small, big = _plan(samples=30, reference_every=10), _plan(samples=50, reference_every=10)
+    grown = small.grown_to(50)
+    assert grown.grown_from == (30,) and schedule(grown)[: len(schedule(small))] == schedule(small)
+    samples = [j.index for j in schedule(grown) if j.kind == "sample"]
+    assert sorted(samples) == list(range(50)) and samples[30:] != sorted(samples[30:])  # new part shuffled too
+    store = CampaignStore(tmp_path / "g.sqlite")
+    dev = FakeDevice()
+    CampaignRunner(small, LAYOUT, FakeBuilder(), progress=False).run([DeviceTarget("fake", dev, store)])
+    before = set(_all_keys(store))
+    s = CampaignRunner(big, LAYOUT, FakeBuilder(), progress=False).run([DeviceTarget("fake", dev, store)])[0]
+    assert s.plan == "grown" and s.already_done == len(before) and s.samples == 50
+    after = _all_keys(store)
+    assert before <= set(after) and len(after) == len(set(after)) == len(schedule(grown))
+    assert store.plan() == grown and len(load_samples(store).indices) == 50
+    again = CampaignRunner(big, LAYOUT, FakeBuilder(), progress=False).run([DeviceTarget("fake", dev, store)])[0]
+    assert again.plan == "resumed" and again.measured_now == 0
+
+
+def test_a_store_without_measurements_can_be_replanned(tmp_path: Path) -> None:
+    store = CampaignStore(tmp_path / "r.sqlite")
+    flaky = FakeDevice(transient=lambda call, counts: True)
+    with pytest.raises(CampaignError):
+        CampaignRunner(_plan(samples=10), LAYOUT, FakeBuilder(), progress=False).run([DeviceTarget("fake", flaky, store)])
+    assert not store.holds_results()  # only transient failures: nothing measured
+    s = CampaignRunner(_plan(samples=8, seed=9), LAYOUT, FakeBuilder(), progress=False).run(
+        [DeviceTarget("fake", FakeDevice(), store)])[0]
+    assert s.plan == "replanned" and store.plan().seed == 9
+    assert len(store.rows("sample")) + len(store.failures(final=True)) == 8 and store.failures(final=False) == []
+
+
+class FakeGenerator:
+    """Keeps the top ``limit`` share of each layer's modules by a per-task score (like an assembler)."""
+
+    def __init__(self, identity: str = "gen-a", offset: int = 0) -> None:
+        self.tasks = ("one", "two", "three")
+        self.identity = identity
+        self.offset = offset
+        self.calls = 0
+
+    def __call__(self, task: str, limits):
+        import torch
+
+        self.calls += 1
+        g = torch.Generator().manual_seed(sum(map(ord, task)) + self.offset)
+        out = []
+        for d in LAYOUT.module_counts:
+            rank = torch.randperm(d, generator=g)
+            out.append((rank.reshape(1, -1) < torch.floor(limits.reshape(-1, 1) * d)).float())
+        return out
+
+
+def test_sample_mix_sources_strata_and_generated_models(tmp_path: Path) -> None:
+    from host.profiling.plan import MIX_BLOCK, STRATA, SampleMix, sample_source
+
+    mix = SampleMix.parse("uniform=0.4,stratified=0.2,generated=0.4")
+    plan = _plan(samples=100, reference_every=0, mix=mix)
+    sources = [sample_source(plan, i) for i in range(100)]
+    for b in range(0, 100, MIX_BLOCK):  # exact proportions in every block: any prefix and tail carry the mix
+        assert Counter(sources[b : b + MIX_BLOCK]) == {"uniform": 8, "stratified": 4, "generated": 8}
+    assert Counter(sources[-10:])["generated"] >= 2  # the held-out tail includes generated models
+    strat = [i for i in range(100) if sources[i] == "stratified"]
+    fracs = np.array([[int(g.sum()) / d for g, d in zip(sample_gates(plan, LAYOUT, i), LAYOUT.module_counts, strict=True)]
+                      for i in strat[:STRATA]])
+    for col in fracs.T:  # each layer visits every stratum of [0, 1] once per block of STRATA stratified samples
+        strata = np.minimum((col * STRATA).astype(int), STRATA - 1)
+        assert len(set(strata.tolist())) >= STRATA - 2  # rounding to whole modules may shift a boundary case
+    with pytest.raises(CampaignError, match="generated model"):
+        sample_gates(plan, LAYOUT, sources.index("generated"))
+    with pytest.raises(ConfigError, match="SOURCE=WEIGHT"):
+        SampleMix.parse("uniform=1,random=2")
+
+    store = CampaignStore(tmp_path / "m.sqlite")
+    with pytest.raises(CampaignError, match="no generator|none is loaded"):
+        CampaignRunner(plan, LAYOUT, FakeBuilder(), progress=False).run([DeviceTarget("fake", FakeDevice(), store)])
+    assert store.rows("sample") == []  # refused before measuring anything
+    gen = FakeGenerator()
+    CampaignRunner(plan, LAYOUT, FakeBuilder(), generator=gen, progress=False).run(
+        [DeviceTarget("fake", FakeDevice(), store)], stop_after=50)
+    drawn = {i: store.generated(i, LAYOUT) for i in range(100) if sources[i] == "generated"}
+    stored = {i: s for i, s in drawn.items() if s is not None}
+    assert stored and all(s.generator == "gen-a" and s.task in gen.tasks and 0 < s.limit <= 1 for s in stored.values())
+    for s in stored.values():  # the stored gates are exactly the generator's for (task, limit)
+        import torch
+
+        want = gen(s.task, torch.tensor([s.limit], dtype=torch.float32))
+        assert all(torch.equal(a, b[0]) for a, b in zip(s.gates, want, strict=True))
+        assert sum(int(g.sum()) for g in s.gates) <= int(np.ceil(s.limit * LAYOUT.total_modules))
+    # resuming with another checkpoint keeps what was drawn and draws the rest from the new one
+    CampaignRunner(plan, LAYOUT, FakeBuilder(), generator=FakeGenerator("gen-b", offset=1), progress=False).run(
+        [DeviceTarget("fake", FakeDevice(), store)])
+    assert all(store.generated(i, LAYOUT).generator == "gen-a" for i in stored)
+    assert store.generators()["gen-b"] == 40 - len(stored)
+    rows = store.rows("sample")
+    crashed = len(store.failures(final=True))  # the fake device crashes on all-zero gates (limit 0.01 here)
+    assert Counter(r["source"] for r in rows) == {"uniform": 40, "stratified": 20, "generated": 40 - crashed}
+    data = load_samples(store)
+    assert Counter(data.sources.tolist()) == {"uniform": 40, "stratified": 20, "generated": 40 - crashed}

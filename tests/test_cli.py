@@ -122,10 +122,7 @@ def test_json_errors_are_one_object_on_stdout(argv, kind, needle, tmp_path, caps
     from host.cli import main
 
     argv = [a.replace("{tmp}", str(tmp_path)) for a in argv] + ["--json"]
-    try:
-        rc = main(argv)
-    except SystemExit as exc:  # usage errors exit from argparse
-        rc = exc.code
+    rc = main(argv)  # usage errors too return 2 (they do not raise SystemExit out of main)
     out, err = capsys.readouterr()
     assert rc == 2
     lines = out.strip().splitlines()

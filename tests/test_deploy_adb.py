@@ -237,6 +237,7 @@ def test_agent_deployed_over_adb_reached_with_debian_adb_forward(
         emu.stop()
 
 
+@pytest.mark.slow  # a dropped connection, then resume
 def test_adb_connection_dropped_then_resumed(emulator: AdbEmulator, adb_key: Path, tmp_path: Path) -> None:
     from host.client import TensorSpec
 

@@ -194,6 +194,7 @@ def test_disk_full_is_reported_and_cleaned(sshd: SshServer, tmp_path: Path) -> N
         subprocess.run(["umount", str(mnt)], check=True)
 
 
+@pytest.mark.slow  # a dropped connection mid-campaign, then resume
 def test_dropped_connection_mid_campaign_then_resumed(sshd: SshServer, tmp_path: Path) -> None:
     from host.client import TensorSpec
 

@@ -119,6 +119,25 @@ def test_detector_exports_match_in_their_runtimes(tmp_path: Path, fmt: str):
         assert abs(runner(x.numpy()) - compact(x).numpy()).max() <= FLOAT_ATOL
 
 
+@pytest.mark.tflite
+@pytest.mark.parametrize("fmt", ["onnx", "tflite"])
+def test_detector_int8_keeps_both_heads_ranges(tmp_path: Path, fmt: str):
+    """Heatmap logits (~ -8) and box sizes (~ +5) live in one output tensor; int8 must keep both."""
+    net = randomize_norms(build_supernet("centernet_tiny"), seed=4).eval()
+    with torch.no_grad():
+        net.heatmap.out.bias.fill_(-8.0)
+        net.box.out.bias.fill_(5.0)
+    compact = extract(net, random_gates(net.gate_layout(), 0.6, generator=torch.Generator().manual_seed(1)))
+    out = tmp_path / ("det.int8.onnx" if fmt == "onnx" else "det.int8.tflite")
+    export_artifact(compact, fmt, out, int8=True, calibration_samples=16, verify_samples=4)
+    x = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(2))
+    y = torch.from_numpy(load_runner(out)(x.numpy()))
+    with torch.no_grad():
+        ref = compact(x)
+    assert ref[:, 4:6].min() > 3 and ref[:, :4].max() < -5
+    assert (y - ref)[:, 4:6].abs().max() < 0.5 and (y - ref)[:, :4].abs().max() < 0.5
+
+
 def test_detector_profiling_artifacts_and_structure_model():
     """What a profiling campaign builds for the detector, and the device profile's structure model (exact
     param bytes and peak activation from active counts)."""
@@ -134,6 +153,7 @@ def test_detector_profiling_artifacts_and_structure_model():
         exact.param_bytes, exact.peak_activation_bytes)
 
 
+@pytest.mark.slow  # trains a detector, then generates and evaluates
 def test_training_generation_and_eval(tmp_path: Path, capsys):
     """Pre-training and joint steps on AttrOD scenes, resumed exactly; generation and mAP evaluation."""
     kw = dict(space="attrod", backbone="centernet_tiny", steps=4, pretrain_steps=2, batch_size=4,

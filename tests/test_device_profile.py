@@ -13,7 +13,7 @@ from host.errors import ConfigError, SpecError
 from host.gates import GateLayout, random_gates
 from host.profiling.build import ExtractingBuilder
 from host.profiling.device_profile import fit_store, load_predictor, read_profile, write_profile_entry
-from host.profiling.plan import CampaignPlan, MeasureSettings
+from host.profiling.plan import CampaignPlan, MeasureSettings, SampleMix
 from host.profiling.runner import CampaignRunner, DeviceTarget
 from host.profiling.store import CampaignStore
 from host.supernets import build_supernet
@@ -41,7 +41,7 @@ def fitted(tmp_path_factory) -> tuple[Path, Path, GateLayout]:
     tmp = tmp_path_factory.mktemp("prof")
     plan = CampaignPlan(backbone="resnet_tiny", layout_fingerprint=layout.fingerprint(), runtime="torchscript",
                         input_shape=tuple(net.input_shape), samples=40, seed=1, reference_every=20,
-                        measure=MeasureSettings(repeats=3))
+                        measure=MeasureSettings(repeats=3), mix=SampleMix(uniform=0.7, stratified=0.3))
     store = CampaignStore(tmp / "c.sqlite")
     CampaignRunner(plan, layout, ExtractingBuilder(net), progress=False).run([DeviceTarget("dev", LawDevice(), store)])
     entry = fit_store(store, test=10)
@@ -52,6 +52,11 @@ def fitted(tmp_path_factory) -> tuple[Path, Path, GateLayout]:
     return path, profiles, layout
 
 
+@pytest.fixture(scope="module")
+def fitted_store(fitted) -> Path:
+    return fitted[0].parents[1] / "c.sqlite"
+
+
 def test_profile_file_is_plain_json_with_figures(fitted) -> None:
     path, profiles, layout = fitted
     data = json.loads(path.read_text())
@@ -60,6 +65,16 @@ def test_profile_file_is_plain_json_with_figures(fitted) -> None:
     assert e["layout_fingerprint"] == layout.fingerprint()
     assert e["samples"] == {"train": 30, "test": 10}
     assert set(e["accuracy"]["latency"]) == {"linear", "improved"}
+    assert sorted(e["percentiles"]) == ["p50", "p90", "p99"] and e["default_percentile"] == "p90"
+    for block in e["percentiles"].values():
+        assert block["margin"]["n"] == 10 and not block["margin"]["guaranteed"]  # 10 held out: too few for 99 %
+        assert 0 <= block["margin"]["value"] < 0.5
+    assert e["memory_margin"]["n"] == 10
+    assert e["fit_mix"]["train"] == {"stratified": 8, "uniform": 22} and e["fit_mix"]["test"] == {"stratified": 4, "uniform": 6}
+    assert any("too few for a 99% margin" in w for w in e["warnings"])
+    refs = e["references"]
+    assert refs["ratios"] == [1.0, 0.5, 0.25] and len(refs["gates"]) == 3 and refs["rounds"] == 3
+    assert sorted(refs["latency_us"]) == ["p50", "p90", "p99"] and len(refs["peak_bytes"]) == 3
     # memory = 3 MB + 1.25 × artifact size: parameter bytes dominate the artifact, so the fit is close
     assert e["accuracy"]["memory"]["within_5pct"] >= 0.9
     assert not list(profiles.glob(".*.tmp"))  # atomic write left no temp file
@@ -91,8 +106,11 @@ def test_bad_profiles(fitted, tmp_path: Path) -> None:
         read_profile("broken", tmp_path)
     with pytest.raises(ConfigError, match="letters, digits"):
         read_profile("../etc/passwd", tmp_path)
-    with pytest.raises(ConfigError, match="no profile for supernet"):
+    with pytest.raises(ConfigError, match="profiled for resnet_tiny on runtime 'torchscript', not on 'tflite'.*"
+                                          "--runtime tflite"):
         load_predictor("dev-1", layout, runtime="litert", root=profiles)
+    with pytest.raises(ConfigError, match="choose one of 50, 90, 99"):
+        load_predictor("dev-1", layout, root=profiles, percentile=95)
 
 
 def test_shipped_profiles_load(tmp_path: Path) -> None:
@@ -103,7 +121,9 @@ def test_shipped_profiles_load(tmp_path: Path) -> None:
         data = read_profile(f.stem, root)
         for entry in data["profiles"].values():
             layout = build_supernet(entry["config"]).gate_layout()
-            pred = load_predictor(f.stem, layout, entry["runtime"], root=root)
+            pred = load_predictor(f.stem, layout, entry["runtime"], root=root, percentile=entry["default_percentile"])
+            assert pred.latency_margin > 0 and pred.memory_margin >= 0 and entry["references"]["gates"]
+            assert entry["fit_mix"]["test"].get("generated", 0) > 0  # held out on generated models too
             lat, mem = pred.predict_counts(np.array([layout.module_counts]))
             assert lat[0] > 0 and mem[0] > 0
             # the structure block follows the supernet as built now (scripts/recalibrate_structure.py)
@@ -130,15 +150,82 @@ def test_profiles_are_written_to_the_user_dir_and_read_from_it_then_the_shipped_
     monkeypatch.delenv("NNF_PROFILES_DIR", raising=False)
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
     shipped = Path(__file__).resolve().parents[1] / "device_profiles"
+    name = sorted(shipped.glob("*.json"))[0].stem  # a profile that ships with NN-Factory
     assert default_profiles_dir() == tmp_path / "data" / "nn-factory" / "device_profiles"  # never the source tree
     assert profile_dirs() == [default_profiles_dir(), shipped]
-    assert profile_path("dev-amd-epyc-2c") == shipped / "dev-amd-epyc-2c.json"
-    shipped_entries = set(read_profile("dev-amd-epyc-2c")["profiles"])
+    assert profile_path(name) == shipped / f"{name}.json"
+    shipped_entries = set(read_profile(name)["profiles"])
     # refitting a shipped device writes the user's copy, keeping the shipped entries it does not replace
-    entry = {**next(iter(read_profile("dev-amd-epyc-2c")["profiles"].values())), "config": "x_cfg"}
-    out = write_profile_entry("dev-amd-epyc-2c", {"cpu_model": "test"}, entry)
-    assert out == default_profiles_dir() / "dev-amd-epyc-2c.json" and profile_path("dev-amd-epyc-2c") == out
-    assert set(read_profile("dev-amd-epyc-2c")["profiles"]) == shipped_entries | {f"x_cfg/{entry['runtime']}"}
-    assert "dev-amd-epyc-2c" in list_devices()
+    entry = {**next(iter(read_profile(name)["profiles"].values())), "config": "x_cfg"}
+    out = write_profile_entry(name, {"cpu_model": "test"}, entry)
+    assert out == default_profiles_dir() / f"{name}.json" and profile_path(name) == out
+    assert set(read_profile(name)["profiles"]) == shipped_entries | {f"x_cfg/{entry['runtime']}"}
+    assert name in list_devices()
     monkeypatch.setenv("NNF_PROFILES_DIR", str(tmp_path / "mine"))
     assert default_profiles_dir() == tmp_path / "mine"
+
+
+def test_calibrated_margin_is_the_conformal_order_statistic() -> None:
+    from host.profiling.device_profile import calibrated_margin
+
+    pred = np.full(199, 100.0)
+    true = 100.0 * (1 + np.linspace(-0.05, 0.10, 199))  # relative errors -5 % .. +10 %, evenly spread
+    m = calibrated_margin(pred, true, 0.99)
+    k = int(np.ceil(200 * 0.99))  # the 198th smallest of 199
+    assert m["guaranteed"] and m["order_statistic"] == k and m["n"] == 199
+    assert m["value"] == pytest.approx(np.sort(true / pred - 1)[k - 1])
+    assert m["covered_heldout"] >= 0.99 and m["largest_error"] == pytest.approx(0.10)
+    few = calibrated_margin(pred[-20:], true[-20:], 0.99)  # 20 held out: not enough for 99 %, the largest is used
+    assert not few["guaranteed"] and few["value"] == pytest.approx(few["largest_error"])
+    assert calibrated_margin(np.array([10.0, 10.0]), np.array([9.0, 9.5]))["value"] == 0.0  # never negative
+    with pytest.raises(ConfigError):
+        calibrated_margin(pred, true, 1.0)
+
+
+def test_predictor_bounds_add_the_margin_and_rescale(fitted) -> None:
+    _, profiles, layout = fitted
+    pred = load_predictor("dev-1", layout, root=profiles, percentile=90)
+    assert pred.percentile == "p90" and pred.runtime == "torchscript"
+    counts = np.array([layout.module_counts, [max(1, d // 3) for d in layout.module_counts]])
+    lat, mem = pred.predict_counts(counts)
+    blat, bmem = pred.bound_counts(counts)
+    np.testing.assert_allclose(blat, lat * (1 + pred.latency_margin))
+    np.testing.assert_allclose(bmem, mem * (1 + pred.memory_margin))
+    slow = pred.rescaled(latency=1.3)
+    np.testing.assert_allclose(slow.predict_counts(counts)[0], lat * 1.3)
+    np.testing.assert_allclose(slow.predict_counts(counts)[1], mem)
+    assert pred.margins()["latency"] == pred.latency_margin and pred.margins()["coverage"] == 0.99
+
+
+def test_version_1_entry_is_refused_with_advice(fitted, tmp_path: Path) -> None:
+    path, _, layout = fitted
+    data = json.loads(path.read_text())
+    entry = data["profiles"]["resnet_tiny/torchscript"]
+    old = {k: v for k, v in entry.items() if k not in ("percentiles", "default_percentile", "memory_margin")}
+    old["latency"] = entry["percentiles"]["p50"]["latency"]
+    old["latency_statistic"] = "p10"
+    (tmp_path / "old.json").write_text(json.dumps({**data, "version": 1, "profiles": {"resnet_tiny/torchscript": old}}))
+    with pytest.raises(SpecError, match="predicts the p10 of each subnet's runs.*re-fit it"):
+        load_predictor("old", layout, root=tmp_path)
+
+
+def test_cli_fit_warns_prints_margins_and_hints(fitted_store: Path, tmp_path: Path, capsys) -> None:
+    from host.cli import main
+
+    profiles = tmp_path / "p"
+    rc = main(["fit", "--device", "dev-9", "--store", str(fitted_store), "--profiles-dir", str(profiles), "--test",
+               "100", "--train-limit", "500", "--percentiles", "50,90"])
+    out, err = capsys.readouterr()
+    assert rc == 0, err
+    assert "warning: held out 20 subnets instead of the 100 asked" in err  # never more than half of the campaign
+    assert "warning: --train-limit 500, but only 20 training subnets exist: fitted on 20" in err
+    assert "fitted on 20 subnets (stratified" in out and "tested on 20 held-out subnets" in out
+    assert "p50 latency" in out and "p90 latency (default)" in out and "p99" not in out
+    assert "margin    +" in out and "too few for that guarantee" in out
+    assert "next: nnf generate --task TASK --out OUT --device dev-9 --latency-ms MS --percentile 90" in out
+    assert "next: nnf devices fingerprint dev-9 --backbone resnet_tiny --runtime torchscript" in out
+    entry = json.loads((profiles / "dev-9.json").read_text())["profiles"]["resnet_tiny/torchscript"]
+    assert sorted(entry["percentiles"]) == ["p50", "p90"] and entry["samples"] == {"train": 20, "test": 20}
+    assert main(["fit", "--device", "dev-9", "--store", str(fitted_store), "--profiles-dir", str(profiles),
+                 "--percentiles", "95"]) == 2
+    assert "choose one of 50, 90, 99" in capsys.readouterr().err

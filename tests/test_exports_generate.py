@@ -74,10 +74,14 @@ def test_generate_for_a_device_budget_with_format(numvqa_run, tmp_path: Path, ca
     base = ["generate", "--space", "numvqa", "--task", "exactly one 0", "--checkpoint", str(run),
             "--profiles-dir", str(profiles), "--device", "synthetic-dev", "--latency-ms", "2.2", "--json"]
     out = tmp_path / "dev"
-    assert main([*base, "--out", str(out), "--format", "onnx"]) == 0
+    assert main([*base, "--out", str(out), "--format", "torchscript"]) == 0
     report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert report["export"]["path"] == str(out / "model.onnx")
-    assert read_sidecar(out / "model.onnx")["source"]["gates_fingerprint"]
+    assert report["export"]["path"] == str(out / "model.pt") and report["runtime"] == "torchscript"
+    assert read_sidecar(out / "model.pt")["source"]["gates_fingerprint"]
+    # the profile is TorchScript's: an ONNX model's budget cannot be priced with it (refused, nothing written)
+    onnx = tmp_path / "onnx"
+    assert main([*base, "--out", str(onnx), "--format", "onnx"]) == 2
+    assert "not on 'onnx'" in capsys.readouterr().err and not onnx.exists()
     # flag mistakes fail before any generation work: nothing is written
     bad = tmp_path / "bad"
     assert main([*base, "--out", str(bad), "--format", "torch-export", "--int8"]) == 2

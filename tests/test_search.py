@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 
 from host.errors import ConfigError, SearchError
 from host.gates import GatedLayer, GateLayout
-from host.profiling.budget import Budget, algorithm1, batched_search, gates_key, limit_grid, live_search
+from host.profiling.budget import Budget, algorithm1, batched_search, limit_grid, live_search
+from host.profiling.build import gates_sha256
 from host.profiling.predictor import LatencyModel, LatencySchema, active_counts
+from tests.support.campaign_fakes import synthetic_entry
 
 LAYOUT = GateLayout(
     "resnet",
@@ -115,7 +120,7 @@ def test_live_search_matches_batched_with_few_measurements(start) -> None:
     measured = []
 
     def measure(gates):
-        measured.append(gates_key(gates))
+        measured.append(gates_sha256(gates))
         lat, mem = ev([g.reshape(1, -1) for g in gates])
         return float(lat[0]), float(mem[0])
 
@@ -188,9 +193,7 @@ def device_profiles(tmp_path_factory):
     coef[1 : 1 + layout.num_layers] = 10.0
     lat = LatencyModel(layout, schema, coef=coef)
     mem = MemoryModel(coef=np.array([2e6, 1.0, 1.0, 0.0]))
-    entry = {"backbone": "resnet", "config": "resnet_tiny", "layout_fingerprint": layout.fingerprint(),
-             "runtime": "torchscript", "latency": lat.to_json(), "memory": mem.to_json(),
-             "structure": StructureModel.calibrate(fac.models.supernet).to_json(), "latency_statistic": "p10"}
+    entry = synthetic_entry(layout, lat, mem, StructureModel.calibrate(fac.models.supernet), latency_margin=0.05)
     root = tmp_path_factory.mktemp("profiles")
     write_profile_entry("tiny-dev", {"cpu_model": "synthetic"}, entry, root)
     return fac, root
@@ -205,10 +208,17 @@ def test_generate_for_device_predictor_mode(device_profiles, tmp_path) -> None:
     budget = Budget(latency_ms=1.2)  # 500 µs + 10 µs per module: ~70 of 120 modules
     compact, report = generate_for_device(fac, "two even", "tiny-dev", budget, out_dir=tmp_path / "m", profiles_root=root)
     pred = load_predictor("tiny-dev", fac.layout, root=root)
-    want = batched_search(factory_assembler(fac), "two even", pred, budget)
+    want = batched_search(factory_assembler(fac), "two even", pred.guarded(), budget)
     assert report["limit"] == pytest.approx(want.limit) and 0.3 < report["limit"] < 1.0
-    assert report["predicted"]["latency_ms"] <= 1.2
-    assert "measured" not in report
+    # the 5 % margin is applied: the raw prediction alone would allow a larger model
+    raw = batched_search(factory_assembler(fac), "two even", pred, budget)
+    assert raw.limit > report["limit"] and report["margin"]["latency"] == 0.05
+    p = report["predicted"]
+    assert p["latency_bound_ms"] <= 1.2 and p["latency_ms"] == pytest.approx(p["latency_bound_ms"] / 1.05, rel=1e-3)
+    assert "measured" not in report and report["percentile"] == "p90" and report["runtime"] == "torchscript"
+    assert report["drift_check"]["status"] == "skipped"
+    meta = load_compact(tmp_path / "m").spec.meta
+    assert meta["percentile"] == "p90" and meta["margin"]["latency"] == 0.05 and meta["drift_check"]["status"] == "skipped"
     assert load_compact(tmp_path / "m").spec.gates_fingerprint == compact.spec.gates_fingerprint
     _, rep_a1 = generate_for_device(fac, "two even", "tiny-dev", budget, method="algorithm1", profiles_root=root)
     assert rep_a1["limit"] == report["limit"] and rep_a1["search"]["rounds"] > 1
@@ -224,6 +234,10 @@ def test_generate_for_device_bad_inputs(device_profiles) -> None:
         generate_for_device(fac, "x", "tiny-de", Budget(latency_ms=1.0), profiles_root=root)
     with pytest.raises(ConfigError, match="--agent"):
         generate_for_device(fac, "x", "tiny-dev", Budget(latency_ms=1.0), live=True, profiles_root=root)
+    with pytest.raises(ConfigError, match="runtime 'torchscript', not on 'onnx'.*--runtime onnx"):
+        generate_for_device(fac, "x", "tiny-dev", Budget(latency_ms=1.0), runtime="onnxruntime", profiles_root=root)
+    with pytest.raises(ConfigError, match="--drift-check on needs the agent"):
+        generate_for_device(fac, "x", "tiny-dev", Budget(latency_ms=1.0), drift_check="on", profiles_root=root)
 
 
 # ---- nnf generate --device on a (briefly) trained NumVQA checkpoint, with a real agent for --live ----
@@ -293,3 +307,73 @@ def test_factory_assembler_matches_factory_gates(numvqa_run) -> None:
         assert all(torch.equal(a, b) for a, b in zip(fast, ref, strict=True))
         one = assemble(task, grid[17:18])
         assert all(torch.equal(a[0], b[17]) for a, b in zip(one, ref, strict=True))
+
+
+@pytest.mark.slow
+def test_cli_generate_checks_drift_on_a_real_agent(numvqa_run, tmp_path, capsys) -> None:
+    """Predicted generation with the device's agent at hand re-measures the profile's reference subnets first:
+    proceed, rescale (recorded in the model's spec) or refuse (no model written)."""
+    import json as _json
+    import shutil
+    import subprocess
+
+    from host.artifact import read_spec
+    from host.gates import random_gates
+    from host.profiling.build import ExtractingBuilder
+    from host.profiling.measurers import AgentMeasurer, CandidateMeasurer
+    from host.profiling.plan import MeasureSettings
+    from host.profiling.store import pack_gates
+    from host.supernets import build_supernet
+
+    run, profiles, layout = numvqa_run
+    root = Path(__file__).resolve().parents[1]
+    agent = subprocess.Popen([sys.executable, "-m", "agent", "serve", "--port", "0", "--cache-dir", str(tmp_path / "cache")],
+                             cwd=str(root), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        line = agent.stdout.readline()
+        addr = "127.0.0.1:" + dict(kv.split("=", 1) for kv in line.split()[1:])["port"]
+        net = build_supernet(layout.config)
+        g = torch.Generator().manual_seed(5)
+        refs = [random_gates(layout, r, generator=g) for r in (1.0, 0.5, 0.25)]
+        settings = MeasureSettings(warmup_runs=2, repeats=20, min_time_s=0.05)
+        with AgentMeasurer(addr) as m:
+            cm = CandidateMeasurer(ExtractingBuilder(net), m, net.input_shape, settings, stat="p90")
+            measured = [cm.measure(r) for r in refs]
+        mine = tmp_path / "profiles"
+        shutil.copytree(profiles, mine)
+        path = mine / "synthetic-dev.json"
+
+        def write(scale: list[float], level: float, shape: float) -> None:
+            data = _json.loads(path.read_text())
+            entry = data["profiles"][f"{layout.config}/torchscript"]
+            entry["measure"] = {"threads": 1, "warmup_runs": 2, "repeats": 20, "min_time_s": 0.05, "deadline_s": 60.0}
+            entry["references"] = {
+                "ratios": [1.0, 0.5, 0.25], "gates": [pack_gates(r) for r in refs],
+                "latency_us": {p: [x.latency("p90") * s for x, s in zip(measured, scale, strict=True)]
+                               for p in ("p50", "p90", "p99")},
+                "peak_bytes": [float(x.peak_bytes) for x in measured], "rounds": 3,
+                "tolerance": {p: {"level": level, "shape": shape} for p in ("p50", "p90", "p99")} | {"memory": 0.5}}
+            path.write_text(_json.dumps(data))
+
+        write([1.0, 1.0, 1.0], level=0.5, shape=0.5)  # as measured a moment ago: proceed
+        rc = _gen(run, mine, tmp_path / "ok", "--device", "synthetic-dev", "--latency-ms", "1000", "--agent", addr)
+        rep = _json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+        assert rc == 0 and rep["drift_check"]["status"] == "proceed" and len(rep["drift_check"]["latency_ratios"]) == 3
+        assert rep["measured"]["fits"] and rep["measured"]["measurements"] == 1  # the chosen model (references apart)
+        assert read_spec(tmp_path / "ok")[1]["meta"]["drift_check"]["status"] == "proceed"
+
+        write([1 / 1.6] * 3, level=0.1, shape=0.5)  # the device got ~1.6x slower, uniformly: rescaled
+        rc = _gen(run, mine, tmp_path / "slow", "--device", "synthetic-dev", "--latency-ms", "1000", "--agent", addr)
+        rep = _json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+        d = rep["drift_check"]
+        assert rc == 0 and d["status"] == "rescaled" and 1.2 < d["latency_factor"] < 2.1, d
+        assert read_spec(tmp_path / "slow")[1]["meta"]["drift_check"]["latency_factor"] == d["latency_factor"]
+
+        write([1.0, 1.0, 0.2], level=0.1, shape=0.3)  # the small reference 5x slower, the others not: refused
+        rc = _gen(run, mine, tmp_path / "no", "--device", "synthetic-dev", "--latency-ms", "1000", "--agent", addr)
+        err = capsys.readouterr().err
+        assert rc == 2 and "drift check on synthetic-dev" in err and "--live" in err and not (tmp_path / "no").exists()
+    finally:
+        agent.terminate()
+        agent.wait(timeout=30)
+        agent.stdout.close()

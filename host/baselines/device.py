@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from host.errors import AgentError, ConfigError
+from host.errors import AgentError
 
 MB = 1e6
 
@@ -72,17 +72,16 @@ def measure_settings(predictor: Any) -> Any:
 
 def model_bytes(model: torch.nn.Module, input_shape: Sequence[int], runtime: str) -> bytes:
     """Serialise a compact model for an agent runtime (TorchScript in memory; others via host.exports)."""
-    from host.profiling.build import RUNTIME_FORMATS, RUNTIME_SUFFIX, torchscript_bytes
+    from host.profiling.build import format_for_runtime, torchscript_bytes
 
     if runtime == "torchscript":
         return torchscript_bytes(model.eval(), input_shape)
-    if runtime not in RUNTIME_FORMATS:
-        raise ConfigError(f"unknown runtime {runtime!r}; choose one of {', '.join(RUNTIME_FORMATS)}")
+    fmt = format_for_runtime(runtime)
     from host.exports import export_artifact
 
     with tempfile.TemporaryDirectory(prefix="nnf-baseline-") as tmp:
-        out = Path(tmp) / f"model{RUNTIME_SUFFIX[runtime]}"
-        export_artifact(model.eval(), RUNTIME_FORMATS[runtime], out, verify_samples=2)
+        out = Path(tmp) / f"model{fmt.suffix}"
+        export_artifact(model.eval(), fmt.name, out, verify_samples=2)
         return out.read_bytes()
 
 
@@ -117,15 +116,14 @@ class Measured:
 class AgentMeter:
     """Measure compact models on a device agent with the profile's runtime, settings and statistic."""
 
-    def __init__(self, address: str, predictor: Any, *, token: str | None = None,
-                 cache_dir: Path | None = None) -> None:
+    def __init__(self, address: str, predictor: Any, *, token: str | None = None) -> None:
         from host.profiling.measurers import AgentMeasurer
 
         self.address = address
         self.runtime = str(predictor.runtime)
         self.settings = measure_settings(predictor)
         self.statistic = latency_statistic(predictor)
-        self._measurer = AgentMeasurer(address, token=token, cache_dir=cache_dir)
+        self._measurer = AgentMeasurer(address, token=token)
 
     def close(self) -> None:
         self._measurer.close()

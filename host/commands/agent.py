@@ -18,7 +18,8 @@
 Every command that talks to an agent takes the same connection options (:func:`add_connection_args`):
 ``--agent HOST:PORT``, ``--token-file F`` (or ``$NNF_AGENT_TOKEN``; ``--token`` works but shows in ``ps``;
 without any, the token of a loopback agent of this user is found in its state directory) and
-``--tls-root-cert PEM`` for an agent serving TLS (``nnf-agent serve --tls-cert/--tls-key``).
+``--tls-root-cert PEM`` for an agent serving TLS (``nnf-agent serve --tls-cert/--tls-key``); the commands of
+other modules that talk to agents get the same from ``$NNF_AGENT_TOKEN`` and ``$NNF_AGENT_TLS_ROOT_CERT``.
 Deploying agents to other machines over ssh/adb is ``nnf deploy`` (a separate command).
 """
 

@@ -5,6 +5,7 @@
 - ``check``    connect and report: reachable, Python + agent requirements + runtime present, free disk,
                agent deployable, agent running (exit code 1 when not deployable)
 - ``profile``  upload an artifact to the device's running agent through the tunnel and profile it
+- ``fingerprint``  re-measure the reference subnets of the device's profile and compare (drift check)
 """
 
 from __future__ import annotations
@@ -63,6 +64,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             sp.add_argument("--min-time-s", type=float, default=None,
                             help="minimum timed seconds (default: the agent's, 1)")
         sp.set_defaults(func=_handler)
+    from host.commands.fingerprint import add_parser as add_fingerprint  # drift check (host.profiling.drift)
+
+    add_fingerprint(sub)
 
 
 def _handler(args: argparse.Namespace) -> int:
@@ -110,8 +114,11 @@ def _check(device: Any, args: argparse.Namespace) -> int:
         print(f"device {device.name} ({device.address}): "
               f"{'reachable' if report['reachable'] else 'NOT reachable'}")
         if report.get("python"):
-            print(f"  python {'.'.join(map(str, report['python']))}, runtimes: "
+            print(f"  {report.get('machine') or 'unknown architecture'}, {report.get('cpu_count') or '?'} CPUs, "
+                  f"python {'.'.join(map(str, report['python']))}, runtimes: "
                   f"{', '.join(report.get('runtimes', {})) or 'none'}, free {report['free_bytes'] >> 20} MiB")
+            for runtime, how in report.get("runtimes_missing", {}).items():
+                print(f"  runtime {runtime} not installed (to add it: {how})")
         for problem in report["problems"]:
             print(f"  problem: {problem}")
         print(f"  deployable: {'yes' if report['deployable'] else 'no'}; agent running: "

@@ -23,20 +23,38 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--checkpoint", type=Path, default=None,
                    help="checkpoint or training-run directory (default: the checkpoint shipped for --space)")
     from host.commands.export import add_format_arguments  # --format/--int8/--calibration
-    from host.commands.options import agent_address
 
     add_format_arguments(p)
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    from host.commands.options import add_agent_arg
+
     # device budgets (host.profiling.budget): search the largest limit whose model fits the device
     p.add_argument("--device", default=None, help="device whose fitted profile (`nnf fit`, or shipped) sets the limit")
-    p.add_argument("--latency-ms", type=float, default=None, help="latency budget on --device (milliseconds)")
+    p.add_argument("--latency-ms", type=float, default=None,
+                   help="latency budget on --device (milliseconds), held at --percentile of the model's runs")
     p.add_argument("--memory-mb", type=float, default=None, help="memory budget on --device (MB = 10^6 bytes)")
+    p.add_argument("--percentile", default="90", choices=["50", "90", "99"],
+                   help="which share of inferences must meet --latency-ms: 90 (default, for shipping: 9 of 10 runs "
+                        "at most that slow), 50 (the median) or 99 (a tail budget); the profile predicts that "
+                        "percentile and adds its calibrated safety margin")
     p.add_argument("--live", action="store_true",
-                   help="measure candidates on the device's agent (--agent) instead of predicting them")
-    p.add_argument("--agent", default=None, metavar="HOST:PORT", type=agent_address,
-                   help="the device's agent: with --live candidates are measured there; otherwise the chosen model "
-                        "is measured there too (predicted vs. measured in the report)")
-    p.add_argument("--token", default=None, help="agent bearer token (default: $NNF_AGENT_TOKEN)")
+                   help="measure candidates on the device's agent instead of predicting them (--agent, or the "
+                        "device's deployed agent from the inventory)")
+    add_agent_arg(p, help="the device's agent (default: the inventory's deployed agent, tunnel and token opened "
+                          "here): used for the drift check, to measure the chosen model, and by --live")
+    p.add_argument("--token", default=None, help="agent bearer token for --agent (default: $NNF_AGENT_TOKEN)")
+    p.add_argument("--inventory", default=None, help="device inventory TOML (default: $NNF_INVENTORY, ./devices.toml, ~/.config/nn-factory/devices.toml)")
+    p.add_argument("--drift-check", default="auto", choices=["auto", "on", "off"],
+                   help="re-measure the profile's reference subnets before a predicted search: auto (default: when "
+                        "the device's agent is reachable), on (required), off")
+    from host.commands.options import add_runtime_arg
+
+    add_runtime_arg(p, help="runtime the budget is priced on and --live measures with (default: --format's, else "
+                            "the device profile's, else torchscript); e.g. onnx for a device without PyTorch")
+    p.add_argument("--warmup", type=int, default=None,
+                   help="warm-up runs per measurement on the device (default: the device profile's campaign settings)")
+    p.add_argument("--repeats", type=int, default=None,
+                   help="timed runs per measurement on the device, with no minimum time (e.g. 3 on a slow device)")
     p.add_argument("--search", default="batched", choices=["batched", "algorithm1"],
                    help="predictor search: one batched pass (default) or the paper's Algorithm 1 (same answer)")
     p.add_argument("--profiles-dir", type=Path, default=None, help="device profiles directory")
@@ -99,19 +117,41 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run_device(args: argparse.Namespace, factory, load_s: float) -> int:
-    """Device-budget generation (owned by the campaigns feature; see host/profiling/budget.py)."""
-    import os
+    """Device-budget generation (owned by the profiling package; see host/profiling/budget.py)."""
+    import contextlib
 
     from host.cli import print_json
+    from host.errors import ConfigError
     from host.profiling.budget import Budget, generate_for_device
     from host.profiling.device_profile import safe_device_id
 
     budget = Budget(latency_ms=args.latency_ms, memory_mb=args.memory_mb)
-    token = args.token if args.token is not None else os.environ.get("NNF_AGENT_TOKEN")
-    _, report = generate_for_device(
-        factory, args.task, safe_device_id(args.device), budget, live=args.live, agent=args.agent, token=token,
-        method=args.search, out_dir=args.out, profiles_root=args.profiles_dir,
-    )
+    device = safe_device_id(args.device)
+    from host.commands.options import agent_runtime
+
+    runtime = agent_runtime(args.runtime)
+    if args.format is not None:
+        if args.int8:
+            raise ConfigError("device budgets are profiled on float32 artifacts; an int8 model runs at another cost: "
+                              "drop --int8, or generate with --activation-limit and profile the int8 model yourself")
+        fmt_runtime = agent_runtime(args.format)  # the budget must be priced on the runtime that will run it
+        if runtime is not None and runtime != fmt_runtime:
+            raise ConfigError(f"--runtime {args.runtime} prices the budget on another runtime than --format "
+                              f"{args.format} runs on: drop --runtime, or make them the same")
+        runtime = fmt_runtime
+    measure = _measure_settings(args)
+
+    with contextlib.ExitStack() as stack:
+        measurer, agent, note = _device_agent(stack, device, args)
+        if note and args.drift_check == "on":
+            raise ConfigError(f"--drift-check on: {note}")
+        _, report = generate_for_device(
+            factory, args.task, device, budget, percentile=args.percentile, runtime=runtime, live=args.live,
+            measurer=measurer, agent=agent, drift_check=args.drift_check, method=args.search, out_dir=args.out,
+            profiles_root=args.profiles_dir, measure_settings=measure, meta={"checkpoint": str(factory.checkpoint)},
+        )
+    if note and report["drift_check"]["status"] == "skipped":
+        report["drift_check"]["message"] = note
     report["seconds_load_checkpoint"] = round(load_s, 4)
     from host.commands.export import export_after_generate
 
@@ -122,14 +162,19 @@ def _run_device(args: argparse.Namespace, factory, load_s: float) -> int:
         print_json(report)
         return 0
     s = report["search"]
+    d = report["drift_check"]
     print(f"task              {report['task']}")
-    print(f"device            {report['device']}  budget: {budget.describe()}")
+    print(f"device            {report['device']}  budget: {budget.describe()} at p{args.percentile} "
+          f"({report['runtime']})")
+    print(f"drift check       {d['status']}: {d['message']}")
     print(f"search            {s['method']}: {s['rounds']} rounds, {s['assembler_calls']} assembler call(s), "
           f"{report['seconds_search']:.3f} s")
     print(f"activation limit  {report['limit']:g}  (ratio {report['activation_ratio']:.4f})")
     if "predicted" in report:
-        p = report["predicted"]
-        print(f"predicted         {p['latency_ms']:.3f} ms, {p['memory_mb']:.2f} MB ({p['latency_statistic']} latency)")
+        p, m = report["predicted"], report["margin"]
+        print(f"predicted         {p['latency_ms']:.3f} ms, {p['memory_mb']:.2f} MB (p{args.percentile}); with the "
+              f"safety margin (+{100 * m['latency']:.1f} % latency, +{100 * m['memory']:.1f} % memory) "
+              f"{p['latency_bound_ms']:.3f} ms, {p['memory_bound_mb']:.2f} MB")
     if "measured" in report:
         m = report["measured"]
         print(f"measured          {m['latency_ms']:.3f} ms, {m['memory_mb']:.2f} MB on {m['agent']} "
@@ -142,3 +187,52 @@ def _run_device(args: argparse.Namespace, factory, load_s: float) -> int:
 
         print(f"exported to       {export_line(exported)}")
     return 0
+
+
+def _measure_settings(args: argparse.Namespace):
+    """MeasureSettings from --warmup/--repeats (None: the device profile's campaign settings)."""
+    if args.warmup is None and args.repeats is None:
+        return None
+    from dataclasses import replace
+
+    from host.errors import ConfigError
+    from host.profiling.plan import MeasureSettings
+
+    for name in ("warmup", "repeats"):
+        value = getattr(args, name)
+        if value is not None and value < (0 if name == "warmup" else 1):
+            raise ConfigError(f"--{name} must be at least {0 if name == 'warmup' else 1}, got {value}")
+    measure = MeasureSettings()
+    if args.warmup is not None:
+        measure = replace(measure, warmup_runs=args.warmup)
+    if args.repeats is not None:
+        measure = replace(measure, repeats=args.repeats, min_time_s=0.0)
+    return measure
+
+
+def _device_agent(stack, device: str, args: argparse.Namespace):
+    """(measurer, agent address, note) for the device: --agent, else its inventory entry. For --live (or
+    --drift-check on) an unreachable agent is an error; otherwise the note says why there is none."""
+    from host.errors import AgentError, ConfigError, DeployError
+    from host.profiling.measurers import open_agent
+
+    need = args.live or args.drift_check == "on"
+    if args.agent is None and not need:
+        if args.drift_check == "off":
+            return None, None, None
+        from host.deploy.inventory import default_inventory_path, load_inventory
+
+        inv = args.inventory or default_inventory_path()
+        try:
+            if device not in load_inventory(inv).devices:
+                return None, None, f"no agent given (--agent) and {device!r} is not in the device inventory {inv}"
+        except ConfigError:
+            return None, None, f"no agent given (--agent) and no device inventory ({inv})"
+    try:
+        measurer, link = stack.enter_context(open_agent(device, args.agent, token=args.token, inventory=args.inventory))
+        measurer.device_info()  # reachable?
+    except (AgentError, DeployError) as exc:
+        if need:
+            raise
+        return None, None, f"the agent of {device} is not reachable ({exc}): the profile is used as it is"
+    return measurer, link.address, None

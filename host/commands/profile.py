@@ -1,16 +1,22 @@
-"""``nnf profile``: run (or resume) a profiling campaign of random subnets on one or more devices.
+"""``nnf profile``: run (or resume, or grow) a profiling campaign on one or more devices.
 
     nnf profile --device local-cpu --agent 127.0.0.1:50051 --backbone resnet_numvqa --samples 400
+    nnf profile --device local-cpu --agent 127.0.0.1:50051 --backbone resnet_numvqa --samples 2000   # grows it
     nnf profile --device a --agent HOST1:PORT --device b --agent HOST2:PORT --backbone resnet18
+    nnf profile --device phone --backbone resnet_numvqa          # inventory device: tunnel + token opened here
 
 Each device gets its own durable store (``<campaigns-dir>/<device>/<backbone>-<runtime>.sqlite``); running the
-same command again resumes where it stopped. The measuring protocol: docs/campaigns.md.
+same command again resumes where it stopped, and a larger --samples extends the campaign. The subnets mix
+uniform random gates, stratified per-layer fractions and the generator's own models (the module assembler
+of the checkpoint shipped for the backbone, or --checkpoint): see ``host.profiling.plan`` and docs/campaigns.md.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import shlex
 from pathlib import Path
 
 from host.commands.options import (
@@ -22,7 +28,8 @@ from host.commands.options import (
 )
 from host.errors import ConfigError
 
-LOOPBACK = ("127.0.0.1", "localhost", "[::1]", "::1")
+DEFAULT_MIX_WITH_GENERATOR = "uniform=0.4,stratified=0.2,generated=0.4"
+DEFAULT_MIX_WITHOUT_GENERATOR = "uniform=0.7,stratified=0.3"
 
 
 def default_campaigns_dir() -> Path:
@@ -36,7 +43,7 @@ def default_campaigns_dir() -> Path:
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "profile",
-        help="profile random subnets of a supernet on device agents (durable, resumable campaign)",
+        help="profile subnets of a supernet on device agents (durable, resumable, growable campaign)",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -47,9 +54,19 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "looked up in the device inventory and reached through its deployed agent")
     p.add_argument("--inventory", default=None,
                    help="device inventory TOML (default: $NNF_INVENTORY, ./devices.toml, ~/.config/nn-factory/devices.toml)")
-    p.add_argument("--token", default=None, help="agent bearer token (default: $NNF_AGENT_TOKEN)")
+    p.add_argument("--token", default=None, help="agent bearer token for --agent (default: $NNF_AGENT_TOKEN)")
     p.add_argument("--backbone", required=True, help="supernet config name, e.g. resnet_numvqa, resnet18")
-    p.add_argument("--samples", type=int, default=2000, help="random subnets to measure (default 2000)")
+    p.add_argument("--samples", type=int, default=2000,
+                   help="subnets to measure (default 2000); more than a store holds grows its campaign")
+    p.add_argument("--mix", default=None, metavar="SOURCE=W,...",
+                   help="sample mix: weights of uniform (random gates), stratified (per-layer fractions cover each "
+                        f"layer's range) and generated (the generator's models). Default: {DEFAULT_MIX_WITH_GENERATOR} "
+                        f"when a generator for the backbone is at hand, else {DEFAULT_MIX_WITHOUT_GENERATOR}; a stored "
+                        "campaign keeps its own")
+    p.add_argument("--checkpoint", type=Path, default=None,
+                   help="generator checkpoint (or training run) whose models to sample (default: the one shipped "
+                        "for the backbone)")
+    p.add_argument("--space", default=None, help="task space of the generator (default: the checkpoint's)")
     add_runtime_arg(p, default="torchscript")
     add_target_arg(p)
     p.add_argument("--passes", type=int, default=1,
@@ -58,14 +75,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--reference-every", type=int, default=50,
                    help="re-measure the reference subnets every N samples to track drift (0 = never)")
     p.add_argument("--ratio-min", type=float, default=0.05,
-                   help="smallest fraction of modules a random subnet keeps (default 0.05)")
+                   help="smallest fraction of modules a uniform sample keeps (default 0.05)")
     p.add_argument("--ratio-max", type=float, default=1.0,
-                   help="largest fraction of modules a random subnet keeps (default 1.0)")
+                   help="largest fraction of modules a uniform sample keeps (default 1.0)")
     p.add_argument("--jitter", type=float, default=0.3, help="per-layer keep-ratio spread around each sample's ratio")
     p.add_argument("--threads", type=int, default=1, help="threads the agent runs each subnet with (default 1)")
     add_warmup_runs_arg(p, default=5, help="untimed runs before measuring each subnet")
     p.add_argument("--repeats", type=int, default=30, help="minimum timed runs per subnet")
-    p.add_argument("--min-time-s", type=float, default=0.5, help="minimum timed seconds per subnet")
+    p.add_argument("--min-time-s", type=float, default=1.0,
+                   help="minimum timed seconds per subnet (default 1.0: a steadier high percentile than 0.5)")
     p.add_argument("--deadline-s", type=float, default=120.0, help="per-subnet deadline on the agent")
     p.add_argument("--clock", default="wall", choices=["wall", "thread_cpu"],
                    help="wall: wall-clock time per run (default); thread_cpu: the worker thread's CPU time per run "
@@ -86,18 +104,50 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def open_device_session(name: str, inventory: str | None) -> tuple:
-    """(DeviceSession, Device) for an inventory device with a deployed agent (host.deploy)."""
-    try:
-        from host.deploy.inventory import load_inventory
-        from host.deploy.session import DeviceSession
-    except ImportError as exc:  # the deploy package is optional in a partial install
-        raise ConfigError(
-            f"no --agent given for device {name!r} and no device inventory support here; give --agent HOST:PORT "
-            "(start a local agent with `nnf agent start --local`)"
-        ) from exc
-    dev = load_inventory(inventory).get(name)
-    return DeviceSession(dev), dev
+def shipped_generator_for(backbone: str) -> Path | None:
+    """The checkpoint shipped in the package whose supernet is ``backbone`` (None when there is none)."""
+    import json
+
+    from host.checkpoint import SHIPPED_DIR
+
+    for ckpt in sorted(SHIPPED_DIR.glob("*/checkpoint.json")) if SHIPPED_DIR.is_dir() else []:
+        try:
+            if json.loads(ckpt.read_text(encoding="utf-8")).get("backbone") == backbone:
+                return ckpt.parent
+        except (OSError, ValueError):
+            continue
+    return None
+
+
+def load_generator(backbone: str, layout, checkpoint: Path | None, space: str | None):
+    """The generator to sample (``host.profiling.budget.FactoryGenerator``), checked against the supernet."""
+    from host.generate import ModelFactory
+    from host.profiling.budget import factory_generator
+
+    path = checkpoint
+    if path is None and space is None:
+        path = shipped_generator_for(backbone)
+        if path is None:
+            raise ConfigError(
+                f"the sample mix draws generated models, but no checkpoint for {backbone!r} ships with NN-Factory: "
+                "pass --checkpoint DIR (a trained generator of this supernet), or drop 'generated' from --mix"
+            )
+    factory = ModelFactory.load(space=space, checkpoint=path)
+    if factory.models.supernet.gate_layout().fingerprint() != layout.fingerprint():
+        raise ConfigError(f"checkpoint {factory.checkpoint} generates gates for another supernet than {backbone!r}: "
+                          "pass a checkpoint of this backbone")
+    return factory_generator(factory)
+
+
+def _stored_mix(paths: list[Path]):
+    from host.profiling.store import CampaignStore
+
+    for path in paths:
+        if path.exists():
+            with CampaignStore(path) as store:
+                if store.get_meta("plan") is not None:
+                    return store.plan().mix
+    return None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -106,13 +156,14 @@ def run(args: argparse.Namespace) -> int:
     from host.cli import print_json
     from host.profiling.build import ExtractingBuilder
     from host.profiling.device_profile import safe_device_id
-    from host.profiling.measurers import AgentMeasurer
-    from host.profiling.plan import CampaignPlan, MeasureSettings
+    from host.profiling.measurers import open_agent
+    from host.profiling.plan import CampaignPlan, MeasureSettings, SampleMix
     from host.profiling.runner import CampaignRunner, DeviceTarget
     from host.profiling.store import CampaignStore, default_store_path
     from host.supernets import build_supernet
 
     devices = [safe_device_id(d) for d in args.device]
+    user_runtime = args.runtime
     args.runtime = agent_runtime(args.runtime)  # stores, plans and the wire use the agent's runtime names
     if args.agent and len(args.agent) != len(devices):
         raise ConfigError(f"{len(devices)} --device but {len(args.agent)} --agent: give one agent per device, same order")
@@ -122,53 +173,56 @@ def run(args: argparse.Namespace) -> int:
     torch.set_num_threads(1)
     net = build_supernet(args.backbone)
     layout = net.gate_layout()
+    root = Path(args.campaigns_dir) if args.campaigns_dir else default_campaigns_dir()
+    paths = [Path(args.store) if args.store else default_store_path(root, n, args.backbone, args.runtime) for n in devices]
+    if args.mix is not None:
+        mix = SampleMix.parse(args.mix)
+    else:
+        stored = _stored_mix(paths)
+        has_generator = args.checkpoint is not None or args.space is not None or shipped_generator_for(args.backbone)
+        mix = stored or SampleMix.parse(DEFAULT_MIX_WITH_GENERATOR if has_generator else DEFAULT_MIX_WITHOUT_GENERATOR)
     plan = CampaignPlan(
         backbone=args.backbone, layout_fingerprint=layout.fingerprint(), runtime=args.runtime,
         input_shape=tuple(net.input_shape), samples=args.samples, seed=args.seed, ratio_min=args.ratio_min,
         ratio_max=args.ratio_max, jitter=args.jitter, passes=args.passes, reference_every=args.reference_every,
-        weights=args.weights,
+        weights=args.weights, mix=mix,
         measure=MeasureSettings(threads=args.threads, warmup_runs=args.warmup_runs, repeats=args.repeats,
                                 min_time_s=args.min_time_s, deadline_s=args.deadline_s,
                                 clock=args.clock),
     )
-    root = Path(args.campaigns_dir) if args.campaigns_dir else default_campaigns_dir()
-    token = args.token if args.token is not None else os.environ.get("NNF_AGENT_TOKEN")
     targets: list[DeviceTarget] = []
-    sessions: list = []
-    try:
+    with contextlib.ExitStack() as stack:
         for i, name in enumerate(devices):
-            if args.agent:
-                addr, tok = args.agent[i], token
-                local = (not args.remote) and addr.rsplit(":", 1)[0] in LOOPBACK
-            else:
-                session, dev = open_device_session(name, args.inventory)
-                sessions.append(session)
-                addr, tok = session.address, session.token
-                local = dev.transport == "local" and not args.remote
-            path = Path(args.store) if args.store else default_store_path(root, name, args.backbone, args.runtime)
-            store = CampaignStore(path)
-            measurer = AgentMeasurer(addr, token=tok, device=args.target,
-                                     compression=None if args.compression == "none" else args.compression)
-            targets.append(DeviceTarget(name, measurer, store, local=local))
-            measurer.device_info()  # an unreachable agent fails now, before the builder's calibration
+            measurer, link = stack.enter_context(open_agent(
+                name, args.agent[i] if args.agent else None, token=args.token, inventory=args.inventory,
+                target=args.target, compression=args.compression, remote=args.remote))
+            store = stack.enter_context(CampaignStore(paths[i]))
+            targets.append(DeviceTarget(name, measurer, store, local=link.local))
+            measurer.device_info()  # an unreachable agent fails now, before the slow preparations below
+        generator = load_generator(args.backbone, layout, args.checkpoint, args.space) if mix.generated > 0 else None
         builder = ExtractingBuilder(net, args.runtime, constant_weights=args.weights == "constant")
-        runner = CampaignRunner(plan, layout, builder, progress=not args.no_progress and not args.json)
+        runner = CampaignRunner(plan, layout, builder, generator=generator,
+                                progress=not args.no_progress and not args.json)
         summaries = runner.run(targets, stop_after=args.stop_after)
-    finally:
-        for t in targets:
-            t.measurer.close()  # type: ignore[attr-defined]
-            t.store.close()
-        for session in sessions:
-            session.close()
+        stores = [str(t.store.path) for t in targets]
+    hints = [fit_hint(d, args, user_runtime) for d in devices]
     out = {"backbone": args.backbone, "runtime": args.runtime, "samples": args.samples, "passes": args.passes,
-           "devices": [s.to_json() | {"store": str(t.store.path)} for s, t in zip(summaries, targets, strict=True)]}
+           "mix": mix.fractions(), "next": hints,
+           "devices": [s.to_json() | {"store": path} for s, path in zip(summaries, stores, strict=True)]}
     if args.json:
         print_json(out)
         return 0
-    for s, t in zip(summaries, targets, strict=True):
+    for s, path in zip(summaries, stores, strict=True):
+        grown = {"grown": f" (campaign grown to {s.samples} samples)", "replanned": " (empty store: re-planned)"}
         print(f"device {s.device}: {s.measured_now} measured now, {s.already_done} already stored, "
-              f"{s.failed_now} failed, of {s.jobs_total} jobs ({s.seconds:.1f} s)")
-        print(f"  store            {t.store.path}")
+              f"{s.failed_now} failed (model), {s.transient_now} transient failure(s), of {s.jobs_total} jobs "
+              f"({s.seconds:.1f} s){grown.get(s.plan, '')}")
+        if s.left_to_retry:
+            print(f"  to retry         {s.left_to_retry} job(s) failed transiently (deadline, busy agent): re-run the "
+                  "same command to measure them")
+        print(f"  store            {path}")
+        print(f"  mix measured     {', '.join(f'{k} {v}' for k, v in s.mix.items()) or 'nothing yet'}  "
+              f"(planned {mix.describe()})")
         print(f"  median latency   {s.latency_median_us / 1000:.3f} ms over samples")
         print(f"  host s/subnet    {s.host_seconds_per_subnet:.3f}  (extraction + export + bookkeeping)")
         print(f"  profile s/subnet {s.profile_seconds_per_subnet:.3f}")
@@ -176,5 +230,16 @@ def run(args: argparse.Namespace) -> int:
               f"(artifact mean {s.artifact_bytes_mean:,.0f})")
         print(f"  drift            {100 * s.drift['range']:.1f} % range over {s.drift['reference_rounds']} reference rounds "
               f"(first {s.drift['first']:.3f}, last {s.drift['last']:.3f})")
-    print(f"next: nnf fit --device {devices[0]} --backbone {args.backbone}")
+    for hint in hints:
+        print(f"next: {hint}")
     return 0
+
+
+def fit_hint(device: str, args: argparse.Namespace, runtime: str) -> str:
+    """The ``nnf fit`` command for one device of this campaign, with every option it needs."""
+    parts = ["nnf", "fit", "--device", device, "--backbone", args.backbone, "--runtime", runtime]
+    if args.store:
+        parts += ["--store", args.store]
+    elif args.campaigns_dir:
+        parts += ["--campaigns-dir", args.campaigns_dir]
+    return shlex.join(parts)

@@ -28,6 +28,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from agent.protocol import LISTENING_PREFIX  # the line the agent prints once bound (the wire contract)
 from host.deploy.inventory import Device
 from host.deploy.package import (
     MIN_DEVICE_PYTHON,
@@ -244,7 +245,6 @@ def stop_agent(transport: Transport, workdir: str, timeout_s: int = 10) -> bool:
     return True
 
 
-LISTENING_PREFIX = "NNF_AGENT_LISTENING"  # the agent prints "NNF_AGENT_LISTENING host=H port=P pid=N"
 
 
 def agent_command(device: Device, workdir: str, release_id: str) -> str:
@@ -254,7 +254,10 @@ def agent_command(device: Device, workdir: str, release_id: str) -> str:
     so the token never appears in a command line (``ps``) or on the host's disk.
     """
     run = workdir + "/run"
-    env = {"PYTHONPATH": f"{workdir}/releases/{release_id}", "PYTHONUNBUFFERED": "1", **device.env}
+    # XDG_CACHE_HOME: runtimes' own caches (onnxruntime writes a telemetry device id under
+    # ~/.cache/Microsoft) stay in the workdir, so undeploy leaves nothing in the user's home
+    env = {"PYTHONPATH": f"{workdir}/releases/{release_id}", "PYTHONUNBUFFERED": "1",
+           "XDG_CACHE_HOME": f"{run}/xdg-cache", **device.env}
     if device.threads:
         env.setdefault("OMP_NUM_THREADS", str(device.threads))
     env_s = " ".join(f"{k}={q(v)}" for k, v in env.items())
@@ -475,10 +478,15 @@ def check_device(transport: Transport, package: AgentPackage | None = None) -> d
     info = probe(transport, st.workdir, pkg.requirements)
     problems = info.problems(transport.device)
     state = st.agent
+    absent = [r for r in RUNTIME_MODULES if not info.runtimes.get(r)] if info.python_found else []
     return {
         "device": transport.device.name, "reachable": True, "workdir": st.workdir,
+        "machine": info.machine or None, "cpu_count": info.cpu_count,
         "python": list(info.python_version) if info.python_found else None, "missing": info.missing,
         "runtimes": {k: v for k, v in info.runtimes.items() if v}, "free_bytes": info.free_bytes,
+        # runtimes the device lacks, each with the command that would add it (informational: one is enough)
+        "runtimes_missing": {r: f"{transport.device.python} -m pip install {pip_name(RUNTIME_MODULES[r][0])}"
+                             for r in absent},
         "deployable": not problems, "problems": problems, "agent_running": state.running,
         "agent_release": state.release, "agent_port": state.port if state.running else None,
         "current_release": pkg.release_id, "current_release_on_device": st.release_present,

@@ -22,21 +22,23 @@ Three searches, all over the same grid of limits ``step, 2·step, …, 1.0`` (1 
 Budgets: ``latency_ms`` and ``memory_mb`` (MB = 10^6 bytes); either may be None (unconstrained).
 If no candidate fits, :class:`~host.errors.SearchError` says the smallest reachable latency/memory.
 
-Part 2, device-budget generation (:func:`generate_for_device`). Glue between a loaded generator (``host.generate.ModelFactory`` or anything with the same two members:
-``factory.models.supernet`` and ``factory.gates(tasks, limits) -> result with .gates``), a device profile
-(``host.profiling.device_profile``) and the searches above:
+Part 2, device-budget generation (:func:`generate_for_device`): a loaded generator
+(``host.generate.ModelFactory``, or anything with ``factory.models.supernet`` and ``factory.gates``), a
+device profile (``host.profiling.device_profile``) at the budget's percentile and the searches above:
 
-* predictor mode (default): the batched search picks the limit from the profile's predictions; when an
-  agent is given, the chosen model is also measured there and the report shows predicted vs. measured;
-* live mode (``live=True``): candidates are measured on the agent (bisection over the limit grid, started
-  at the predictor's answer when the device has a profile).
-
-The report: chosen limit, activation ratio, predicted and measured latency/memory, rounds, seconds.
+1. **runtime**: the profile must be of the runtime the model will run on (``--format``'s); a TorchScript
+   profile never silently prices an ONNX model (measured: 0.96 ms ONNX vs 2.4 ms TorchScript for one model);
+2. **drift check** (``host.profiling.drift``), when the device's agent is at hand: its reference subnets are
+   re-measured; the profile is used as is, rescaled by one factor, or refused with advice;
+3. **search**: the batched search holds each candidate's predicted cost *plus the profile's calibrated
+   margin* to the budget (live mode: candidates are measured on the agent instead, by bisection started at
+   the predictor's answer);
+4. the chosen model is extracted and saved with the budget, percentile, runtime, margin, prediction and
+   drift check in its spec; with an agent it is measured too (predicted vs. measured in the report).
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -49,6 +51,8 @@ import torch
 
 from host.errors import ConfigError, SearchError
 from host.gates import activation_ratio
+from host.profiling.build import gates_sha256
+from host.profiling.data import DEFAULT_PERCENTILE, percentile_name
 
 log = logging.getLogger(__name__)
 
@@ -65,10 +69,9 @@ class BatchEvaluator(Protocol):
     def __call__(self, gates: Sequence[torch.Tensor]) -> tuple[np.ndarray, np.ndarray]: ...
 
 
-class LiveMeasurer(Protocol):
-    """Measure one candidate on a device: ``gates (D_l,) per layer -> (latency_us, memory_bytes)``."""
-
-    def __call__(self, gates: Sequence[torch.Tensor]) -> tuple[float, float]: ...
+#: Measure one candidate on a device: ``gates (D_l,) per layer -> (latency_us, memory_bytes)``
+#: (``host.profiling.measurers.CandidateMeasurer``).
+CandidateCost = Callable[[Sequence[torch.Tensor]], tuple[float, float]]
 
 
 @dataclass(frozen=True)
@@ -250,20 +253,10 @@ def batched_search(
     )
 
 
-def gates_key(gates: Sequence[torch.Tensor]) -> str:
-    """Stable hash of one hard gate vector (per-layer tensors)."""
-    h = hashlib.sha256()
-    for g in gates:
-        bits = (g.detach().cpu() > 0.5).to(torch.uint8).numpy()
-        h.update(np.packbits(bits).tobytes())
-        h.update(len(bits).to_bytes(4, "little"))
-    return h.hexdigest()
-
-
 def live_search(
     assembler: GateAssembler,
     task: str,
-    measure: LiveMeasurer,
+    measure: CandidateCost,
     budget: Budget,
     *,
     step: float = 0.01,
@@ -291,7 +284,7 @@ def live_search(
         if i in measured:
             return measured[i][2]
         row = _row(gates_all, i)
-        key = gates_key(row)
+        key = gates_sha256(row)
         if key not in cache:
             log.info("live: measuring the model for limit %.2f on the device ...", float(grid[i]))
             cache[key] = measure(row)
@@ -354,21 +347,6 @@ def live_search(
     )
 
 
-def predictor_evaluator(
-    predict_latency_us: Callable[[np.ndarray], np.ndarray],
-    predict_memory_bytes: Callable[[Sequence[torch.Tensor]], np.ndarray],
-    counts_fn: Callable[[Sequence[torch.Tensor]], np.ndarray],
-) -> BatchEvaluator:
-    """Build a :class:`BatchEvaluator` from a latency model on counts and a memory model on gates."""
-
-    def evaluate(gates: Sequence[torch.Tensor]) -> tuple[np.ndarray, np.ndarray]:
-        counts = counts_fn(gates)
-        return predict_latency_us(counts), predict_memory_bytes(gates)
-
-    return evaluate
-
-
-
 def factory_assembler(factory: Any) -> GateAssembler:
     """Adapt a ModelFactory to the search's ``(task, limits) -> batched hard gates`` protocol.
 
@@ -411,15 +389,40 @@ def factory_assembler(factory: Any) -> GateAssembler:
     return assemble
 
 
+@dataclass(frozen=True)
+class FactoryGenerator:
+    """A loaded generator as a campaign samples it (``host.profiling.plan.GateGenerator``): the tasks of its
+    space (seen and unseen), the gates the search would see, and the checkpoint's identity."""
+
+    tasks: tuple[str, ...]
+    identity: str
+    assemble: GateAssembler
+
+    def __call__(self, task: str, limits: torch.Tensor) -> list[torch.Tensor]:
+        return self.assemble(task, limits)
+
+
+def factory_generator(factory: Any) -> FactoryGenerator:
+    """:class:`FactoryGenerator` of a ``host.generate.ModelFactory``."""
+    space = factory.space
+    tasks = tuple(space.names("seen") + space.names("unseen"))
+    files = (factory.meta or {}).get("files") or {}
+    identity = files.get("model.safetensors") or str(factory.checkpoint)
+    return FactoryGenerator(tasks, f"{space.name}:{identity}", factory_assembler(factory))
+
+
 def generate_for_device(
     factory: Any,
     task: str,
     device: str,
     budget: Budget,
     *,
+    percentile: str | int = DEFAULT_PERCENTILE,
+    runtime: str | None = None,
     live: bool = False,
+    measurer: Any = None,
     agent: str | None = None,
-    token: str | None = None,
+    drift_check: str = "auto",
     method: str = "batched",
     out_dir: Path | None = None,
     profiles_root: Path | None = None,
@@ -427,107 +430,183 @@ def generate_for_device(
     measure_settings: Any = None,
     predictor: Any = None,
     chunk: int | None = None,
+    on_measure: Callable[[Any, float], None] | None = None,
+    meta: dict | None = None,
 ) -> tuple[Any, dict]:
     """Search, extract and (optionally) save; returns (compact model, report dict).
 
-    predictor: an already loaded ``DevicePredictor`` (a long-running service loads it once); default: load
-    the device's profile for this supernet.
+    percentile: the statistic of the model's runs the budget holds (p50/p90/p99; the profile must be fitted
+    on it). runtime: the runtime the model will run on (``--format``'s); the profile must be of that runtime,
+    default: the device's only profiled runtime for this supernet.
+    measurer: an open ``host.profiling.measurers.Measurer`` of the device (``agent`` names it in reports):
+    needed by ``live``; otherwise it runs the drift check (``drift_check="auto"``: when a measurer is given;
+    ``"on"``: required; ``"off"``) and measures the chosen model (predicted vs. measured in the report).
+    predictor: an already loaded ``DevicePredictor`` (a long-running service loads it once).
     chunk: limits per batched assembler pass (``None`` = all limits in one pass); the answer is the same.
+    on_measure: called after every measurement on the device (progress output).
+    meta: extra fields for the saved model's spec.
     """
     from host.extraction import extract
-    from host.profiling.device_profile import load_predictor
+    from host.profiling.drift import apply
 
+    if drift_check not in ("auto", "on", "off"):
+        raise ConfigError(f"drift_check must be auto, on or off, got {drift_check!r}")
+    if live and measurer is None:
+        raise ConfigError("--live measures candidates on the device: give its agent (--agent HOST:PORT, or a device "
+                          "of the inventory)")
+    pct = percentile_name(percentile)
     t0 = time.perf_counter()
     net = factory.models.supernet
     layout = net.gate_layout()
     task_name = factory.space.task(task).name if hasattr(factory, "space") else task
     assemble = factory_assembler(factory)
+    predictor = _device_predictor(predictor, device, layout, runtime, pct, profiles_root, live)
+    run_rt = runtime or (predictor.runtime if predictor is not None else "torchscript")
+    candidates = None
+    if measurer is not None:
+        candidates = _candidates(net, run_rt, measurer, predictor, measure_settings, pct, on_measure)
+    check = _drift_check(predictor, measurer, drift_check, live, device, layout, net, pct, agent)
+    if predictor is not None:
+        predictor = apply(check, predictor)  # refused -> DriftError
+    t_check = time.perf_counter()
+    result = _search(assemble, task_name, predictor, candidates, budget, live=live, method=method, step=step,
+                     device=device, chunk=chunk)
+    t_search = time.perf_counter()
+    counts = np.array([[int(g.sum().item()) for g in result.gates]])
+    report: dict[str, Any] = {
+        "task": task_name,
+        "device": device,
+        "runtime": run_rt,
+        "percentile": pct,
+        "budget": {"latency_ms": budget.latency_ms, "memory_mb": budget.memory_mb},
+        "search": result.summary(),
+        "limit": round(result.limit, 6),
+        "activation_ratio": round(result.activation_ratio, 6),
+        "drift_check": check.to_json(),
+    }
+    if predictor is not None:
+        report.update(_prediction(predictor, counts, pct))
+    spec_meta = {**(meta or {}), "task": task_name, "activation_limit": result.limit, "device": device,
+                 "budget": report["budget"], "search": result.method, "runtime": run_rt, "percentile": pct,
+                 "drift_check": report["drift_check"]}
+    spec_meta.update({k: report[k] for k in ("predicted", "margin") if k in report})
+    compact = extract(net, result.gates, meta=spec_meta)
+    if out_dir is not None:
+        from host.artifact import save_compact
+
+        save_compact(compact, out_dir, meta=spec_meta)
+    t_extract = time.perf_counter()
+    if predictor is not None:  # exact structural figures without building the spec on the meta device
+        report["param_bytes"] = int(round(float(predictor.structure.param_bytes(counts)[0])))
+        report["peak_activation_bytes"] = int(round(float(predictor.structure.peak_activation_bytes(counts)[0])))
+    else:
+        report["param_bytes"] = compact.spec.param_bytes()
+        report["peak_activation_bytes"] = compact.spec.peak_activation_bytes()
+    if candidates is not None:
+        if live:
+            lat_m, mem_m = result.latency_us, result.memory_bytes
+        else:
+            log.info("measuring the chosen model (limit %.2f) on the device ...", result.limit)
+            lat_m, mem_m = candidates(result.gates)
+        report["measured"] = {"latency_ms": round(lat_m / 1000, 4), "memory_mb": round(mem_m / 1e6, 4),
+                              "percentile": pct, "agent": agent,
+                              "fits": bool(budget.fits([lat_m], [mem_m])[0]),
+                              "measurements": candidates.measurements,
+                              "bytes_sent": candidates.bytes_sent}
+    report.update({
+        "seconds_drift_check": round(t_check - t0, 4),
+        "seconds_search": round(t_search - t_check, 4),
+        "seconds_extract": round(t_extract - t_search, 4),
+        "out": str(out_dir) if out_dir is not None else None,
+        "seconds": round(time.perf_counter() - t0, 4),
+    })
+    return compact, report
+
+
+def _device_predictor(predictor: Any, device: str, layout: Any, runtime: str | None, pct: str,
+                      profiles_root: Path | None, live: bool) -> Any:
+    """The device's predictor at ``pct`` for ``runtime`` (loaded unless given); None only for a live search on a
+    device without a profile."""
+    from host.profiling.device_profile import load_predictor
+
     if predictor is None:
         try:
-            predictor = load_predictor(device, layout, root=profiles_root)
+            return load_predictor(device, layout, runtime, root=profiles_root, percentile=pct)
         except ConfigError:
             if not live:
                 raise
-    stat = predictor.entry.get("latency_statistic", "p10") if predictor is not None else "p10"
-    live_measurer = None
-    agent_measurer = None
-    if agent is not None or live:
-        if agent is None:
-            raise ConfigError("--live measures candidates on the device: give its agent with --agent HOST:PORT")
-        from host.profiling.build import ExtractingBuilder
-        from host.profiling.measurers import AgentMeasurer, LiveDeviceMeasurer
-        from host.profiling.plan import MeasureSettings
+            return None
+    if runtime is not None and predictor.runtime != runtime:
+        raise ConfigError(f"the loaded profile of {device} is for runtime {predictor.runtime}, not {runtime}")
+    if predictor.percentile != pct:
+        raise ConfigError(f"the loaded profile of {device} predicts {predictor.percentile}, not {pct}")
+    return predictor
 
-        agent_measurer = AgentMeasurer(agent, token=token)
-        runtime = predictor.runtime if predictor is not None else "torchscript"
-        if measure_settings is None and predictor is not None and isinstance(predictor.entry.get("measure"), dict):
-            known = MeasureSettings.__dataclass_fields__
-            measure_settings = MeasureSettings(**{k: v for k, v in predictor.entry["measure"].items() if k in known})
-        live_measurer = LiveDeviceMeasurer(ExtractingBuilder(net, runtime), agent_measurer, net.input_shape,
-                                           measure_settings or MeasureSettings(), stat=stat)
-    try:
-        result: SearchResult
-        if live:
-            start = None
-            if predictor is not None:
-                try:
-                    start = batched_search(assemble, task_name, predictor, budget, step=step, device=device).grid_index
-                except SearchError:
-                    start = 0
-            result = live_search(assemble, task_name, live_measurer, budget, step=step, start_index=start, device=device)
-        elif method == "algorithm1":
-            result = algorithm1(assemble, task_name, predictor, budget, step=step, device=device)
-        elif method == "batched":
-            result = batched_search(assemble, task_name, predictor, budget, step=step, device=device, chunk=chunk)
-        else:
-            raise ConfigError(f"unknown search method {method!r}; use batched or algorithm1")
-        t_search = time.perf_counter()
-        meta = {"task": task_name, "activation_limit": result.limit, "device": device, "budget": {
-            "latency_ms": budget.latency_ms, "memory_mb": budget.memory_mb}, "search": result.method}
-        compact = extract(net, result.gates, meta=meta)
-        if out_dir is not None:
-            from host.artifact import save_compact
 
-            save_compact(compact, out_dir, meta=meta)
-        t_extract = time.perf_counter()
-        report: dict[str, Any] = {
-            "task": task_name,
-            "device": device,
-            "budget": {"latency_ms": budget.latency_ms, "memory_mb": budget.memory_mb},
-            "search": result.summary(),
-            "limit": round(result.limit, 6),
-            "activation_ratio": round(result.activation_ratio, 6),
-            "seconds_search": round(t_search - t0, 4),
-            "seconds_extract": round(t_extract - t_search, 4),
-            "out": str(out_dir) if out_dir is not None else None,
-        }
-        counts = np.array([[int(g.sum().item()) for g in result.gates]])
-        if predictor is not None:  # exact structural figures without building the spec on the meta device
-            report["param_bytes"] = int(round(float(predictor.structure.param_bytes(counts)[0])))
-            report["peak_activation_bytes"] = int(round(float(predictor.structure.peak_activation_bytes(counts)[0])))
-        else:
-            report["param_bytes"] = compact.spec.param_bytes()
-            report["peak_activation_bytes"] = compact.spec.peak_activation_bytes()
+def _candidates(net: Any, runtime: str, measurer: Any, predictor: Any, settings: Any, pct: str,
+                on_measure: Callable[[Any, float], None] | None) -> Any:
+    """A CandidateMeasurer on the device, with the profile's measure settings (so figures compare)."""
+    from host.profiling.build import ExtractingBuilder
+    from host.profiling.measurers import CandidateMeasurer
+    from host.profiling.plan import MeasureSettings
+
+    if settings is None and predictor is not None and isinstance(predictor.entry.get("measure"), dict):
+        known = MeasureSettings.__dataclass_fields__
+        settings = MeasureSettings(**{k: v for k, v in predictor.entry["measure"].items() if k in known})
+    return CandidateMeasurer(ExtractingBuilder(net, runtime), measurer, net.input_shape, settings or MeasureSettings(),
+                             stat=pct, on_measure=on_measure)
+
+
+def _drift_check(predictor: Any, measurer: Any, mode: str, live: bool, device: str, layout: Any, net: Any,
+                 pct: str, agent: str | None) -> Any:
+    """Run (or say why not) the drift check before a predicted search."""
+    from host.profiling.drift import DriftCheck, fingerprint
+
+    if live:
+        return DriftCheck.skipped("live search: every candidate is measured on the device")
+    if predictor is None:
+        return DriftCheck.skipped("no profile")
+    if mode == "off":
+        return DriftCheck.skipped("drift check turned off (--drift-check off)")
+    if measurer is None:
+        if mode == "on":
+            raise ConfigError(f"--drift-check on needs the agent of {device}: give --agent HOST:PORT or a device of "
+                              "the inventory")
+        return DriftCheck.skipped(f"no agent reachable for {device}: the profile is used as it is")
+    if not predictor.entry.get("references"):
+        if mode == "on":
+            raise ConfigError(f"the profile of {device} keeps no reference subnets: re-fit it with `nnf fit` to "
+                              "enable drift checks")
+        return DriftCheck.skipped("the profile keeps no reference subnets")
+    return fingerprint(predictor.entry, layout, net, measurer, percentile=pct, agent=agent)
+
+
+def _search(assemble: GateAssembler, task: str, predictor: Any, candidates: Any, budget: Budget, *, live: bool,
+            method: str, step: float, device: str, chunk: int | None) -> SearchResult:
+    """The predicted search (bounds = prediction + margin held to the budget), or the live one."""
+    if live:
+        start = None
         if predictor is not None:
-            lat, mem = predictor(_batch(result.gates))
-            report["predicted"] = {"latency_ms": round(float(lat[0]) / 1000, 4), "memory_mb": round(float(mem[0]) / 1e6, 4),
-                                   "latency_statistic": stat}
-        if live_measurer is not None:
-            if live:
-                lat_m, mem_m = result.latency_us, result.memory_bytes
-            else:
-                lat_m, mem_m = live_measurer(result.gates)
-            report["measured"] = {"latency_ms": round(lat_m / 1000, 4), "memory_mb": round(mem_m / 1e6, 4),
-                                  "latency_statistic": stat, "agent": agent,
-                                  "fits": bool(budget.fits([lat_m], [mem_m])[0]),
-                                  "measurements": live_measurer.measurements,
-                                  "bytes_sent": live_measurer.bytes_sent}
-        report["seconds"] = round(time.perf_counter() - t0, 4)
-        return compact, report
-    finally:
-        if agent_measurer is not None:
-            agent_measurer.close()
+            try:
+                start = batched_search(assemble, task, predictor.guarded(), budget, step=step, device=device).grid_index
+            except SearchError:
+                start = 0
+        return live_search(assemble, task, candidates, budget, step=step, start_index=start, device=device)
+    if method == "algorithm1":
+        return algorithm1(assemble, task, predictor.guarded(), budget, step=step, device=device)
+    if method == "batched":
+        return batched_search(assemble, task, predictor.guarded(), budget, step=step, device=device, chunk=chunk)
+    raise ConfigError(f"unknown search method {method!r}; use batched or algorithm1")
 
 
-def _batch(gates: Sequence[torch.Tensor]) -> list[torch.Tensor]:
-    return [g.reshape(1, -1) for g in gates]
+def _prediction(predictor: Any, counts: np.ndarray, pct: str) -> dict:
+    lat, mem = predictor.predict_counts(counts)
+    blat, bmem = predictor.bound_counts(counts)
+    return {
+        "predicted": {"latency_ms": round(float(lat[0]) / 1000, 4), "memory_mb": round(float(mem[0]) / 1e6, 4),
+                      "latency_bound_ms": round(float(blat[0]) / 1000, 4),
+                      "memory_bound_mb": round(float(bmem[0]) / 1e6, 4), "percentile": pct},
+        "margin": predictor.margins(),
+        "profile": {"fitted_at": predictor.entry.get("fitted_at"), "runtime": predictor.runtime,
+                    "fit_mix": predictor.entry.get("fit_mix")},
+    }

@@ -16,7 +16,7 @@ from typing import Protocol
 import numpy as np
 import torch
 
-from host.errors import ConfigError
+from host.exports.formats import ExportFormat
 
 
 def gates_sha256(gates: Sequence[torch.Tensor]) -> str:
@@ -69,8 +69,11 @@ def torchscript_bytes(module: torch.nn.Module, input_shape: Sequence[int]) -> by
     return buf.getvalue()
 
 
-RUNTIME_FORMATS = {"torchscript": "torchscript", "torch_export": "torch-export", "onnxruntime": "onnx", "litert": "tflite"}
-RUNTIME_SUFFIX = {"torchscript": ".pt", "torch_export": ".pt2", "onnxruntime": ".onnx", "litert": ".tflite"}
+def format_for_runtime(runtime: str) -> ExportFormat:
+    """The export format a device runtime loads (the one table: ``host.exports.formats``; any spelling)."""
+    from host.exports.formats import format_for_agent_runtime
+
+    return format_for_agent_runtime(runtime)
 
 
 class ExtractingBuilder:
@@ -86,10 +89,9 @@ class ExtractingBuilder:
 
     def __init__(self, net: torch.nn.Module, runtime: str = "torchscript", *, exact_costs: bool = False,
                  constant_weights: bool = False) -> None:
-        if runtime not in RUNTIME_FORMATS:
-            raise ConfigError(f"unknown runtime {runtime!r}; choose one of {', '.join(RUNTIME_FORMATS)}")
+        self.format = format_for_runtime(runtime)
         self.net = net.eval()
-        self.runtime = runtime
+        self.runtime = self.format.agent_runtime  # any spelling in; the agent's name on the wire
         self.input_shape = tuple(net.input_shape)
         self.constant_weights = constant_weights
         self.structure = None
@@ -108,8 +110,8 @@ class ExtractingBuilder:
         from host.exports import export_artifact
 
         with tempfile.TemporaryDirectory(prefix="nnf-export-") as tmp:
-            out = Path(tmp) / f"model{RUNTIME_SUFFIX[self.runtime]}"
-            export_artifact(compact, RUNTIME_FORMATS[self.runtime], out, verify_samples=2)
+            out = Path(tmp) / f"model{self.format.suffix}"
+            export_artifact(compact, self.format.name, out, verify_samples=2)
             return out.read_bytes()
 
     def __call__(self, gates: Sequence[torch.Tensor]) -> BuiltArtifact:

@@ -11,28 +11,63 @@ import numpy as np
 from host.errors import CampaignError, ConfigError
 from host.profiling.store import CampaignStore
 
-LATENCY_STATS = ("median", "min", "p10", "p25", "mean")
+#: Percentiles a device profile is fitted on and a budget can be held to (``nnf generate --percentile``).
+PERCENTILES = ("p50", "p90", "p99")
+DEFAULT_PERCENTILE = "p90"
+LATENCY_STATS = ("median", "min", "mean", "p10", "p25", *PERCENTILES)
+
+
+def check_stat(stat: str) -> str:
+    """``stat`` if it names a latency statistic: median, min, mean or ``pNN`` (a percentile 1..99 of the runs)."""
+    if stat in ("median", "min", "mean"):
+        return stat
+    if stat.startswith("p") and stat[1:].isdigit() and 1 <= int(stat[1:]) <= 99:
+        return stat
+    raise ConfigError(f"unknown latency statistic {stat!r}; choose one of {', '.join(LATENCY_STATS)} (or any pNN)")
+
+
+def percentile_name(value: str | int) -> str:
+    """``90``, ``"90"`` or ``"p90"`` -> ``"p90"`` (one of :data:`PERCENTILES`)."""
+    name = f"p{value}" if not str(value).startswith("p") else str(value)
+    if name not in PERCENTILES:
+        raise ConfigError(f"percentile {value!r}: choose one of {', '.join(p[1:] for p in PERCENTILES)}")
+    return name
+
+
+def runs_latency(runs_us: list[float] | np.ndarray, stat: str) -> float:
+    """A statistic of a series of timed runs (µs)."""
+    stat = check_stat(stat)
+    arr = np.asarray(runs_us, dtype=np.float64)
+    if arr.size == 0:
+        raise ConfigError("no timed runs to take a latency statistic of")
+    if stat == "median":
+        return float(np.median(arr))
+    if stat == "min":
+        return float(arr.min())
+    if stat == "mean":
+        return float(arr.mean())
+    return float(np.percentile(arr, int(stat[1:])))
 
 
 def row_latency(row: dict, stat: str = "median") -> float:
     """One measurement's latency under a statistic of its timed runs.
 
-    "median" (the agent's), "min", "mean", or a low percentile "p10"/"p25" of the raw runs. On a machine
-    shared with other work, preemption inflates the median of a run series while its low percentiles stay
-    near the undisturbed latency (see docs/campaigns.md for measured figures).
+    "median" (the agent's), "min", "mean", or a percentile "pNN" of the raw runs. Budgets are held to a
+    high percentile (p90 by default: 9 of 10 inferences at most this slow); low percentiles (p10) stay near
+    the undisturbed latency on a machine shared with other work, where preemption inflates the upper tail.
+    A row stored without its raw runs answers every percentile with the agent's median.
     """
+    stat = check_stat(stat)
     if stat == "median":
         return float(row["latency_median_us"])
     if stat == "min":
         return float(row["latency_min_us"])
     if stat == "mean":
         return float(row["latency_mean_us"])
-    if stat in ("p10", "p25"):
-        runs = json.loads(row.get("samples_us") or "[]")
-        if not runs:
-            return float(row["latency_median_us"])
-        return float(np.percentile(runs, int(stat[1:])))
-    raise ConfigError(f"unknown latency statistic {stat!r}; choose one of {', '.join(LATENCY_STATS)}")
+    runs = json.loads(row.get("samples_us") or "[]")
+    if not runs:
+        return float(row["latency_median_us"])
+    return runs_latency(runs, stat)
 
 
 def drift_levels(store: CampaignStore, stat: str = "median") -> tuple[np.ndarray, np.ndarray]:
@@ -65,6 +100,7 @@ class CampaignData:
     param_bytes: np.ndarray
     peak_activation_bytes: np.ndarray
     drift_corrected: bool
+    sources: np.ndarray  # (N,) "uniform" | "stratified" | "generated"
 
 
 def load_samples(
@@ -101,4 +137,46 @@ def load_samples(
         param_bytes=np.array([e["row"]["param_bytes"] for e in ent], dtype=np.float64),
         peak_activation_bytes=np.array([e["row"]["peak_activation_bytes"] for e in ent], dtype=np.float64),
         drift_corrected=bool(correct_drift and len(levels) >= 2),
+        sources=np.array([e["row"].get("source") or "uniform" for e in ent], dtype=object),
+    )
+
+
+@dataclass(frozen=True)
+class References:
+    """The reference subnets' values over a campaign: what a later fingerprint is compared against.
+
+    latency_us: per reference, the median over rounds of the statistic; peak_bytes likewise.
+    level_sd: standard deviation of a round's level (the mean of its references' relative latency) around 1;
+    shape_sd: standard deviation of one reference's ratio around its round's level (how much the references
+    move against each other when nothing changed).
+    """
+
+    latency_us: list[float]
+    peak_bytes: list[float]
+    rounds: int
+    level_sd: float
+    shape_sd: float
+
+
+def reference_values(store: CampaignStore, stat: str) -> References | None:
+    """The reference subnets' values under ``stat`` (None when the campaign measured none)."""
+    refs = store.rows("ref")
+    if not refs:
+        return None
+    by_ref: dict[int, list[dict]] = {}
+    for r in refs:
+        by_ref.setdefault(r["idx"], []).append(r)
+    ids = sorted(by_ref)
+    lat = {k: float(np.median([row_latency(r, stat) for r in by_ref[k]])) for k in ids}
+    peak = {k: float(np.median([r["peak_bytes"] for r in by_ref[k] if r["peak_bytes"]] or [math.nan])) for k in ids}
+    rounds: dict[int, dict[int, float]] = {}
+    for r in refs:
+        rounds.setdefault(r["seq"] - r["idx"], {})[r["idx"]] = row_latency(r, stat) / lat[r["idx"]]
+    full = [v for v in rounds.values() if len(v) == len(ids)]
+    levels = np.array([float(np.exp(np.mean(np.log(list(v.values()))))) for v in full])
+    resid = np.array([x / lv - 1.0 for v, lv in zip(full, levels, strict=True) for x in v.values()])
+    return References(
+        latency_us=[lat[k] for k in ids], peak_bytes=[peak[k] for k in ids], rounds=len(full),
+        level_sd=float(np.std(levels - 1.0)) if len(levels) > 1 else 0.0,
+        shape_sd=float(np.std(resid)) if len(resid) > 1 else 0.0,
     )

@@ -49,7 +49,7 @@ def training_curves(meta: dict, path: Path) -> str:
         raise ValueError("the checkpoint holds no validation history")
     steps = [h["step"] for h in hist]
     ratio_keys = sorted({k for h in hist for k in h if "ratio" in k})
-    acc_keys = sorted({k for h in hist for k in h if k != "step" and k not in ratio_keys
+    acc_keys = sorted({k for h in hist for k in h if k not in ("step", "select") and k not in ratio_keys
                        and isinstance(h.get(k), (int, float))})
     quality = "mAP@0.5" if any("map" in k for k in acc_keys) else "accuracy"
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.8))
@@ -58,7 +58,8 @@ def training_curves(meta: dict, path: Path) -> str:
     ax1.set_xlabel("training step (joint phase of this run)")
     ax1.set_ylabel(f"validation {quality}")
     ax1.grid(alpha=0.3)
-    ax1.legend(fontsize=8)
+    if acc_keys:
+        ax1.legend(fontsize=8)
     for k in ratio_keys:
         ax2.plot(steps, [h.get(k, np.nan) for h in hist], marker=".", label=k.replace("_", " "))
     ax2.set_xlabel("training step")
@@ -158,6 +159,9 @@ def gate_similarity_tasks(factory: Any, path: Path, limit: float = 0.3) -> str:
                                       "partly shared": []}
     for i, j in itertools.combinations(range(len(all_names)), 2):
         a, b = attrs[i], attrs[j]
+        if len(a) != len(b):  # tasks of different arity (e.g. AttrOD): compared as sets of attributes
+            groups["partly shared" if set(a) & set(b) else "nothing in common"].append(sim_all[i, j])
+            continue
         shared = [x == y for x, y in zip(a, b, strict=True)]
         if shared[-1] and not any(shared[:-1]):
             groups[same_last].append(sim_all[i, j])

@@ -11,7 +11,8 @@
 Modules (gated) are the filters of each block's first conv (as in the classifier ResNet) and the hidden
 filters of both heads. The heads' 1x1 output convs are ungated, so a head whose hidden filters are all
 off outputs its bias everywhere; the compact head keeps exactly that constant (``branch_const``).
-The output is one tensor, so every export format and runtime treats the detector like a classifier.
+The output is one tensor, so every export format and runtime treats the detector like a classifier (int8
+included: see the note in ``forward`` on why the two heads' maps are joined by an add).
 """
 
 from __future__ import annotations
@@ -151,7 +152,10 @@ class CenterNet(Supernet):
         p = self.neck(feats[1:])  # (B, neck, S/4, S/4)
         hm = self.heatmap(p, by_name.get("heatmap.hidden"))  # (B, K, S/4, S/4)
         box = self.box(p, by_name.get("box.hidden"))  # (B, 4, S/4, S/4)
-        return torch.cat([hm, box], dim=1)
+        # = torch.cat([hm, box], dim=1), exactly (x + 0 = x). Not a cat: int8 quantisers give a cat's output
+        # the scale of its *first* input (PT2E's shared spec), which clipped the box sizes (0..8 cells) to the
+        # heatmap logits' range and left TFLite int8 detectors with mAP 0; an add observes its own range.
+        return F.pad(hm, (0, 0, 0, 0, 0, box.shape[1])) + F.pad(box, (0, 0, 0, 0, hm.shape[1], 0))
 
     def _build_layout(self) -> GateLayout:
         c = self.config

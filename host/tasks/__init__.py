@@ -1,7 +1,8 @@
 """Compositional task spaces: an attribute vocabulary, tasks built from it, and their labelling.
 
-A task is a set of attributes (one per attribute *group*), e.g. ``{"exactly", "two", "0"}`` named
-"exactly two 0". The assembler sees a task only as a multi-hot vector over the whole vocabulary, so a
+A task is a set of attributes (by default one per attribute *group*), e.g. ``{"exactly", "two", "0"}``
+named "exactly two 0"; a family may take several per group (AttrOD: a set of categories and a set of
+colours, see :mod:`host.tasks.attrod`). The assembler sees a task only as a multi-hot vector over the whole vocabulary, so a
 combination never trained on ("unseen") still has an encoding built from attributes it has seen.
 
 Spaces are declared in TOML files (``host/tasks/<name>.toml`` ships with the package; any other file

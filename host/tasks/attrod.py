@@ -249,7 +249,7 @@ class Scenes:
         """(B, N) objects matching each scene's task; ``masks`` (B, C, K) pair masks per scene."""
         cat = self.category.clamp(min=0)
         col = self.colour.clamp(min=0)
-        b = torch.arange(cat.shape[0])[:, None].expand_as(cat)
+        b = torch.arange(cat.shape[0], device=cat.device)[:, None].expand_as(cat)
         return self.valid & masks[b, cat, col]
 
     def select(self, idx: torch.Tensor) -> Scenes:

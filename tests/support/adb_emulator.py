@@ -21,6 +21,10 @@ faithful enough for both adb-shell and Debian's real ``adb`` client (``adb conne
   FAIL, QUIT; requests may span WRTE packets) and ``tcp:PORT`` (a connection to this machine's loopback).
 - Commands run with ``/bin/sh -c`` in the sandbox directory (cwd and ``$HOME``); sync access is confined to
   the sandbox (``permission denied`` outside, as adbd's SELinux would refuse).
+- With ``root=`` (a device root file system, e.g. the emulated aarch64 device of ``tests/support/arm64.py``)
+  the shell and sync services run *inside* that root, as a rooted phone's adbd would: commands are
+  ``chroot ROOT /bin/sh -c CMD`` with a clean environment (the device's own PATH and Python), and ``sandbox``
+  is a path on the device (e.g. ``/data/local/tmp``), stored under ``ROOT``.
 """
 
 from __future__ import annotations
@@ -158,9 +162,19 @@ class _ShellStream(_Stream):
         return struct.pack("<BI", kind, len(data)) + data
 
     def start(self) -> None:
-        env = dict(os.environ, HOME=str(self.conn.emu.sandbox), PWD=str(self.conn.emu.sandbox))
+        emu = self.conn.emu
+        if emu.root is None:
+            argv, cwd = ["/bin/sh", "-c", self.command], emu.sandbox
+            env = dict(os.environ, HOME=str(emu.sandbox), PWD=str(emu.sandbox))
+        else:  # inside the device's root: its /bin/sh, its PATH, cwd = the sandbox as the device sees it
+            home = emu.device_path(emu.sandbox)
+            argv = ["chroot", str(emu.root), "/bin/sh", "-c", 'cd "$1" || exit 1; exec /bin/sh -c "$2"', "sh",
+                    home, self.command]
+            cwd = emu.root
+            env = {"PATH": "/usr/local/bin:/usr/bin:/bin:/usr/local/sbin:/usr/sbin:/sbin", "HOME": home,
+                   "PWD": home, "LANG": "C.UTF-8"}
         self.proc = subprocess.Popen(
-            ["/bin/sh", "-c", self.command], cwd=self.conn.emu.sandbox, env=env, stdin=subprocess.PIPE,
+            argv, cwd=cwd, env=env, stdin=subprocess.PIPE,
             stdout=subprocess.PIPE, stderr=subprocess.PIPE if self.v2 else subprocess.STDOUT,
             start_new_session=True,
         )
@@ -260,8 +274,11 @@ class _SyncStream(_Stream):
         self.lock = threading.Lock()
 
     def _path(self, raw: bytes) -> Path | None:
-        sandbox = self.conn.emu.sandbox
+        emu = self.conn.emu
+        sandbox = emu.sandbox
         p = Path(raw.decode("utf-8", "replace"))
+        if emu.root is not None:  # a device path: relative to the sandbox as the device sees it
+            p = emu.host_path(str(p if p.is_absolute() else Path(emu.device_path(sandbox)) / p))
         p = p if p.is_absolute() else sandbox / p
         resolved = Path(os.path.normpath(p))
         if resolved != sandbox and sandbox not in resolved.parents:
@@ -548,13 +565,18 @@ class _Conn(threading.Thread):
 class AdbEmulator:
     """Serve the ADB device protocol on ``127.0.0.1:<port>`` (see module docstring)."""
 
-    sandbox: Path
+    sandbox: Path | str  # with root=: a path on the device, e.g. "/data/local/tmp"
     authorized_keys: list[bytes] | None = None  # None = no authentication (like `adb` on an emulator image)
     accept_new_keys: bool = False
     features: tuple[str, ...] = FEATURES
     port: int = 0
+    root: Path | None = None  # run shell and sync inside this device root file system (chroot)
 
     def __post_init__(self) -> None:
+        if self.root is not None:
+            self.root = Path(self.root).resolve()
+            device_sandbox = Path("/") / Path(self.sandbox)
+            self.sandbox = self.root / device_sandbox.relative_to("/")
         self.sandbox = Path(self.sandbox).resolve()
         self.sandbox.mkdir(parents=True, exist_ok=True)
         self.properties = {"ro.product.name": "nnf_emu", "ro.product.model": "NNF_ADB_Emulator",
@@ -569,6 +591,18 @@ class AdbEmulator:
     @property
     def serial(self) -> str:
         return f"127.0.0.1:{self.port}"
+
+    def device_path(self, host_path: Path) -> str:
+        """A path under the sandbox as the device sees it (``/data/local/tmp/...`` with ``root=``)."""
+        if self.root is None:
+            return str(host_path)
+        return "/" + host_path.relative_to(self.root).as_posix()
+
+    def host_path(self, device_path: str) -> Path:
+        """Where a device path lies on this machine (under ``root``)."""
+        if self.root is None:
+            return Path(device_path)
+        return self.root / os.path.normpath("/" + device_path).lstrip("/")
 
     def start(self) -> AdbEmulator:
         self._listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)

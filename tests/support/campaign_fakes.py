@@ -17,7 +17,7 @@ import torch
 from host.errors import AgentError
 from host.gates import GatedLayer, GateLayout
 from host.profiling.build import BuiltArtifact
-from host.profiling.measurers import Measurement, MeasurementFailed
+from host.profiling.measurers import Measurement, MeasurementFailed, Upload
 from host.profiling.plan import MeasureSettings
 
 LAYOUT = GateLayout(
@@ -58,8 +58,10 @@ class FakeDevice:
 
     def __init__(self, name: str = "fake", *, noise: float = 0.0, drift_per_job: float = 0.0, delay_s: float = 0.0,
                  fail_after: int | None = None, log: Callable[[str], None] | None = None, seed: int = 0,
-                 builder: FakeBuilder | None = None) -> None:
+                 builder: FakeBuilder | None = None, transient: Callable[[int, list[int]], bool] | None = None) -> None:
         self.name = name
+        self.transient = transient  # (call number, counts) -> fail this request transiently?
+        self.calls = 0
         self.blobs: dict[str, bytes] = {}
         self.uploaded_bytes = 0
         self.measured = 0
@@ -81,14 +83,17 @@ class FakeDevice:
     def has_artifact(self, sha256: str) -> bool:
         return sha256 in self.blobs
 
-    def ensure_artifact(self, sha256: str, data: Callable[[], bytes]) -> int:
+    def ensure_artifact(self, sha256: str, data: Callable[[], bytes]) -> Upload:
         if sha256 in self.blobs:
-            return 0
+            return Upload()
         blob = data()
         assert hashlib.sha256(blob).hexdigest() == sha256
         self.blobs[sha256] = blob
         self.uploaded_bytes += len(blob)
-        return len(blob)
+        return Upload(len(blob), len(blob))
+
+    def close(self) -> None:
+        pass
 
     def measure(self, sha256: str, runtime: str, input_shape, settings: MeasureSettings) -> Measurement:
         with self._lock:
@@ -101,8 +106,12 @@ class FakeDevice:
             if self.fail_after is not None and self.measured >= self.fail_after:
                 raise AgentError(f"agent {self.name} is unreachable (UNAVAILABLE)")
             info = json.loads(self.blobs[sha256][: len(self.blobs[sha256]) // 20])
+            self.calls += 1
+            if self.transient is not None and self.transient(self.calls, info["counts"]):
+                raise MeasurementFailed("Profile on agent fake: DEADLINE_EXCEEDED: deadline passed while waiting for "
+                                        "the device", final=False)
             if info["counts"] == [0, 0, 0]:
-                raise MeasurementFailed("model crashed")
+                raise MeasurementFailed("model crashed", final=True)
             counts = np.array([1.0, *info["counts"]])
             lat = float(TRUE_COEF @ counts) * (1.0 + self.drift_per_job * self.measured)
             if self.noise:
@@ -121,3 +130,19 @@ class FakeDevice:
         finally:
             with self._lock:
                 self.active -= 1
+
+
+def synthetic_entry(layout: GateLayout, latency, memory, structure, *, backbone: str = "resnet",
+                    runtime: str = "torchscript", latency_margin: float = 0.0, memory_margin: float = 0.0,
+                    measure: dict | None = None, references: dict | None = None) -> dict:
+    """A device-profile entry (version 2) with given models: a synthetic device law for tests."""
+    margin = lambda v: {"value": v, "coverage": 0.99, "n": 100, "order_statistic": 100, "guaranteed": True}  # noqa: E731
+    block = {"latency": latency.to_json(), "variant": latency.schema.variant, "models": {}, "accuracy": {},
+             "margin": margin(latency_margin)}
+    entry = {"backbone": backbone, "config": layout.config, "layout_fingerprint": layout.fingerprint(),
+             "runtime": runtime, "percentiles": {p: block for p in ("p50", "p90", "p99")}, "default_percentile": "p90",
+             "memory": memory.to_json(), "memory_margin": margin(memory_margin), "structure": structure.to_json(),
+             "references": references, "fit_mix": {"train": {}, "test": {}}, "fitted_at": "synthetic"}
+    if measure is not None:
+        entry["measure"] = measure
+    return entry
