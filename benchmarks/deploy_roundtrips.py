@@ -12,7 +12,6 @@ Loopback peers measure protocol/process overhead, not network latency.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -101,8 +100,9 @@ def main() -> int:
     for k in keys:
         print(f"{k:<24}" + "".join(f"{results[t][k]:>10.3f}" for t in results))
     print(f"{'package bytes':<24}" + "".join(f"{results[t]['deploy_copied_bytes']:>10.0f}" for t in results))
-    if args.json:
-        print(json.dumps({"transports": results}, sort_keys=True))
+    import _util  # benchmarks/ is on sys.path when run as a script
+
+    _util.emit({"transports": results}, args.json)  # with --json: also benchmarks/results/deploy_roundtrips.json
     return 0
 
 

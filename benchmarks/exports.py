@@ -188,7 +188,7 @@ def main() -> None:
         requests = [(r.rsplit("@", 1)[0], float(r.rsplit("@", 1)[1])) for r in args.requests.split(",")]
         with tempfile.TemporaryDirectory(prefix="nnf-bench-exports-") as tmp:
             acc = bench_task_accuracy(args.numvqa_checkpoint, requests, args.samples, 64, Path(tmp))
-        _util.emit(acc, args.json)
+        _util.emit(acc, args.json, name="exports_task_accuracy")
         return
     result: dict[str, dict] = {}
     with tempfile.TemporaryDirectory(prefix="nnf-bench-exports-") as tmp:

@@ -26,7 +26,6 @@ untrained assembler of the same shape (speed does not depend on training; the ou
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import tempfile
@@ -211,8 +210,9 @@ def main() -> int:
           f"{out['alg1_search_median_s']:.4f} s, speedup {out['speedup']:.1f}x (chunks of {CHUNK}: "
           f"{out['chunked_speedup']:.1f}x), same answer {out['same_answer']} "
           f"({out['scenarios']} scenarios; generator: {source})")
-    if args.json:
-        print(json.dumps(out, sort_keys=True))
+    import _util  # benchmarks/ is on sys.path when run as a script
+
+    _util.emit(out, args.json)  # with --json: also benchmarks/results/generate_speed.json
     return 0
 
 

@@ -355,8 +355,9 @@ def main() -> int:
     print(f"profile s/subnet {result['profile_seconds_per_subnet']:.2f}  host s/subnet {result['host_seconds_per_subnet']:.3f}  "
           f"bytes/sample {result['bytes_per_sample']:,.0f}  ({result['samples_measured']} subnets measured, "
           f"{result['test_subnets']} held out, statistic {result['statistic']})")
-    if args.json:
-        print(json.dumps(result, sort_keys=True))
+    import _util  # benchmarks/ is on sys.path when run as a script
+
+    _util.emit(result, args.json)  # with --json: also benchmarks/results/predictor_accuracy.json
     return 0
 
 

@@ -280,3 +280,18 @@ def test_attrod_detector_baselines_fold_exactly_and_score_map():
     assert 0.0 <= adapter.score(compact, test) <= 1.0
     model = retrain(supernet, adapter, task, budget, pred, RetrainConfig(train=tiny), init_net=supernet)
     assert model.train.steps == 1 and counts_of(model.compact) == model.counts
+
+
+def test_training_stops_at_its_cpu_cap_not_at_waiting_time():
+    from host.baselines.train import run_training
+
+    w = torch.nn.Parameter(torch.ones(4))
+
+    def step(gen: torch.Generator) -> tuple[torch.Tensor, int, int]:
+        sum(i * i for i in range(20000))  # a little CPU work per step
+        return (w * torch.rand(4, generator=gen)).sum(), 0, 1
+
+    log = run_training(step, [w], [], TrainSettings(steps=10_000, batch_size=2, cpu_cap_s=0.05), stream="t")
+    assert log.stopped_by == "cpu_cap" and 0 < log.steps < 10_000 and log.cpu_seconds >= 0.05
+    assert "cpu_cap_s" in TrainSettings(steps=1, cpu_cap_s=1.0).to_json()
+    assert "cpu_cap_s" not in TrainSettings(steps=1).to_json()  # settings recorded before it existed stay equal

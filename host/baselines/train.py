@@ -1,9 +1,11 @@
 """The training loop both baselines use: Adam, warm-up + cosine, step and wall-time caps, seeded batches.
 
 Every batch is a pure function of ``(seed, step)`` (``host.training.step_generator``), so a run with the
-same settings sees the same data. A run stops at ``steps`` or when ``time_cap_s`` of wall-clock training
-has passed, whichever comes first, and its :class:`TrainLog` says which (and how long it took, in wall and
-process-CPU seconds, so a run on a shared machine can be read both ways).
+same settings sees the same data. A run stops at ``steps``, or when ``cpu_cap_s`` seconds of process CPU time or
+``time_cap_s`` of wall-clock time have been spent training, whichever comes first, and its :class:`TrainLog`
+says which (and how long it took, in wall and process-CPU seconds, so a run on a shared machine can be read
+both ways). The CPU cap is the one to use on a shared machine: time the process spends waiting for the CPU,
+or paused (SIGSTOP) while someone else measures, does not count against it.
 """
 
 from __future__ import annotations
@@ -34,18 +36,24 @@ class TrainSettings:
     warmup_steps: int = 20
     weight_decay: float = 0.0
     grad_clip: float = 5.0
-    time_cap_s: float | None = None  # wall-clock cap on the training loop (None = steps only)
+    time_cap_s: float | None = None  # wall-clock cap on the training loop (None = no wall-clock cap)
     seed: int = 0
     log_every: int = 25
+    cpu_cap_s: float | None = None  # process-CPU-seconds cap on the training loop (None = no CPU cap)
 
     def __post_init__(self) -> None:
         if self.steps < 0 or self.batch_size < 2 or not self.lr > 0:
             raise ConfigError(f"training settings need steps >= 0, batch_size >= 2 and lr > 0, got {self}")
-        if self.time_cap_s is not None and not self.time_cap_s > 0:
-            raise ConfigError(f"time_cap_s must be positive (or None), got {self.time_cap_s}")
+        for name in ("time_cap_s", "cpu_cap_s"):
+            v = getattr(self, name)
+            if v is not None and not v > 0:
+                raise ConfigError(f"{name} must be positive (or None), got {v}")
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        d = asdict(self)
+        if self.cpu_cap_s is None:  # absent rather than null: settings recorded before it existed stay equal
+            del d["cpu_cap_s"]
+        return d
 
 
 @dataclass
@@ -56,7 +64,7 @@ class TrainLog:
     images: int = 0
     seconds: float = 0.0  # wall clock of the loop
     cpu_seconds: float = 0.0  # process CPU time of the loop (all threads)
-    stopped_by: str = "steps"  # "steps" | "time_cap"
+    stopped_by: str = "steps"  # "steps" | "time_cap" | "cpu_cap"
     curve: list[dict[str, float]] = field(default_factory=list)  # every log_every steps: step, loss, acc
 
     def to_json(self) -> dict[str, Any]:
@@ -87,6 +95,9 @@ def run_training(step_fn: StepFn, params: Sequence[nn.Parameter], modules: Seque
         for step in range(settings.steps):
             if settings.time_cap_s is not None and time.perf_counter() - t0 >= settings.time_cap_s:
                 log.stopped_by = "time_cap"
+                break
+            if settings.cpu_cap_s is not None and time.process_time() - c0 >= settings.cpu_cap_s:
+                log.stopped_by = "cpu_cap"
                 break
             for g in opt.param_groups:
                 g["lr"] = lr_at(settings, step)

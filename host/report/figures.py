@@ -48,13 +48,15 @@ def training_curves(meta: dict, path: Path) -> str:
     if not hist:
         raise ValueError("the checkpoint holds no validation history")
     steps = [h["step"] for h in hist]
-    acc_keys = sorted({k for h in hist for k in h if "acc" in k or "map" in k})  # accuracy, or mAP (detection)
     ratio_keys = sorted({k for h in hist for k in h if "ratio" in k})
+    acc_keys = sorted({k for h in hist for k in h if k not in ("step", "select") and k not in ratio_keys
+                       and isinstance(h.get(k), (int, float))})
+    quality = "mAP@0.5" if any("map" in k for k in acc_keys) else "accuracy"
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.8))
     for k in acc_keys:
         ax1.plot(steps, [h.get(k, np.nan) for h in hist], marker=".", label=k.replace("_", " "))
     ax1.set_xlabel("training step (joint phase of this run)")
-    ax1.set_ylabel("validation accuracy" if all("acc" in k for k in acc_keys) else "validation metric")
+    ax1.set_ylabel(f"validation {quality}")
     ax1.grid(alpha=0.3)
     if acc_keys:
         ax1.legend(fontsize=8)
@@ -70,7 +72,7 @@ def training_curves(meta: dict, path: Path) -> str:
                  f"(validation at limit {cfg.get('eval_limit', '?')})", fontsize=10)
     _save(fig, path)
     best = state.get("best") or {}
-    return (f"Validation accuracy (seen / unseen tasks) and activation ratio of the generated gates every "
+    return (f"Validation {quality} (seen / unseen tasks) and activation ratio of the generated gates every "
             f"{cfg.get('eval_every', '?')} steps, {len(hist)} evaluations; {state.get('step')} steps in "
             f"{float(state.get('seconds', 0.0)) / 3600:.2f} h of step time; shipped: step {best.get('step', '?')} "
             "(best on seen validation).")
@@ -100,9 +102,12 @@ def ratio_vs_limit(factory: Any, path: Path) -> str:
     ax.legend(fontsize=7)
     _save(fig, path)
     over = float((ratio - x[None, :]).max())
+    mean = ratio.mean(0)
+    knee = float(x[int(np.argmax(mean >= 0.95 * mean.max()))])
+    never = "never exceeds" if over <= 1e-9 else "exceeds"
     return (f"Generated activation ratio for limits 0.01…1.00 (100 steps) and all {len(names)} listed tasks; the "
-            f"returned ratio never exceeds the limit (largest ratio − limit: {over:+.4f}); above "
-            f"~{x[int(np.argmax(ratio.mean(0) >= ratio.mean(0).max() - 1e-3))]:.2f} the assembler uses no more modules.")
+            f"returned ratio {never} the limit (largest ratio − limit: {over:+.4f}); the mean ratio reaches 95 % of "
+            f"its largest value ({mean.max():.2f}) at limit {knee:.2f} and stays there.")
 
 
 def _jaccard(g: Any) -> np.ndarray:
@@ -111,26 +116,24 @@ def _jaccard(g: Any) -> np.ndarray:
     return (inter / union.clamp(min=1)).numpy()
 
 
+def _group_values(space: Any, task: Any) -> tuple[frozenset[str], ...]:
+    """A task's attributes per attribute group (a group may hold several, e.g. AttrOD's "white/lime 1/7")."""
+    return tuple(frozenset(a for a in task.attributes if a in attrs) for attrs in space.groups.values())
+
+
 def _pick_tasks(space: Any, want: int = 16) -> list[str]:
-    """A readable subset: the most frequent values of the last attribute group × the most frequent rest."""
+    """A readable subset: tasks on a grid of the last group's most frequent values × the rest's most frequent."""
     listed = [t for t in space.tasks if t.split in ("seen", "unseen")]
-    last = [t.attributes[-1] for t in listed]
-    rest = [t.attributes[:-1] for t in listed]
+    keyed = [(_group_values(space, t)[:-1], _group_values(space, t)[-1], t.name) for t in listed]
     side = max(2, int(round(want ** 0.5)))
-    top_last = [v for v, _ in sorted(((v, last.count(v)) for v in dict.fromkeys(last)), key=lambda kv: -kv[1])]
-    top_rest = [v for v, _ in sorted(((v, rest.count(v)) for v in dict.fromkeys(rest)), key=lambda kv: -kv[1])]
-    chosen_rest: list[tuple[str, ...]] = []
-    for r in top_rest:  # predicates shared by the most classes first
-        if len(chosen_rest) < side:
-            chosen_rest.append(r)
-    chosen_last = []
-    for v in top_last:
-        if sum(1 for t in listed if t.attributes[-1] == v and t.attributes[:-1] in chosen_rest) >= 2:
-            chosen_last.append(v)
-        if len(chosen_last) >= side:
-            break
-    names = [t.name for r, v in itertools.product(chosen_rest, chosen_last) for t in listed
-             if t.attributes == (*r, v)]
+
+    def by_count(values: list[Any]) -> list[Any]:
+        return sorted(dict.fromkeys(values), key=lambda v: -values.count(v))
+
+    rests = by_count([r for r, _, _ in keyed])[:side]
+    lasts = [v for v in by_count([last for _, last, _ in keyed])
+             if sum(1 for r, last, _ in keyed if last == v and r in rests) >= 2][:side]
+    names = [n for r in rests for v in lasts for rr, last, n in keyed if rr == r and last == v]
     return names[:want]
 
 
@@ -148,7 +151,7 @@ def gate_similarity_tasks(factory: Any, path: Path, limit: float = 0.3) -> str:
     all_names = space.names("seen") + space.names("unseen")
     res_all = factory.gates(all_names, [limit] * len(all_names))
     sim_all = _jaccard(torch.cat(res_all.gates, dim=1))
-    attrs = [space.task(n).attributes for n in all_names]
+    attrs = [_group_values(space, space.task(n)) for n in all_names]
     group_names = list(space.groups)
     last, rest = group_names[-1], " + ".join(group_names[:-1])
     same_last, same_rest = f"same {last},\ndifferent {rest}", f"same {rest},\ndifferent {last}"
@@ -316,42 +319,66 @@ def predictor_accuracy(result: dict, path: Path) -> str:
     return f"Held-out accuracy of the per-layer predictors fitted on {', '.join(map(str, ns))} profiled subnets."
 
 
-def unseen_tasks(result: dict, path: Path) -> str:
-    """Accuracy of generated models on unseen (held-out) tasks vs. seen ones, per limit, and per unseen task."""
+def _task_table(result: dict, metric: str) -> tuple[dict[str, dict[str, float | None]], list[str]]:
+    """(limit -> task -> quality, unseen task names) from either result layout: NumVQA's ``per_limit_task`` +
+    ``unseen_tasks``, or AttrOD's ``per_task: {task: {"split", metric: {limit: value}}}``."""
+    if isinstance(result.get("per_limit_task"), dict):
+        return result["per_limit_task"], list(result.get("unseen_tasks") or [])
+    table: dict[str, dict[str, float | None]] = {}
+    unseen = []
+    for task, row in (result.get("per_task") or {}).items():
+        if not isinstance(row, dict):
+            continue
+        if row.get("split") == "unseen":
+            unseen.append(task)
+        for lim, v in (row.get(metric) or {}).items():
+            table.setdefault(lim, {})[task] = v
+    return table, unseen
+
+
+def unseen_tasks(result: dict, path: Path, title: str = "") -> str:
+    """Quality of generated models on unseen (held-out) tasks vs. seen ones, per limit, and per unseen task."""
     plt = _plt()
     seen, unseen = result["seen"], result["unseen"]
     limits = sorted(seen, key=float)
+    first: dict[str, Any] = next(iter(seen.values()), {})
+    metric = "map50" if "map50" in first else "accuracy"
+    label = "mAP@0.5" if metric == "map50" else "accuracy"
+    table, names = _task_table(result, metric)
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2), gridspec_kw={"width_ratios": [1, 1.2]})
-    ax1.plot([float(k) for k in limits], [seen[k]["accuracy"] for k in limits], "o-", label="seen tasks (mean)")
-    ax1.plot([float(k) for k in limits if k in unseen], [unseen[k]["accuracy"] for k in limits if k in unseen], "s-",
-             label="unseen tasks (mean)")
-    per_limit = result.get("per_limit_task") or {}
-    names = [n for n in (result.get("unseen_tasks") or []) if n]
+
+    def val(v: Any) -> float:
+        return np.nan if v is None else float(v)
+
+    ax1.plot([float(k) for k in limits], [val(seen[k].get(metric)) for k in limits], "o-", label="seen tasks (mean)")
+    ax1.plot([float(k) for k in limits if k in unseen], [val(unseen[k].get(metric)) for k in limits if k in unseen],
+             "s-", label="unseen tasks (mean)")
     for n in names:
-        ys = [per_limit.get(k, {}).get(n) for k in limits]
-        ax1.plot([float(k) for k in limits], [np.nan if y is None else y for y in ys], lw=0.6, alpha=0.4,
+        ax1.plot([float(k) for k in limits], [val(table.get(k, {}).get(n)) for k in limits], lw=0.6, alpha=0.4,
                  color="tab:orange")
     ax1.set_xscale("log")
     ax1.set_xlabel("activation limit")
-    ax1.set_ylabel("accuracy (MNIST test split)")
+    ax1.set_ylabel(f"{label} (test split)")
     ax1.grid(alpha=0.3, which="both")
     ax1.legend(fontsize=8)
     ax1.set_title("seen vs. unseen tasks (thin: each unseen task)", fontsize=10)
-    per_task = result.get("per_task") or {}
-    unseen_names = [n for n in names if n in per_task]
-    if unseen_names:
-        vals = [per_task.get(n, np.nan) for n in unseen_names]
-        ax2.barh(range(len(unseen_names)), vals, color="tab:orange")
-        ax2.set_yticks(range(len(unseen_names)), unseen_names, fontsize=9)
+    mid = "0.3" if "0.3" in table else (limits[len(limits) // 2] if limits else "")
+    shown = [n for n in names if table.get(mid, {}).get(n) is not None]
+    if shown:
+        vals = [val(table[mid][n]) for n in shown]
+        ax2.barh(range(len(shown)), vals, color="tab:orange")
+        ax2.set_yticks(range(len(shown)), shown, fontsize=9 if len(shown) <= 12 else 6)
         for i, v in enumerate(vals):
-            ax2.text(min(v, 1.0) - 0.005, i, f"{v:.3f}", ha="right", va="center", fontsize=8, color="white")
-        ax2.set_xlim(min(0.5, np.nanmin(vals) - 0.05), 1.0)
+            ax2.text(min(v, 1.0) - 0.005, i, f"{v:.3f}", ha="right", va="center", fontsize=7, color="white")
+        ax2.set_xlim(min(0.5, min(vals) - 0.05), 1.0)
         ax2.invert_yaxis()
-        ax2.set_xlabel("accuracy at limit 0.3")
-        ax2.set_title("each unseen task at limit 0.3 (never trained on)", fontsize=10)
+        ax2.set_xlabel(f"{label} at limit {mid}")
+        ax2.set_title(f"each unseen task at limit {mid} (never trained on)", fontsize=10)
     else:
         ax2.axis("off")
-        ax2.text(0.5, 0.5, "the result file lists no unseen task names", ha="center")
+        ax2.text(0.5, 0.5, "the result file has no per-task values of unseen tasks", ha="center")
+    if title:
+        fig.suptitle(title, fontsize=11)
     _save(fig, path)
-    return ("Generated models for tasks held out of training (their attributes were trained in other "
-            "combinations) against the seen tasks, per activation limit.")
+    return (f"Generated models for the {len(names)} tasks held out of training (their attributes were trained in "
+            f"other combinations) against the seen tasks, per activation limit ({label}).")

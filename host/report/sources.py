@@ -29,7 +29,8 @@ RESULTS: dict[str, ResultSpec] = {
                    "(seen and unseen tasks, MNIST test split)",
                    "python benchmarks/numvqa_accuracy.py --threads 2 --json"),
         ResultSpec("attrod_accuracy", "AttrOD mAP@0.5 of generated detectors per limit",
-                   "python benchmarks/attrod_accuracy.py --json"),
+                   "python benchmarks/attrod_accuracy.py --json  (with a trained AttrOD generator: shipped, or "
+                   "`nnf train --space attrod --out DIR` and --checkpoint DIR)"),
         ResultSpec("baselines", "NN-Factory vs. Retrain vs. Prune&Tune under device budgets, customization cost",
                    "python benchmarks/baselines.py --phase train && /work/team/bin/quiet python benchmarks/baselines.py "
                    "--phase measure --json"),
