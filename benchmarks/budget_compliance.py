@@ -26,7 +26,6 @@ here); ``median_regret_grid_steps`` (live limit index minus predicted limit inde
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import tempfile
@@ -260,8 +259,9 @@ def main() -> int:
               f"latency {out['latency_compliance']}, memory {out['memory_compliance']}; predictor on generated "
               f"±10 % {pg['latency_within_10pct']}, MAPE {pg['latency_mape']}; median regret "
               f"{out['median_regret_grid_steps']} steps; drift check {check.status} ({check.message})")
-    if args.json:
-        print(json.dumps(out, sort_keys=True))
+    import _util  # benchmarks/ is on sys.path
+
+    _util.emit(out, args.json)  # with --json: also benchmarks/results/budget_compliance.json
     return 0
 
 
