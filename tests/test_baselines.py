@@ -226,6 +226,13 @@ def test_comparison_end_to_end(tmp_path, agent_addr):
     n_logs = len(logs)
     cmp.train(scenarios)  # cached: nothing retrained
     assert len(logs) == n_logs
+    # other retrain settings on the same work dir: that baseline's record is not reused, the other one is
+    from dataclasses import replace
+
+    other = Comparison(factory, replace(settings, retrain=RetrainConfig(train=replace(TINY, steps=TINY.steps + 1))),
+                       tmp_path / "work", predictor=pred, log=logs.append)
+    assert other.record(scenarios[0], "retrain") is None
+    assert other.record(scenarios[0], "prune_tune") is not None
     result = cmp.measure(scenarios, agent_addr, train_missing=False)
     row = result["scenarios"][0]
     assert row["budget_ms"] == budgets[0] and row["task"] == "exactly one 3"

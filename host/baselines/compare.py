@@ -229,7 +229,17 @@ class Comparison:
     # ---- phase 1: the baselines' models -----------------------------------------------------------------
 
     def _record_path(self, s: Scenario, method: str) -> Path:
-        return self.work_dir / "scenarios" / self.profile_digest / s.key() / f"{method}.json"
+        # keyed by the method's settings too: a record made with other training settings is not reused
+        return self.work_dir / "scenarios" / self.profile_digest / s.key() / f"{method}-{self._method_key(method)}.json"
+
+    def _method_key(self, method: str) -> str:
+        """Digest of everything besides the scenario that decides a baseline's model (settings, init, test set)."""
+        _, facts = self.init_net()
+        common = {"test": [self.settings.test_per_task, self.settings.test_seed],
+                  "init": [facts["init"], facts.get("model_sha256")]}
+        if method == "retrain":
+            return _digest({**common, "cfg": self.settings.retrain.to_json()})
+        return _digest({**common, "prune_tune": self.settings.prune_tune.to_json(), "unified": self._unified_key()})
 
     def record(self, s: Scenario, method: str) -> dict | None:
         """What the training phase decided for a scenario (model directory or an error), if done."""
