@@ -4,11 +4,22 @@ expensive fixtures several test modules share, built once per session."""
 from __future__ import annotations
 
 import os
+import signal
 
 import pytest
 import torch
 
 from tests.support.arm64 import arm64_device  # noqa: F401 - session fixture: the emulated aarch64 device
+
+
+def _sigterm_as_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """A SIGTERM (a CI timeout, `kill`) ends the run like Ctrl-C, so session teardowns still run: the emulated
+    device's mounts and sshd, agents and ssh servers are taken down instead of outliving the run."""
+    signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
 
 
 @pytest.hookimpl(tryfirst=True)  # before `-m` selects

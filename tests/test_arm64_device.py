@@ -126,3 +126,22 @@ def test_script_status_reports_the_device(arm64_device: Arm64Device) -> None:
                          cwd=Path(__file__).resolve().parent.parent)
     assert res.returncode == 0, res.stderr
     assert f"127.0.0.1:{arm64_device.port}" in res.stdout and f"{arm64_device.root}/proc/cpuinfo" in res.stdout
+
+
+@pytest.mark.slow  # brings a second device up and down (~10 s from the cached root)
+def test_a_device_left_by_a_killed_run_is_swept_at_the_next_start(tmp_path: Path) -> None:
+    from tests.support.arm64 import OWNER, device_up, sweep_stale, unavailable_reason
+
+    if unavailable_reason():
+        pytest.skip(unavailable_reason())
+    run = tmp_path / "pytest-of-x" / "pytest-1" / "arm640"
+    run.mkdir(parents=True)
+    where = run / "device"
+    gen = device_up(where)
+    device = next(gen)  # up, as the fixture would; then the run "dies" without its teardown
+    assert mounts_under(device.root) and device.processes()
+    assert sweep_stale(tmp_path / "pytest-of-x") == []  # its owner (this process) still runs: left alone
+    (run / OWNER).write_text("1 0")  # pid 1 did not start at tick 0: the owner is gone
+    assert sweep_stale(tmp_path / "pytest-of-x") == [where]
+    assert mounts_under(run) == [] and not where.exists()
+    gen.close()  # the generator's own teardown finds nothing left and says so

@@ -131,9 +131,44 @@ class Arm64Device:
         assert res.returncode == 0, res.stderr
 
 
+OWNER = "owner"  # beside the device directory: "PID START_TICKS" of the test process that brought it up
+
+
+def _process_start(pid: int) -> str | None:
+    """The start time of process ``pid`` (clock ticks after boot; None when it does not exist)."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="utf-8") as f:
+            return f.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def sweep_stale(temp_root: Path) -> list[Path]:
+    """Take down devices left by test runs that were killed before their teardown (their owner is gone).
+
+    ``temp_root``: pytest's directory of base temp dirs (``pytest-of-USER``). Devices without an owner file, or
+    whose owner still runs, are left alone. Returns the device directories taken down.
+    """
+    swept = []
+    for owner in sorted(temp_root.glob(f"pytest-*/arm64*/{OWNER}")):
+        where = owner.parent / "device"
+        try:
+            pid, start = owner.read_text().split()
+        except (OSError, ValueError):
+            continue
+        if not where.exists() or _process_start(int(pid)) == start:
+            continue
+        res = script("down", "--dir", str(where), timeout_s=300)
+        if res.returncode == 0:
+            owner.unlink(missing_ok=True)
+            swept.append(where)
+    return swept
+
+
 def device_up(where: Path) -> Iterator[Arm64Device]:
     """Bring a device up in ``where`` (a fresh directory), yield it, take it down and check the mounts."""
     binfmt_before = binfmt_mounted()
+    (where.parent / OWNER).write_text(f"{os.getpid()} {_process_start(os.getpid())}")
     res = script("up", "--dir", str(where))
     try:
         if res.returncode != 0:
@@ -146,6 +181,7 @@ def device_up(where: Path) -> Iterator[Arm64Device]:
         assert left == [], f"mounts left behind by the arm64 device: {left}"
         assert not where.exists(), f"{where} was not removed"
         assert binfmt_mounted() == binfmt_before, "binfmt_misc was not left as it was found"
+        (where.parent / OWNER).unlink(missing_ok=True)
 
 
 @pytest.fixture(scope="session")
@@ -153,4 +189,6 @@ def arm64_device(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Arm64Devi
     reason = unavailable_reason()
     if reason:
         pytest.skip(reason)
+    base = tmp_path_factory.getbasetemp()
+    sweep_stale(base.parent)  # devices of killed earlier runs (a SIGKILL skips every teardown)
     yield from device_up(tmp_path_factory.mktemp("arm64") / "device")
