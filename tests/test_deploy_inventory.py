@@ -209,3 +209,14 @@ def test_default_inventory_path(tmp_path: Path, monkeypatch) -> None:
     assert default_inventory_path() == Path("devices.toml") and "here" in load_inventory().devices
     monkeypatch.setenv("NNF_INVENTORY", str(tmp_path / "other.toml"))
     assert default_inventory_path() == tmp_path / "other.toml"
+
+
+def test_a_device_made_in_code_takes_any_runtime_spelling_or_says_what_is_wrong() -> None:
+    from host.deploy.inventory import Device
+    from host.errors import ConfigError
+
+    assert Device(name="d", runtime="torch").runtime == "torchscript"
+    assert Device(name="d", runtime="torch").runtime_family == "torch"
+    assert Device(name="d", runtime="LiteRT").runtime == "tflite"
+    with pytest.raises(ConfigError, match="device 'd': runtime must be one of"):
+        Device(name="d", runtime="tensorrt")

@@ -75,6 +75,14 @@ class Device:
     start_timeout_s: float = 60.0
     env: dict[str, str] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        if self.runtime != "auto":  # any accepted spelling ("torch", "litert", ...) is stored under its current name
+            try:
+                object.__setattr__(self, "runtime", resolve_format(str(self.runtime))[0].name)
+            except ConfigError:
+                raise ConfigError(f"device {self.name!r}: runtime must be one of {', '.join(RUNTIMES)}, "
+                                  f"got {self.runtime!r}.{suggest(str(self.runtime), RUNTIMES)}") from None
+
     @property
     def address(self) -> str:
         """Human-readable address of the device (for messages and ``devices list``)."""
@@ -165,13 +173,6 @@ def device_from_table(name: str, table: dict[str, Any]) -> Device:
     if transport not in TRANSPORTS:
         raise ConfigError(f"device {name!r}: transport must be one of {', '.join(TRANSPORTS)}, "
                           f"got {transport!r}.{suggest(transport, TRANSPORTS)}")
-    runtime = kw.get("runtime", "auto")
-    if runtime != "auto":
-        try:
-            kw["runtime"] = resolve_format(str(runtime))[0].name
-        except ConfigError:
-            raise ConfigError(f"device {name!r}: runtime must be one of {', '.join(RUNTIMES)}, "
-                              f"got {runtime!r}.{suggest(str(runtime), RUNTIMES)}") from None
     if transport == "ssh" and not kw.get("host"):
         raise ConfigError(f"device {name!r}: an ssh device needs host = \"...\"")
     if transport == "adb" and not kw.get("serial"):
