@@ -217,6 +217,7 @@ def test_profile_onnx_with_affinity(client: AgentClient, mm_onnx: Path) -> None:
     assert r2.runtime == "onnxruntime" and r2.inputs[0].shape == (1, 64)
 
 
+@pytest.mark.slow  # two torch runtimes' first imports (~8 s); test_exports_agent covers the formats
 @pytest.mark.skipif(not has_torch, reason="torch not installed")
 def test_profile_torchscript_and_export(client: AgentClient, tmp_path: Path) -> None:
     ts = client.upload(A.torchscript(tmp_path / "m.pt")).sha256

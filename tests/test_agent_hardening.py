@@ -477,6 +477,7 @@ def test_10_stop_accepts_an_agent_started_as_nnf_agent_serve(tmp_path: Path) -> 
         proc.stdout.close()  # type: ignore[union-attr]
 
 
+@pytest.mark.slow  # TLS agents for every command (~6 s); test_agent.py::test_tls stays fast
 def test_10_tls_on_every_command_that_talks_to_an_agent(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     pytest.importorskip("cryptography")

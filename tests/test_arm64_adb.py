@@ -35,6 +35,7 @@ def adb_key(tmp_path: Path) -> Path:
     return key
 
 
+@pytest.mark.slow  # adb deploy under emulation (~25 s)
 def test_adb_deploy_lands_the_agent_on_the_arm_userland(arm64_device: Arm64Device, adb_key: Path, tmp_path: Path,
                                                         capsys: pytest.CaptureFixture[str]) -> None:
     emu = AdbEmulator("/data/local/tmp", root=arm64_device.root,

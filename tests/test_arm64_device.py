@@ -49,6 +49,7 @@ def test_the_device_is_an_aarch64_userland_with_its_own_sshd(arm64_device: Arm64
     assert fstypes[f"{arm64_device.root}/dev"] == "tmpfs"  # not the host's devtmpfs
 
 
+@pytest.mark.slow  # deploy + two runtimes under emulation (~25 s); the fast tier keeps the device checks
 def test_check_deploy_profile_onnx_and_tflite_then_undeploy(arm64_device: Arm64Device, tmp_path: Path,
                                                             capsys: pytest.CaptureFixture[str]) -> None:
     inv = write_inventory(tmp_path / "devices.toml", {"arm64": arm64_device.table(workdir="nnf-agent-cli")})

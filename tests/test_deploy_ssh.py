@@ -58,6 +58,7 @@ def ssh_device(srv: SshServer, tmp_path: Path, **kw: object) -> Device:
     return Device(name="box", **base)  # type: ignore[arg-type]
 
 
+@pytest.mark.slow  # full CLI round over ssh (~10 s); the other ssh tests stay fast
 def test_deploy_profile_redeploy_undeploy_cli(sshd: SshServer, tmp_path: Path,
                                               capsys: pytest.CaptureFixture[str]) -> None:
     dev = ssh_device(sshd, tmp_path)

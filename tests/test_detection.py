@@ -138,6 +138,7 @@ def test_detector_int8_keeps_both_heads_ranges(tmp_path: Path, fmt: str):
     assert (y - ref)[:, 4:6].abs().max() < 0.5 and (y - ref)[:, :4].abs().max() < 0.5
 
 
+@pytest.mark.slow  # detector campaign artifacts (~4 s)
 def test_detector_profiling_artifacts_and_structure_model():
     """What a profiling campaign builds for the detector, and the device profile's structure model (exact
     param bytes and peak activation from active counts)."""

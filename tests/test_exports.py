@@ -309,6 +309,7 @@ def test_cli_errors_are_clear(tmp_path: Path, capsys) -> None:
     assert "unknown runtime/format 'coreml'" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # every format through the CLI (~7 s)
 def test_cli_exports_a_saved_compact_model_dir(tmp_path: Path, capsys) -> None:
     """`nnf export MODEL_DIR --json` on a dir written by save_compact: artifact, sidecar, provenance."""
     from host.artifact import save_compact

@@ -20,6 +20,7 @@ def run_dir(tiny_numvqa_run):
     return tiny_numvqa_run  # tests/conftest.py: built once per session
 
 
+@pytest.mark.slow  # int8 calibration and task accuracy (~5 s)
 def test_generate_format_onnx_int8_reports_task_accuracy(run_dir: Path, tmp_path: Path, capsys) -> None:
     out = tmp_path / "model"
     rc = main(["generate", "--space", "numvqa", "--task", "exactly two 0", "--activation-limit", "0.3",

@@ -97,6 +97,7 @@ def test_a_comparison_of_two_spaces_keeps_their_metrics_apart(tmp_path):
     assert {"fig10_quality_vs_budget_numvqa.png", "fig10_quality_vs_budget_attrod.png"} <= set(report.figures)
 
 
+@pytest.mark.slow  # a whole report (~5 s)
 def test_missing_inputs_are_shown_with_their_commands(tmp_path):
     out = tmp_path / "report"
     report = build_report(out, results_dir=tmp_path / "no-results")
@@ -114,6 +115,7 @@ def test_missing_inputs_are_shown_with_their_commands(tmp_path):
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.slow  # builds every figure (~10 s); the browser and missing-input tests stay fast
 def test_report_from_result_files_and_cli(tmp_path, capsys):
     results = tmp_path / "results"
     fixture_results(results)
