@@ -165,6 +165,21 @@ def test_prune_to_budget_prunes_only_gated_layers_and_fits(supernet, space):
         prune_to_budget(unified, pred, ScenarioBudget(latency_ms=0.6), PruneTuneConfig(scan_step=0.25))
 
 
+def test_prune_to_budget_falls_back_to_uniform_pruning_when_global_cannot_meet_it(supernet, space):
+    from host.baselines.models import gated_module
+
+    layout = supernet.gate_layout()
+    unified = build_unified(supernet, space, init_net=supernet)
+    with torch.no_grad():  # the widest layer's modules all look unimportant: at high global ratios DepGraph
+        gated_module(unified.trunk, layout.layers[-1].name).weight.mul_(1e-3)  # keeps that layer whole
+    budget = ScenarioBudget(latency_ms=total_latency_ms([45]))  # 45 modules: global pruning gets no lower than 47
+    _, kept, info = prune_to_budget(unified, LinearPredictor(layout), budget,
+                                    PruneTuneConfig(scan_step=0.05, tolerance=0.02))
+    counts = [len(kept[layer.name]) for layer in layout.layers]
+    assert info["pruning"] == "uniform per layer" and total_latency_ms(counts) <= budget.latency_ms
+    assert all(c >= 1 for c in counts)
+
+
 def test_unified_training_save_load_and_prune_tune(supernet, space, adapter, tmp_path):
     layout = supernet.gate_layout()
     cfg = UnifiedConfig(train=TINY)

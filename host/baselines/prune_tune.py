@@ -152,7 +152,8 @@ class PruneTuneConfig:
 
     def to_json(self) -> dict[str, Any]:
         return {"finetune": self.finetune.to_json(), "max_pruning_ratio": self.max_pruning_ratio,
-                "tolerance": self.tolerance, "scan_step": self.scan_step, "importance": "GroupMagnitudeImportance(p=2)", "global_pruning": True}
+                "tolerance": self.tolerance, "scan_step": self.scan_step, "importance": "GroupMagnitudeImportance(p=2)",
+                "pruning": "global, else uniform per layer"}
 
 
 def build_unified(supernet: Supernet, space: TaskSpace, *, init_net: Supernet | None = None, seed: int = 0
@@ -232,9 +233,13 @@ def load_unified(path: Path, supernet: Supernet, space: TaskSpace) -> tuple[Unif
 # ---- pruning --------------------------------------------------------------------------------------------
 
 
-def _prune(unified: UnifiedModel, layer_names: list[str], ratio: float, max_ratio: float
-           ) -> tuple[UnifiedModel, dict[str, torch.Tensor]]:
-    """A pruned copy of ``unified`` and, per gated layer, the kept module indices (of the original layer)."""
+def _prune(unified: UnifiedModel, layer_names: list[str], ratio: float, max_ratio: float, *,
+           global_pruning: bool = True) -> tuple[UnifiedModel, dict[str, torch.Tensor]]:
+    """A pruned copy of ``unified`` and, per gated layer, the kept module indices (of the original layer).
+
+    global_pruning: one magnitude threshold across the gated layers (DepGraph's global mode); False prunes
+    every gated layer by ``ratio`` of its own modules (uniform).
+    """
     tp = _tp()
     model = copy.deepcopy(unified).eval()
     roots = {id(gated_module(model.trunk, n)): n for n in layer_names}
@@ -244,7 +249,7 @@ def _prune(unified: UnifiedModel, layer_names: list[str], ratio: float, max_rati
     kept = {n: torch.arange(gated_module(model.trunk, n).weight.shape[0]) for n in layer_names}
     if ratio > 0:
         pruner = tp.pruner.MetaPruner(
-            model, example, importance=tp.importance.GroupMagnitudeImportance(p=2), global_pruning=True,
+            model, example, importance=tp.importance.GroupMagnitudeImportance(p=2), global_pruning=global_pruning,
             pruning_ratio=ratio, max_pruning_ratio=max_ratio, ignored_layers=ignored,
         )
         for group in pruner.step(interactive=True):
@@ -266,35 +271,54 @@ def prune_to_budget(unified: UnifiedModel, predictor: Any, budget: ScenarioBudge
     Global pruning is monotone in the ratio only until some gated layer falls wholly below the global
     threshold (Torch-Pruning then leaves that layer whole rather than empty it). So the ratio is scanned
     upwards in steps of ``cfg.scan_step`` to the first one that fits, then bisected between it and the last
-    one that did not.
+    one that did not. When no global ratio fits (tight budgets: the layers left whole keep the model slow),
+    the same scan is made with uniform per-layer pruning (each gated layer loses the same share of its
+    modules, monotone up to ``cfg.max_pruning_ratio``), the way a practitioner would fall back; the info says
+    which mode was used.
     """
     layout = unified.trunk.gate_layout()
     names = [layer.name for layer in layout.layers]
     trials: list[dict[str, Any]] = []
 
-    def trial(r: float) -> tuple[UnifiedModel, dict[str, torch.Tensor], float, float, bool]:
-        model, kept = _prune(unified, names, r, cfg.max_pruning_ratio)
+    def trial(r: float, global_pruning: bool) -> tuple[UnifiedModel, dict[str, torch.Tensor], float, float, bool]:
+        model, kept = _prune(unified, names, r, cfg.max_pruning_ratio, global_pruning=global_pruning)
         counts = [len(kept[n]) for n in names]
         lat, mem = predict_counts(predictor, [counts], bound=True)
         ok = bool(budget.fits(lat[0], mem[0]))
-        trials.append({"ratio": round(r, 5), "counts": counts, "latency_ms": round(float(lat[0]), 4), "fits": ok})
+        trials.append({"ratio": round(r, 5), "global": global_pruning, "counts": counts,
+                       "latency_ms": round(float(lat[0]), 4), "fits": ok})
         return model, kept, float(lat[0]), float(mem[0]), ok
 
-    ratios = np.arange(0.0, cfg.max_pruning_ratio + 1e-9, cfg.scan_step)
+    for global_pruning in (True, False):
+        found = _scan(lambda r, g=global_pruning: trial(r, g), cfg)
+        if found is not None:
+            break
+    if found is None:
+        smallest = min(trials, key=lambda d: d["latency_ms"])
+        raise SearchError(
+            f"Prune&Tune cannot meet {budget.describe()}: the smallest model Torch-Pruning produced (ratio "
+            f"{smallest['ratio']:g}, {'global' if smallest['global'] else 'uniform per layer'}) is predicted at "
+            f"{smallest['latency_ms']:.3f} ms"
+        )
+    ratio, (model, kept, lat, mem, _) = found
+    info = {"pruning_ratio": round(ratio, 5), "pruning": "global" if global_pruning else "uniform per layer",
+            "predicted_latency_ms": round(lat, 4), "predicted_memory_mb": round(mem, 3),
+            "counts": [len(kept[n]) for n in names], "trials": len(trials)}
+    return model, kept, info
+
+
+def _scan(trial: Any, cfg: PruneTuneConfig) -> tuple[float, Any] | None:
+    """(smallest fitting ratio, its trial) by an upward scan then bisection; None when no ratio fits."""
     found = None
     prev = 0.0
-    for r in ratios:
+    for r in np.arange(0.0, cfg.max_pruning_ratio + 1e-9, cfg.scan_step):
         t = trial(float(r))
         if t[4]:
             found = (float(r), t)
             break
         prev = float(r)
     if found is None:
-        smallest = min(trials, key=lambda d: d["latency_ms"])
-        raise SearchError(
-            f"Prune&Tune cannot meet {budget.describe()}: the smallest model Torch-Pruning produced (ratio "
-            f"{smallest['ratio']:g}) is predicted at {smallest['latency_ms']:.3f} ms"
-        )
+        return None
     hi, best = found
     lo = prev
     if hi > 0:
@@ -305,10 +329,7 @@ def prune_to_budget(unified: UnifiedModel, predictor: Any, budget: ScenarioBudge
                 hi, best = mid, t
             else:
                 lo = mid
-    model, kept, lat, mem, _ = best
-    info = {"pruning_ratio": round(hi, 5), "predicted_latency_ms": round(lat, 4), "predicted_memory_mb": round(mem, 3),
-            "counts": [len(kept[n]) for n in names], "trials": len(trials)}
-    return model, kept, info
+    return hi, best
 
 
 def fold_task(pruned: UnifiedModel, kept: dict[str, torch.Tensor], task_encoding: torch.Tensor,
