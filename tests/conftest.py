@@ -4,7 +4,10 @@ expensive fixtures several test modules share, built once per session."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
+import tempfile
+from pathlib import Path
 
 import pytest
 import torch
@@ -18,8 +21,18 @@ def _sigterm_as_interrupt(signum: int, frame: object) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     """A SIGTERM (a CI timeout, `kill`) ends the run like Ctrl-C, so session teardowns still run: the emulated
-    device's mounts and sshd, agents and ssh servers are taken down instead of outliving the run."""
+    device's mounts and sshd, agents and ssh servers are taken down instead of outliving the run.
+
+    Under pytest-xdist (`-n 2`) each worker gets its own temporary directory: the agents a worker starts
+    keep their device lock there ($TMPDIR/nnf-agent-device-UID.lock), so two workers' agents do not queue
+    behind each other's measurements (tests assert who holds that lock)."""
     signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    if worker:
+        own = Path(tempfile.mkdtemp(prefix=f"nnf-tests-{worker}-"))
+        os.environ["TMPDIR"] = str(own)
+        tempfile.tempdir = None  # gettempdir() reads $TMPDIR again
+        config.add_cleanup(lambda: shutil.rmtree(own, ignore_errors=True))
 
 
 @pytest.hookimpl(tryfirst=True)  # before `-m` selects

@@ -261,6 +261,7 @@ def test_4_the_measuring_process_holds_the_device_lock(tmp_path: Path) -> None:
 
 
 # ------------------------------------------------------------------------------------------ 5. stalled calls
+@pytest.mark.slow  # waits out the idle watchdog (~4 s)
 def test_5_stalled_streams_and_calls_do_not_lock_others_out(tmp_path: Path) -> None:
     stop = threading.Event()
 
@@ -421,6 +422,7 @@ def test_10_errors_say_what_to_do(tmp_path: Path) -> None:
 
 
 @pytest.mark.skipif(not A.has_ort(), reason="onnxruntime not installed")
+@pytest.mark.slow  # restarts an agent mid-call (~4 s)
 def test_10_retries_outlast_an_agent_restart(tmp_path: Path, mm_onnx: Path) -> None:
     """A campaign's client keeps going through a 1 s agent restart on the same port."""
     state, cache = tmp_path / "state", tmp_path / "cache"

@@ -23,7 +23,7 @@ from tests.support.agent_artifacts import tflite
 from tests.support.arm64 import DEVICE_PYTHON, Arm64Device
 from tests.support.deploy_helpers import write_inventory
 
-pytestmark = [pytest.mark.arm64, pytest.mark.adb, pytest.mark.timeout(900)]
+pytestmark = [pytest.mark.arm64, pytest.mark.adb, pytest.mark.timeout(900), pytest.mark.xdist_group("arm64")]
 
 
 @pytest.fixture

@@ -24,7 +24,7 @@ from tests.support.deploy_helpers import DEVICE_PYTHON, write_inventory
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = 6
-pytestmark = [pytest.mark.arm64, pytest.mark.slow, pytest.mark.timeout(1500)]
+pytestmark = [pytest.mark.arm64, pytest.mark.slow, pytest.mark.timeout(1500), pytest.mark.xdist_group("arm64")]
 
 
 def _count(path: Path) -> tuple[int, int]:

@@ -24,7 +24,7 @@ from tests.support.agent_artifacts import tflite
 from tests.support.arm64 import DEVICE_PYTHON, Arm64Device, mounts_under
 from tests.support.deploy_helpers import onnx_mlp, write_inventory
 
-pytestmark = [pytest.mark.arm64, pytest.mark.timeout(900)]
+pytestmark = [pytest.mark.arm64, pytest.mark.timeout(900), pytest.mark.xdist_group("arm64")]  # one device, one worker
 
 
 def test_the_device_is_an_aarch64_userland_with_its_own_sshd(arm64_device: Arm64Device) -> None:

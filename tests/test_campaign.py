@@ -339,7 +339,7 @@ def test_latency_statistics_of_raw_runs() -> None:
         MeasureSettings(clock="tsc")
 
 
-@pytest.mark.parametrize("runtime", ["torchscript", "onnxruntime"])
+@pytest.mark.parametrize("runtime", ["torchscript", pytest.param("onnxruntime", marks=pytest.mark.slow)])
 def test_extracting_builder_exports_for_the_runtime(runtime: str) -> None:
     import hashlib
 

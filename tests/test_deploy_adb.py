@@ -174,8 +174,9 @@ def test_debian_adb_client_against_emulator(adb_client: tuple[list[str], dict[st
         emu.stop()
 
 
-@pytest.mark.parametrize("features", [("shell_v2", "stat_v2", "fixed_push_mkdir"),
-                                      pytest.param((), marks=pytest.mark.slow)], ids=["shell_v2", "shell_v1"])
+@pytest.mark.slow  # a full deploy/profile/undeploy per adb protocol version (~5 s each); the fast tier deploys in
+# test_agent_deployed_over_adb_reached_with_debian_adb_forward
+@pytest.mark.parametrize("features", [("shell_v2", "stat_v2", "fixed_push_mkdir"), ()], ids=["shell_v2", "shell_v1"])
 def test_deploy_profile_undeploy_over_adb(tmp_path: Path, adb_key: Path, features: tuple[str, ...],
                                           capsys: pytest.CaptureFixture[str]) -> None:
     emu = AdbEmulator(tmp_path / "phone", authorized_keys=[Path(str(adb_key) + ".pub").read_bytes()],

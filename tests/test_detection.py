@@ -101,7 +101,8 @@ def test_detector_extraction_is_exact(config):
     assert extract(net, cases[1]).spec.macs() < extract(net, layout.ones()).spec.macs()
 
 
-@pytest.mark.parametrize("fmt", ["torchscript", "torch-export", "onnx", pytest.param("tflite", marks=pytest.mark.tflite)])
+@pytest.mark.parametrize("fmt", ["torchscript", "torch-export", pytest.param("onnx", marks=pytest.mark.slow),
+                                 pytest.param("tflite", marks=pytest.mark.tflite)])
 def test_detector_exports_match_in_their_runtimes(tmp_path: Path, fmt: str):
     net = randomize_norms(build_supernet("centernet_tiny"), seed=2).eval()
     gates = random_gates(net.gate_layout(), 0.5, generator=torch.Generator().manual_seed(3))

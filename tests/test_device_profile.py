@@ -19,6 +19,9 @@ from host.profiling.store import CampaignStore
 from host.supernets import build_supernet
 from tests.support.campaign_fakes import FakeDevice
 
+# its module fixture runs a 40-subnet campaign: under xdist keep the module on one worker so it is built once
+pytestmark = pytest.mark.xdist_group("device_profile")
+
 
 class LawDevice(FakeDevice):
     """Latency from per-layer counts of resnet_tiny (known law); memory from the artifact's size."""

@@ -51,7 +51,7 @@ def _profile(agent: AgentClient, out: Path):
     return agent.profile(ProfileRequest(up.sha256, inputs=inputs, threads=1, **QUICK)), side
 
 
-@pytest.mark.parametrize("fmt", ["torchscript", "torch-export", "onnx",
+@pytest.mark.parametrize("fmt", ["torchscript", pytest.param("torch-export", marks=pytest.mark.slow), "onnx",
                                  pytest.param("tflite", marks=pytest.mark.tflite)])
 def test_agent_profiles_each_export_format(agent: AgentClient, compact, tmp_path: Path, fmt: str) -> None:
     out = tmp_path / f"model{FORMATS[fmt].suffix}"

@@ -120,7 +120,7 @@ def test_active_counts_and_bad_input() -> None:
     assert acc["within"] == 0.5 and acc["mape"] == pytest.approx(0.125)
 
 
-@pytest.mark.parametrize("config", ["resnet_tiny", "bottleneck_tiny", "vit_tiny"])
+@pytest.mark.parametrize("config", ["resnet_tiny", pytest.param("bottleneck_tiny", marks=pytest.mark.slow), "vit_tiny"])
 def test_structure_model_is_exact_against_compact_specs(config: str) -> None:
     import torch
 

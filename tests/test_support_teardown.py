@@ -9,6 +9,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[1]
 
 INNER = '''
@@ -26,6 +28,7 @@ def test_waits(resource):
 '''
 
 
+@pytest.mark.slow  # a pytest run in a subprocess (~4 s)
 def test_sigterm_runs_session_teardown(tmp_path: Path) -> None:
     (tmp_path / "test_inner.py").write_text(INNER)
     mark = tmp_path / "mark"

@@ -137,6 +137,7 @@ def test_bad_run_directories_and_checkpoints(tmp_path):
         read_checkpoint(ck_dir)
 
 
+@pytest.mark.slow  # trains twice (~4 s)
 def test_slim_export_and_init_from(tmp_path):
     from host.checkpoint import export_slim
 
