@@ -54,6 +54,7 @@ from agent._proto.nnfactory.agent.v1 import agent_pb2 as pb
 from agent.launch import LocalAgent, start_local_agent
 from agent.protocol import ERROR_KIND_KEY
 from tests.support import agent_artifacts as A
+from tests.support.procs import alive, descendants
 
 SERVICE = "/nnfactory.agent.v1.ProfilingAgent/"
 UNARY = ["GetDeviceInfo", "HasArtifact", "Profile", "DeleteArtifacts", "CacheStats"]
@@ -363,30 +364,6 @@ class _Oversized(random.Random):
         return super().randrange(*args)
 
 
-def _descendants(pid: int) -> set[int]:
-    out: set[int] = set()
-    todo = [pid]
-    while todo:
-        p = todo.pop()
-        for task in Path(f"/proc/{p}/task").glob("*"):
-            try:
-                kids = (task / "children").read_text().split()
-            except OSError:
-                continue
-            for k in map(int, kids):
-                if k not in out:
-                    out.add(k)
-                    todo.append(k)
-    return out
-
-
-def _alive(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
 def sigterm_phase(agent: LocalAgent, channels: list[grpc.Channel], tally: Tally,
                   seen_workers: set[int]) -> tuple[float, int]:
     """SIGTERM while calls are stalled and undecodable stream messages were just sent: (seconds, exit code)."""
@@ -404,7 +381,7 @@ def sigterm_phase(agent: LocalAgent, channels: list[grpc.Channel], tally: Tally,
     for _ in range(20):
         _outcome(tally, "ProfileStream", lambda: list(channels[1].stream_stream(SERVICE + "ProfileStream")(
             iter([b"\x0a\xff\xff\xff\xff\x0f"]), timeout=5, metadata=md)))
-    seen_workers.update(_descendants(agent.pid))
+    seen_workers.update(descendants(agent.pid))
     t0 = time.monotonic()
     agent.proc.send_signal(signal.SIGTERM)
     try:
@@ -452,7 +429,7 @@ def main() -> int:
 
     def watch_workers() -> None:
         while not stop_watch.wait(0.05):
-            seen_workers.update(_descendants(agent.pid))
+            seen_workers.update(descendants(agent.pid))
 
     watcher = threading.Thread(target=watch_workers, daemon=True)
     watcher.start()
@@ -516,7 +493,7 @@ def main() -> int:
         if agent.proc.poll() is None:
             agent.proc.kill()
     time.sleep(1.0)
-    orphans = sorted(p for p in seen_workers if _alive(p))
+    orphans = sorted(p for p in seen_workers if alive(p))
     for p in orphans:
         os.kill(p, signal.SIGKILL)
     outside = sorted(str(p.relative_to(tmp)) for p in tmp.rglob("*")

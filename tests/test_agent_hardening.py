@@ -28,6 +28,7 @@ from host.client import AgentClient, ProfileRequest, TensorSpec
 from host.errors import AgentError, ConfigError
 from tests.support import agent_artifacts as A
 from tests.support.agent_servers import agent_server
+from tests.support.procs import alive, descendants
 
 ROOT = Path(__file__).resolve().parents[1]
 QUICK = {"warmup_runs": 1, "repeats": 3, "min_time_s": 0.0}
@@ -45,31 +46,6 @@ def _rss_bytes(pid: int) -> int:
 
 def _raw_unary(channel: grpc.Channel, method: str):
     return channel.unary_unary(SERVICE + method)  # no serializers: the bytes go as they are
-
-
-def _descendants(pid: int) -> set[int]:
-    out: set[int] = set()
-    todo = [pid]
-    while todo:
-        p = todo.pop()
-        for task in Path(f"/proc/{p}/task").glob("*"):
-            try:
-                kids = (task / "children").read_text().split()
-            except OSError:
-                continue
-            for k in map(int, kids):
-                if k not in out:
-                    out.add(k)
-                    todo.append(k)
-    return out
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
 
 
 @pytest.fixture(scope="module")
@@ -209,7 +185,7 @@ def test_4_workers_die_with_the_agent_and_free_the_device(tmp_path: Path) -> Non
         deadline = time.monotonic() + 60
         workers: set[int] = set()
         while time.monotonic() < deadline:  # the measuring process is running once the lock is taken
-            workers = _descendants(agent.pid)
+            workers = descendants(agent.pid)
             fd = os.open(lock, os.O_RDWR | os.O_CREAT)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -222,9 +198,9 @@ def test_4_workers_die_with_the_agent_and_free_the_device(tmp_path: Path) -> Non
         assert workers, "no worker process found"
         os.kill(agent.pid, signal.SIGKILL)
         end = time.monotonic() + 5
-        while time.monotonic() < end and any(_alive(p) for p in workers):
+        while time.monotonic() < end and any(alive(p) for p in workers):
             time.sleep(0.05)
-        left = [p for p in workers if _alive(p)]
+        left = [p for p in workers if alive(p)]
         for p in left:
             os.kill(p, signal.SIGKILL)
         assert not left, f"worker processes {left} outlived their agent"
@@ -248,7 +224,7 @@ def test_4_the_measuring_process_holds_the_device_lock(tmp_path: Path) -> None:
         holders: list[int] = []
         end = time.monotonic() + 30
         while time.monotonic() < end and not holders:
-            for pid in _descendants(os.getpid()):
+            for pid in descendants(os.getpid()):
                 try:
                     fds = list(Path(f"/proc/{pid}/fd").iterdir())
                 except OSError:
