@@ -135,6 +135,7 @@ def test_3_token_by_default_on_loopback(tmp_path: Path) -> None:
 
 
 @pytest.mark.skipif(not A.has_torch(), reason="torch not installed")
+@pytest.mark.slow  # builds a torch.export archive (~4 s); test_3_token_by_default_on_loopback stays fast
 def test_3_pickle_bearing_pt2_is_refused_and_never_loaded(tmp_path: Path) -> None:
     marker = tmp_path / "pwned"
     evil = A.pt2_pickle_writer(tmp_path / "evil.pt2", marker)
@@ -213,6 +214,7 @@ def test_4_workers_die_with_the_agent_and_free_the_device(tmp_path: Path) -> Non
 
 
 @pytest.mark.skipif(not A.has_ort(), reason="onnxruntime not installed")
+@pytest.mark.slow  # a measurement long enough to inspect the lock holder (~4 s)
 def test_4_the_measuring_process_holds_the_device_lock(tmp_path: Path) -> None:
     lock = tmp_path / "device.lock"
     hang = A.onnx_hang(tmp_path / "hang.onnx")
