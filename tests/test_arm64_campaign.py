@@ -20,23 +20,11 @@ import pytest
 
 from host.cli import main
 from tests.support.arm64 import Arm64Device
-from tests.support.deploy_helpers import DEVICE_PYTHON, write_inventory
+from tests.support.deploy_helpers import DEVICE_PYTHON, count_measurements, write_inventory
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = 6
 pytestmark = [pytest.mark.arm64, pytest.mark.slow, pytest.mark.timeout(1500), pytest.mark.xdist_group("arm64")]
-
-
-def _count(path: Path) -> tuple[int, int]:
-    """(measurements, distinct measurement keys) in a campaign store."""
-    if not path.exists():
-        return 0, 0
-    with sqlite3.connect(str(path)) as c:
-        try:
-            rows = c.execute("SELECT kind, pass, idx, seq FROM measurements").fetchall()
-        except sqlite3.OperationalError:
-            return 0, 0
-    return len(rows), len(set(rows))
 
 
 def test_host_and_arm64_campaign_resumed_after_the_device_sshd_is_killed(
@@ -58,9 +46,9 @@ def test_host_and_arm64_campaign_resumed_after_the_device_sshd_is_killed(
         prof = subprocess.Popen(cmd, cwd=str(ROOT), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         try:
             deadline = time.monotonic() + 600
-            while time.monotonic() < deadline and prof.poll() is None and _count(stores["arm64"])[0] < 2:
+            while time.monotonic() < deadline and prof.poll() is None and count_measurements(stores["arm64"])[0] < 2:
                 time.sleep(0.2)
-            lost_at = _count(stores["arm64"])[0]
+            lost_at = count_measurements(stores["arm64"])[0]
             assert 2 <= lost_at < SAMPLES, "the arm64 device made no progress (or finished) before sshd was killed"
             arm64_device.stop_sshd()  # every ssh connection drops and no new one is accepted
             out, err = prof.communicate(timeout=600)
@@ -70,8 +58,8 @@ def test_host_and_arm64_campaign_resumed_after_the_device_sshd_is_killed(
                 prof.communicate()
         assert prof.returncode == 2, (out, err)
         assert "arm64" in err and "re-run the same command to resume" in err, err
-        assert _count(stores["here"]) == (SAMPLES, SAMPLES)  # the host's queue finished regardless
-        n_dev, distinct = _count(stores["arm64"])
+        assert count_measurements(stores["here"]) == (SAMPLES, SAMPLES)  # the host's queue finished regardless
+        n_dev, distinct = count_measurements(stores["arm64"])
         assert n_dev == distinct and lost_at <= n_dev < SAMPLES
 
         arm64_device.start_sshd()  # same port, same host key; the agent kept running meanwhile
@@ -81,7 +69,7 @@ def test_host_and_arm64_campaign_resumed_after_the_device_sshd_is_killed(
         assert summary["here"]["already_done"] == SAMPLES and summary["here"]["measured_now"] == 0
         assert summary["arm64"]["already_done"] == n_dev and summary["arm64"]["measured_now"] == SAMPLES - n_dev
         for path in stores.values():
-            assert _count(path) == (SAMPLES, SAMPLES)  # nothing lost, nothing measured twice
+            assert count_measurements(path) == (SAMPLES, SAMPLES)  # nothing lost, nothing measured twice
         with sqlite3.connect(str(stores["arm64"])) as c:
             info = json.loads(c.execute("SELECT value FROM meta WHERE key = 'device_info'").fetchone()[0])
         assert info["machine"] == "aarch64"

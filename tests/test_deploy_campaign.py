@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import sqlite3
 import subprocess
 import sys
 import time
@@ -20,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from host.cli import main
-from tests.support.deploy_helpers import DEVICE_PYTHON, write_inventory
+from tests.support.deploy_helpers import DEVICE_PYTHON, count_measurements, write_inventory
 from tests.support.sshd import SshServer, find_sshd
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -36,18 +35,6 @@ def sshd(tmp_path: Path) -> Iterator[SshServer]:
     srv = SshServer(tmp_path / "sshd", exe).start()
     yield srv
     srv.stop()
-
-
-def _count(path: Path) -> tuple[int, int]:
-    """(measurements, distinct measurement keys) in a campaign store."""
-    if not path.exists():
-        return 0, 0
-    with sqlite3.connect(str(path)) as c:
-        try:
-            rows = c.execute("SELECT kind, pass, idx, seq FROM measurements").fetchall()
-        except sqlite3.OperationalError:
-            return 0, 0
-    return len(rows), len(set(rows))
 
 
 def test_two_device_campaign_one_device_lost_then_both_resume(sshd: SshServer, tmp_path: Path,
@@ -70,9 +57,9 @@ def test_two_device_campaign_one_device_lost_then_both_resume(sshd: SshServer, t
         prof = subprocess.Popen(cmd, cwd=str(ROOT), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         try:
             deadline = time.monotonic() + 300
-            while time.monotonic() < deadline and prof.poll() is None and _count(stores["box"])[0] < 2:
+            while time.monotonic() < deadline and prof.poll() is None and count_measurements(stores["box"])[0] < 2:
                 time.sleep(0.2)
-            lost_at = _count(stores["box"])[0]
+            lost_at = count_measurements(stores["box"])[0]
             assert 2 <= lost_at < SAMPLES, "the ssh device made no progress (or finished) before it was lost"
             # the device goes down: agent killed, sshd gone (connections and listener)
             os.kill(box_pid, 9)
@@ -84,8 +71,8 @@ def test_two_device_campaign_one_device_lost_then_both_resume(sshd: SshServer, t
                 prof.communicate()
         assert prof.returncode == 2, (out, err)
         assert "box" in err and "re-run the same command to resume" in err, err
-        assert _count(stores["here"]) == (SAMPLES, SAMPLES)  # the other device's queue finished regardless
-        n_box, distinct_box = _count(stores["box"])
+        assert count_measurements(stores["here"]) == (SAMPLES, SAMPLES)  # the other device's queue finished regardless
+        n_box, distinct_box = count_measurements(stores["box"])
         assert n_box == distinct_box and lost_at <= n_box < SAMPLES
 
         # the device is back (same address, agent not running: the session restarts it); resume
@@ -96,7 +83,7 @@ def test_two_device_campaign_one_device_lost_then_both_resume(sshd: SshServer, t
         assert summary["here"]["already_done"] == SAMPLES and summary["here"]["measured_now"] == 0
         assert summary["box"]["already_done"] == n_box and summary["box"]["measured_now"] == SAMPLES - n_box
         for path in stores.values():
-            assert _count(path) == (SAMPLES, SAMPLES)  # nothing lost, nothing measured twice
+            assert count_measurements(path) == (SAMPLES, SAMPLES)  # nothing lost, nothing measured twice
     finally:
         for dev in ("here", "box"):
             if dev == "box" and sshd.proc is None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import sys
 from pathlib import Path
 from typing import Any
@@ -52,3 +53,15 @@ def write_inventory(path: Path, devices: dict[str, dict[str, Any]]) -> Path:
 
 
 DEVICE_PYTHON = sys.executable  # the "device" is this machine: its Python has the agent's requirements
+
+
+def count_measurements(path: Path) -> tuple[int, int]:
+    """(measurements, distinct measurement keys) in a campaign store (0, 0 while it does not exist yet)."""
+    if not path.exists():
+        return 0, 0
+    with sqlite3.connect(str(path)) as c:
+        try:
+            rows = c.execute("SELECT kind, pass, idx, seq FROM measurements").fetchall()
+        except sqlite3.OperationalError:
+            return 0, 0
+    return len(rows), len(set(rows))
