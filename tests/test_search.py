@@ -336,41 +336,58 @@ def test_cli_generate_checks_drift_on_a_real_agent(numvqa_run, tmp_path, capsys)
         g = torch.Generator().manual_seed(5)
         refs = [random_gates(layout, r, generator=g) for r in (1.0, 0.5, 0.25)]
         settings = MeasureSettings(warmup_runs=2, repeats=20, min_time_s=0.05)
-        with AgentMeasurer(addr) as m:
-            cm = CandidateMeasurer(ExtractingBuilder(net), m, net.input_shape, settings, stat="p90")
-            measured = [cm.measure(r) for r in refs]
         mine = tmp_path / "profiles"
         shutil.copytree(profiles, mine)
         path = mine / "synthetic-dev.json"
 
         def write(scale: list[float], level: float, shape: float) -> None:
+            """Profile the references as measured now, times ``scale`` (fresh, so the VM's drift between the
+            test's measurement and the CLI's stays small), with the given tolerances."""
+            with AgentMeasurer(addr) as m:
+                cm = CandidateMeasurer(ExtractingBuilder(net), m, net.input_shape, settings, stat="p50")
+                measured = [cm.measure(r) for r in refs]
             data = _json.loads(path.read_text())
             entry = data["profiles"][f"{layout.config}/torchscript"]
             entry["measure"] = {"threads": 1, "warmup_runs": 2, "repeats": 20, "min_time_s": 0.05, "deadline_s": 60.0}
             entry["references"] = {
                 "ratios": [1.0, 0.5, 0.25], "gates": [pack_gates(r) for r in refs],
-                "latency_us": {p: [x.latency("p90") * s for x, s in zip(measured, scale, strict=True)]
+                "latency_us": {p: [x.latency(p) * s for x, s in zip(measured, scale, strict=True)]
                                for p in ("p50", "p90", "p99")},
                 "peak_bytes": [float(x.peak_bytes) for x in measured], "rounds": 3,
                 "tolerance": {p: {"level": level, "shape": shape} for p in ("p50", "p90", "p99")} | {"memory": 0.5}}
             path.write_text(_json.dumps(data))
 
-        write([1.0, 1.0, 1.0], level=0.5, shape=0.5)  # as measured a moment ago: proceed
-        rc = _gen(run, mine, tmp_path / "ok", "--device", "synthetic-dev", "--latency-ms", "1000", "--agent", addr)
-        rep = _json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+        def attempt(out: str, scale: list[float], level: float, shape: float, expect: str) -> tuple[int, dict]:
+            """Timings on a shared VM can jump 1.5-2x between two measurements a second apart (seen in CI):
+            up to three tries, each against a fresh measurement, for the outcomes that depend on a level."""
+            for _ in range(3):
+                shutil.rmtree(tmp_path / out, ignore_errors=True)
+                write(scale, level, shape)
+                rc = _gen(run, mine, tmp_path / out, "--device", "synthetic-dev", "--latency-ms", "1000",
+                          "--percentile", "50", "--agent", addr)
+                rep = _json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+                if rep["drift_check"]["status"] == expect:
+                    break
+            return rc, rep
+
+        # as measured a moment ago: proceed (generous level: only the wiring is under test here; judge()'s
+        # thresholds have their own tests)
+        rc, rep = attempt("ok", [1.0, 1.0, 1.0], level=0.6, shape=0.6, expect="proceed")
         assert rc == 0 and rep["drift_check"]["status"] == "proceed" and len(rep["drift_check"]["latency_ratios"]) == 3
+        assert rep["drift_check"]["percentile"] == "p50"
         assert rep["measured"]["fits"] and rep["measured"]["measurements"] == 1  # the chosen model (references apart)
         assert read_spec(tmp_path / "ok")[1]["meta"]["drift_check"]["status"] == "proceed"
 
-        write([1 / 1.6] * 3, level=0.1, shape=0.5)  # the device got ~1.6x slower, uniformly: rescaled
-        rc = _gen(run, mine, tmp_path / "slow", "--device", "synthetic-dev", "--latency-ms", "1000", "--agent", addr)
-        rep = _json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+        # the device got ~1.5x slower, uniformly: rescaled, and the factor recorded in the spec
+        rc, rep = attempt("slow", [1 / 1.5] * 3, level=0.1, shape=0.6, expect="rescaled")
         d = rep["drift_check"]
-        assert rc == 0 and d["status"] == "rescaled" and 1.2 < d["latency_factor"] < 2.1, d
+        assert rc == 0 and d["status"] == "rescaled" and 1.1 < d["latency_factor"] <= 2.0, d
         assert read_spec(tmp_path / "slow")[1]["meta"]["drift_check"]["latency_factor"] == d["latency_factor"]
 
-        write([1.0, 1.0, 0.2], level=0.1, shape=0.3)  # the small reference 5x slower, the others not: refused
-        rc = _gen(run, mine, tmp_path / "no", "--device", "synthetic-dev", "--latency-ms", "1000", "--agent", addr)
+        # the small reference 50x slower, the others not: refused whatever the VM does, and no model written
+        write([1.0, 1.0, 0.02], level=0.1, shape=0.3)
+        rc = _gen(run, mine, tmp_path / "no", "--device", "synthetic-dev", "--latency-ms", "1000", "--percentile", "50",
+                  "--agent", addr)
         err = capsys.readouterr().err
         assert rc == 2 and "drift check on synthetic-dev" in err and "--live" in err and not (tmp_path / "no").exists()
     finally:
