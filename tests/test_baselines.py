@@ -317,3 +317,21 @@ def test_training_stops_at_its_cpu_cap_not_at_waiting_time():
     assert log.stopped_by == "cpu_cap" and 0 < log.steps < 10_000 and log.cpu_seconds >= 0.05
     assert "cpu_cap_s" in TrainSettings(steps=1, cpu_cap_s=1.0).to_json()
     assert "cpu_cap_s" not in TrainSettings(steps=1).to_json()  # settings recorded before it existed stay equal
+
+
+def test_benchmark_budget_fractions_per_space() -> None:
+    """`benchmarks/baselines.py --budget-fractions`: one list for every space, or one per named space."""
+    import importlib.util
+
+    from host.errors import ConfigError
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "baselines.py"
+    spec = importlib.util.spec_from_file_location("_nnf_bench_baselines", path)
+    assert spec is not None and spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    assert bench.fractions_for("0.45,0.6", "attrod") == [0.45, 0.6]
+    assert bench.fractions_for("numvqa=0.45,0.6;attrod=0.7,0.85", "attrod") == [0.7, 0.85]
+    assert bench.fractions_for(bench.DEFAULT_FRACTIONS, "numvqa") == [0.45, 0.6]  # the shipped results' budgets
+    with pytest.raises(ConfigError, match="no fractions for space 'other'"):
+        bench.fractions_for("numvqa=0.45", "other")

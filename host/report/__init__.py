@@ -390,7 +390,8 @@ def _table3(page: _Page, rf: ResultFile) -> None:
     page.add(
         f"<p class=src>{len(d['scenarios'])} scenarios on device <code>{esc(dev.get('name'))}</code> "
         f"(latency = {esc(dev.get('latency_statistic'))} of the agent's timed runs, runtime {esc(dev.get('runtime'))}); "
-        f"{esc(metric)} on {esc(st.get('test_per_task'))} test questions per scenario, the same for all three methods. "
+        f"{esc(metric)} on {esc(st.get('test_per_task'))} test {'questions' if metric == 'accuracy' else 'scenes'} per "
+        "scenario, the same for all three methods. "
         f"Both baselines start from <code>{esc(init.get('init'))}</code> weights; Retrain trains "
         f"{esc(st.get('retrain', {}).get('train', {}).get('steps'))} steps, the unified model "
         f"{esc(st.get('unified', {}).get('train', {}).get('steps'))} steps, Prune&amp;Tune fine-tunes "
