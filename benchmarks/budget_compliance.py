@@ -1,7 +1,7 @@
 """Do generated models meet their budgets on the device? Predicted search vs. measurement, on the local agent.
 
     python benchmarks/budget_compliance.py [--device NAME | --fresh N] [--agent HOST:PORT] [--tasks 4]
-        [--percentile 90] [--repeats 3] [--json]
+        [--percentile 90] [--repeats 3] [--backbone resnet_numvqa --space numvqa] [--json]
 
 1. Profile: ``--fresh N`` runs a campaign of N subnets (the generator-aware mix: uniform, stratified and the
    shipped generator's models) on the agent and fits it into a temporary profile; otherwise the device profile
@@ -261,7 +261,8 @@ def main() -> int:
               f"{out['median_regret_grid_steps']} steps; drift check {check.status} ({check.message})")
     import _util  # benchmarks/ is on sys.path
 
-    _util.emit(out, args.json)  # with --json: also benchmarks/results/budget_compliance.json
+    # with --json: also benchmarks/results/budget_compliance.json (NumVQA) or budget_compliance.SPACE.json
+    _util.emit(out, args.json, name="budget_compliance" if args.space == "numvqa" else f"budget_compliance.{args.space}")
     return 0
 
 
