@@ -51,12 +51,22 @@ def fractions_for(spec: str, space: str) -> list[float]:
     """Budget fractions of ``space`` from ``0.45,0.6`` (every space) or ``numvqa=0.45,0.6;attrod=0.7,0.85``."""
     from host.errors import ConfigError
 
+    def numbers(values: str) -> list[float]:
+        try:
+            out = [float(f) for f in values.split(",") if f.strip()]
+        except ValueError:
+            out = []
+        if not out or not all(0 < f <= 1 for f in out):
+            raise ConfigError(f"--budget-fractions {spec!r}: {values!r} is not a list of fractions in (0, 1] "
+                              "(write F1,F2 or SPACE=F1,F2;SPACE=F1,F2)")
+        return out
+
     if "=" not in spec:
-        return [float(f) for f in spec.split(",") if f.strip()]
+        return numbers(spec)
     per_space = {}
-    for part in spec.split(";"):
+    for part in filter(str.strip, spec.split(";")):
         name, _, values = part.partition("=")
-        per_space[name.strip()] = [float(f) for f in values.split(",") if f.strip()]
+        per_space[name.strip()] = numbers(values)
     if space not in per_space:
         raise ConfigError(f"--budget-fractions {spec!r} names no fractions for space {space!r}: add {space}=F1,F2")
     return per_space[space]
@@ -148,6 +158,10 @@ def main() -> int:
         raise ConfigError("--tasks and --checkpoint need a single --space")
     if args.quick:
         spaces = spaces[:1]
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    unknown = sorted(set(methods) - {"retrain", "prune_tune"})
+    if unknown or not methods:
+        raise ConfigError(f"--methods {args.methods!r}: choose from retrain, prune_tune")
     settings = build_settings(args)
     work = Path(args.work) / ("quick" if args.quick else "full")
     plans, skipped = [], {}
@@ -162,7 +176,6 @@ def main() -> int:
         raise ConfigError("no task space can be compared: " + "; ".join(f"{k}: {v}" for k, v in skipped.items()))
 
     if args.phase in ("all", "train"):
-        methods = [m.strip() for m in args.methods.split(",") if m.strip()]
         for cmp, scenarios in plans:
             cmp.train(scenarios, methods=methods)
         if args.phase == "train":
@@ -244,4 +257,10 @@ def print_table(result: dict) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from host.errors import NNFactoryError
+
+    try:
+        sys.exit(main())
+    except NNFactoryError as exc:  # bad options or inputs: the message says what to change
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)

@@ -335,3 +335,6 @@ def test_benchmark_budget_fractions_per_space() -> None:
     assert bench.fractions_for(bench.DEFAULT_FRACTIONS, "numvqa") == [0.45, 0.6]  # the shipped results' budgets
     with pytest.raises(ConfigError, match="no fractions for space 'other'"):
         bench.fractions_for("numvqa=0.45", "other")
+    for bad in ("0.45,x", "numvqa=", "attrod=1.5"):
+        with pytest.raises(ConfigError, match="not a list of fractions"):
+            bench.fractions_for(bad, "attrod")
