@@ -366,7 +366,7 @@ def test_cli_generate_checks_drift_on_a_real_agent(numvqa_run, tmp_path, capsys)
                 rc = _gen(run, mine, tmp_path / out, "--device", "synthetic-dev", "--latency-ms", "1000",
                           "--percentile", "50", "--agent", addr)
                 rep = _json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-                if rep["drift_check"]["status"] == expect:
+                if rep.get("drift_check", {}).get("status") == expect:  # a refusal (> 2x jump) has none: retry
                     break
             return rc, rep
 
